@@ -1,0 +1,774 @@
+//! Every option of an uploader: its name, its default, its validation.
+//!
+//! Options are set either with typed builder methods (Rust) or with string
+//! keys and values through [`Config::set`] (the C ABI, the CLI, Python, Go):
+//! the string form is how new options never break the ABI. Both paths end in
+//! the same validation, so a bad value is rejected the same way everywhere,
+//! with a message that names the key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The smallest part S3 accepts (every part but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The largest part, and the largest single PUT, S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The most parts one multipart upload may have.
+pub const MAX_PARTS: u32 = 10_000;
+/// The longest object key S3 accepts, in bytes of UTF-8.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// How the bucket appears in request URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// `http://endpoint/bucket/key` — MinIO, Ceph, Garage, s3s.
+    Path,
+    /// `http://bucket.endpoint/key` — AWS, Huawei OBS and Aliyun OSS (which
+    /// accept nothing else).
+    Virtual,
+}
+
+/// How each part's bytes are checked against what the server stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// MD5 computed while streaming, compared with the ETag the server
+    /// returns when that ETag is an MD5; the multipart ETag (md5 of the part
+    /// md5s, "-N") checked on complete. No extra read of the data.
+    EtagMd5,
+    /// Send `Content-MD5` so the server itself rejects a corrupted part.
+    /// Costs one extra read of each part before it is sent.
+    ContentMd5,
+    /// Send `x-amz-checksum-crc32c`: the server verifies it. One extra
+    /// (cheap) read of each part before it is sent.
+    Crc32c,
+    /// No check.
+    None,
+}
+
+/// A canned ACL S3 understands.
+const CANNED_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+
+/// The configuration of an [`Uploader`](crate::Uploader).
+///
+/// ```
+/// let cfg = batchput::Config::new()
+///     .endpoint("http://127.0.0.1:9000")
+///     .bucket("photos")
+///     .credentials("AKID", "SECRET")
+///     .part_size(64 << 20);
+/// # let _ = cfg;
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) region: String,
+    pub(crate) bucket: String,
+    pub(crate) access_key: Option<String>,
+    pub(crate) secret_key: Option<String>,
+    pub(crate) session_token: Option<String>,
+    pub(crate) addressing: Addressing,
+    pub(crate) workers: usize,
+    pub(crate) part_size: u64,
+    pub(crate) multipart_threshold: u64,
+    pub(crate) retries: u32,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_open_files: Option<usize>,
+    pub(crate) max_pending_uploads: usize,
+    pub(crate) rate_limit: u64,
+    pub(crate) acl: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) storage_class: Option<String>,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) integrity: Integrity,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) proxy: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("Config")
+            .field("endpoints", &self.endpoints)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("addressing", &self.addressing)
+            .field("workers", &self.workers)
+            .field("part_size", &self.part_size)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("integrity", &self.integrity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoints: Vec::new(),
+            region: "us-east-1".to_string(),
+            bucket: String::new(),
+            access_key: None,
+            secret_key: None,
+            session_token: None,
+            addressing: Addressing::Path,
+            workers: 16,
+            part_size: 16 * 1024 * 1024,
+            multipart_threshold: 16 * 1024 * 1024,
+            retries: 5,
+            stall_timeout: Duration::from_secs(60),
+            deadline: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_open_files: None,
+            max_pending_uploads: 64,
+            rate_limit: 0,
+            acl: None,
+            content_type: None,
+            storage_class: None,
+            metadata: Vec::new(),
+            integrity: Integrity::EtagMd5,
+            ca_file: None,
+            proxy: None,
+        }
+    }
+}
+
+/// The option keys [`Config::set`] accepts, with what each means; the CLI
+/// and the README are generated from the same list.
+pub const OPTIONS: &[(&str, &str, &str)] = &[
+    ("endpoint", "", "URL of the S3 endpoint (http or https); several, comma-separated, are nodes of one cluster for failover"),
+    ("region", "us-east-1", "signing region"),
+    ("bucket", "", "destination bucket"),
+    ("access_key", "$AWS_ACCESS_KEY_ID", "access key id"),
+    ("secret_key", "$AWS_SECRET_ACCESS_KEY", "secret access key"),
+    ("session_token", "$AWS_SESSION_TOKEN", "session token for temporary credentials"),
+    ("addressing", "path", "path | virtual (OBS and OSS need virtual)"),
+    ("workers", "16", "parts in flight at once (threads of the pool)"),
+    ("part_size", "16MiB", "multipart part size, 5MiB..5GiB; grown to stay within 10,000 parts"),
+    ("multipart_threshold", "16MiB", "files of this size or more upload in parts"),
+    ("retries", "5", "attempts per request before its error is fatal"),
+    ("stall_timeout_ms", "60000", "fail the job when no bytes or parts are acknowledged for this long"),
+    ("deadline_ms", "0", "fail the job when it runs longer than this (0: no deadline)"),
+    ("connect_timeout_ms", "10000", "TCP/TLS connect timeout per request"),
+    ("request_timeout_ms", "30000", "idle timeout of one request: longest wait for a read or write"),
+    ("max_open_files", "from RLIMIT_NOFILE", "most source files open at once"),
+    ("max_pending_uploads", "64", "most multipart uploads initiated and not yet completed (OBS stops answering past ~100)"),
+    ("rate_limit", "0", "bytes per second for the whole uploader, e.g. 100MiB (0: unlimited)"),
+    ("acl", "", "canned ACL sent as x-amz-acl (private, public-read, ...)"),
+    ("content_type", "", "Content-Type of every object"),
+    ("storage_class", "", "x-amz-storage-class of every object (STANDARD, STANDARD_IA, ...)"),
+    ("meta.NAME", "", "user metadata x-amz-meta-NAME on every object"),
+    ("integrity", "etag-md5", "etag-md5 | content-md5 | crc32c | none"),
+    ("ca_file", "$AWS_CA_BUNDLE", "PEM file of extra trusted CA certificates for https"),
+    ("proxy", "", "HTTP proxy URL for every request"),
+];
+
+impl Config {
+    /// The defaults; set at least `endpoint` and `bucket`.
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// One endpoint URL, or several comma-separated (nodes of one cluster).
+    pub fn endpoint(mut self, url: &str) -> Config {
+        self.endpoints = split_endpoints(url);
+        self
+    }
+
+    /// The signing region.
+    pub fn region(mut self, region: &str) -> Config {
+        self.region = region.to_string();
+        self
+    }
+
+    /// The destination bucket.
+    pub fn bucket(mut self, bucket: &str) -> Config {
+        self.bucket = bucket.to_string();
+        self
+    }
+
+    /// Access key id and secret.
+    pub fn credentials(mut self, access_key: &str, secret_key: &str) -> Config {
+        self.access_key = Some(access_key.to_string());
+        self.secret_key = Some(secret_key.to_string());
+        self
+    }
+
+    /// Session token for temporary credentials.
+    pub fn session_token(mut self, token: &str) -> Config {
+        self.session_token = Some(token.to_string());
+        self
+    }
+
+    /// Path-style or virtual-hosted addressing.
+    pub fn addressing(mut self, addressing: Addressing) -> Config {
+        self.addressing = addressing;
+        self
+    }
+
+    /// Number of worker threads, which is the number of parts in flight.
+    pub fn workers(mut self, workers: usize) -> Config {
+        self.workers = workers;
+        self
+    }
+
+    /// Part size in bytes for multipart uploads.
+    pub fn part_size(mut self, bytes: u64) -> Config {
+        self.part_size = bytes;
+        self
+    }
+
+    /// Files of at least this many bytes upload in parts.
+    pub fn multipart_threshold(mut self, bytes: u64) -> Config {
+        self.multipart_threshold = bytes;
+        self
+    }
+
+    /// Attempts per request before its error is fatal.
+    pub fn retries(mut self, retries: u32) -> Config {
+        self.retries = retries;
+        self
+    }
+
+    /// Fail the job when nothing is acknowledged for this long.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Config {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Fail the job when it runs longer than this.
+    pub fn deadline(mut self, deadline: Option<Duration>) -> Config {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Connect timeout of each request.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Config {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Idle timeout of each request (longest wait for one read or write).
+    pub fn request_timeout(mut self, timeout: Duration) -> Config {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Most source files open at once.
+    pub fn max_open_files(mut self, max: usize) -> Config {
+        self.max_open_files = Some(max);
+        self
+    }
+
+    /// Most multipart uploads initiated and not yet completed.
+    pub fn max_pending_uploads(mut self, max: usize) -> Config {
+        self.max_pending_uploads = max;
+        self
+    }
+
+    /// Bytes per second for the whole uploader; 0 is unlimited.
+    pub fn rate_limit(mut self, bytes_per_sec: u64) -> Config {
+        self.rate_limit = bytes_per_sec;
+        self
+    }
+
+    /// How parts are checked.
+    pub fn integrity(mut self, integrity: Integrity) -> Config {
+        self.integrity = integrity;
+        self
+    }
+
+    /// Canned ACL for every object.
+    pub fn acl(mut self, acl: &str) -> Config {
+        self.acl = Some(acl.to_string());
+        self
+    }
+
+    /// Content-Type for every object.
+    pub fn content_type(mut self, content_type: &str) -> Config {
+        self.content_type = Some(content_type.to_string());
+        self
+    }
+
+    /// Storage class for every object.
+    pub fn storage_class(mut self, class: &str) -> Config {
+        self.storage_class = Some(class.to_string());
+        self
+    }
+
+    /// Adds user metadata `x-amz-meta-<name>: value` to every object.
+    pub fn metadata(mut self, name: &str, value: &str) -> Config {
+        self.metadata
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Extra trusted CA certificates (PEM) for https endpoints.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Config {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// HTTP proxy for every request.
+    pub fn proxy(mut self, url: &str) -> Config {
+        self.proxy = Some(url.to_string());
+        self
+    }
+
+    /// Sets one option from its string form (see [`OPTIONS`]). Sizes accept
+    /// `8388608`, `8MiB`, `1GiB`, `500KB`; durations in `_ms` keys are
+    /// milliseconds. An unknown key or a bad value is an
+    /// [`InvalidConfig`](crate::ErrorKind::InvalidConfig) error naming the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let bad = |why: &str| Error::config(format!("option '{key}': {why} (got '{value}')"));
+        match key {
+            "endpoint" => self.endpoints = split_endpoints(value),
+            "region" => self.region = value.to_string(),
+            "bucket" => self.bucket = value.to_string(),
+            "access_key" => self.access_key = Some(value.to_string()),
+            "secret_key" => self.secret_key = Some(value.to_string()),
+            "session_token" => self.session_token = non_empty(value),
+            "addressing" => {
+                self.addressing = match value {
+                    "path" => Addressing::Path,
+                    "virtual" | "virtual-hosted" => Addressing::Virtual,
+                    _ => return Err(bad("expected 'path' or 'virtual'")),
+                }
+            }
+            "workers" => self.workers = parse_count(value).map_err(|w| bad(&w))? as usize,
+            "part_size" => self.part_size = parse_size(value).map_err(|w| bad(&w))?,
+            "multipart_threshold" => {
+                self.multipart_threshold = parse_size(value).map_err(|w| bad(&w))?
+            }
+            "retries" => {
+                self.retries = u32::try_from(parse_count(value).map_err(|w| bad(&w))?)
+                    .map_err(|_| bad("too large"))?
+            }
+            "stall_timeout_ms" => self.stall_timeout = parse_millis(value).map_err(|w| bad(&w))?,
+            "deadline_ms" => {
+                let d = parse_millis(value).map_err(|w| bad(&w))?;
+                self.deadline = (!d.is_zero()).then_some(d);
+            }
+            "connect_timeout_ms" => {
+                self.connect_timeout = parse_millis(value).map_err(|w| bad(&w))?
+            }
+            "request_timeout_ms" => {
+                self.request_timeout = parse_millis(value).map_err(|w| bad(&w))?
+            }
+            "max_open_files" => {
+                self.max_open_files = Some(parse_count(value).map_err(|w| bad(&w))? as usize)
+            }
+            "max_pending_uploads" => {
+                self.max_pending_uploads = parse_count(value).map_err(|w| bad(&w))? as usize
+            }
+            "rate_limit" => self.rate_limit = parse_size(value).map_err(|w| bad(&w))?,
+            "acl" => self.acl = non_empty(value),
+            "content_type" => self.content_type = non_empty(value),
+            "storage_class" => self.storage_class = non_empty(value),
+            "integrity" => {
+                self.integrity = match value {
+                    "etag-md5" => Integrity::EtagMd5,
+                    "content-md5" => Integrity::ContentMd5,
+                    "crc32c" => Integrity::Crc32c,
+                    "none" => Integrity::None,
+                    _ => return Err(bad("expected etag-md5, content-md5, crc32c or none")),
+                }
+            }
+            "ca_file" => self.ca_file = non_empty(value).map(PathBuf::from),
+            "proxy" => self.proxy = non_empty(value),
+            _ => match key.strip_prefix("meta.") {
+                Some(name) if !name.is_empty() => self
+                    .metadata
+                    .push((name.to_ascii_lowercase(), value.to_string())),
+                _ => {
+                    return Err(Error::config(format!(
+                        "unknown option '{key}' (known: {})",
+                        OPTIONS.iter().map(|o| o.0).collect::<Vec<_>>().join(", ")
+                    )))
+                }
+            },
+        }
+        // Check the one value just set at once, so the caller learns which
+        // key was wrong; cross-option checks wait for `validate`.
+        self.validate_field(key).map_err(|e| match e.kind() {
+            crate::ErrorKind::InvalidConfig => bad(e.message()),
+            _ => e,
+        })
+    }
+
+    /// Checks every option and the ones that depend on each other. Called by
+    /// `Uploader::new`; the error names the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        for key in [
+            "endpoint",
+            "bucket",
+            "region",
+            "workers",
+            "part_size",
+            "multipart_threshold",
+            "retries",
+            "stall_timeout_ms",
+            "connect_timeout_ms",
+            "request_timeout_ms",
+            "max_open_files",
+            "max_pending_uploads",
+            "acl",
+            "content_type",
+            "storage_class",
+            "meta.",
+        ] {
+            self.validate_field(key).map_err(|e| {
+                Error::config(format!(
+                    "option '{}': {}",
+                    key.trim_end_matches('.'),
+                    e.message()
+                ))
+            })?;
+        }
+        if self.endpoints.is_empty() {
+            return Err(Error::config("option 'endpoint': not set"));
+        }
+        if self.bucket.is_empty() {
+            return Err(Error::config("option 'bucket': not set"));
+        }
+        Ok(())
+    }
+
+    fn validate_field(&self, key: &str) -> Result<()> {
+        let fail = |why: String| Err(Error::config(why));
+        match key {
+            "endpoint" => {
+                for ep in &self.endpoints {
+                    crate::store::Endpoint::parse(ep)?;
+                }
+            }
+            "bucket" => {
+                let b = &self.bucket;
+                if !b.is_empty()
+                    && (b.len() < 3
+                        || b.len() > 63
+                        || !b.bytes().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || b"-._".contains(&c)
+                        }))
+                {
+                    return fail(format!(
+                        "'{b}' is not a valid bucket name (3-63 of a-z 0-9 . - _)"
+                    ));
+                }
+            }
+            "region" if self.region.is_empty() || !is_token(&self.region) => {
+                return fail("must be a non-empty token such as us-east-1".into());
+            }
+            "workers" if self.workers == 0 || self.workers > 1024 => {
+                return fail("must be between 1 and 1024".into());
+            }
+            "part_size" if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) => {
+                return fail("must be between 5MiB and 5GiB".into());
+            }
+            "multipart_threshold"
+                if self.multipart_threshold == 0 || self.multipart_threshold > MAX_PART_SIZE =>
+            {
+                return fail("must be between 1 byte and 5GiB (the largest single PUT)".into());
+            }
+            "retries" if self.retries > 100 => return fail("must be at most 100".into()),
+            "stall_timeout_ms" if self.stall_timeout.is_zero() => {
+                return fail("must be more than 0".into());
+            }
+            "connect_timeout_ms" if self.connect_timeout.is_zero() => {
+                return fail("must be more than 0".into());
+            }
+            "request_timeout_ms" if self.request_timeout.is_zero() => {
+                return fail("must be more than 0".into());
+            }
+            "max_open_files" if self.max_open_files == Some(0) => {
+                return fail("must be at least 1".into());
+            }
+            "max_pending_uploads" if self.max_pending_uploads == 0 => {
+                return fail("must be at least 1".into());
+            }
+            "acl" => {
+                if let Some(acl) = &self.acl {
+                    if !CANNED_ACLS.contains(&acl.as_str()) {
+                        return fail(format!(
+                            "'{acl}' is not a canned ACL ({})",
+                            CANNED_ACLS.join(", ")
+                        ));
+                    }
+                }
+            }
+            "content_type" | "storage_class" => {
+                let v = if key == "content_type" {
+                    &self.content_type
+                } else {
+                    &self.storage_class
+                };
+                if let Some(v) = v {
+                    if !is_header_value(v) {
+                        return fail("contains characters not allowed in an HTTP header".into());
+                    }
+                }
+            }
+            k if k.starts_with("meta.") => {
+                for (name, value) in &self.metadata {
+                    if !is_token(name) || !is_header_value(value) {
+                        return fail(format!(
+                            "metadata '{name}' must be a token name and a printable ASCII value"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The open-file budget: the option when set, otherwise derived from
+    /// RLIMIT_NOFILE, leaving room for the workers' sockets, the process's
+    /// own descriptors and a margin.
+    pub(crate) fn effective_max_open_files(&self) -> usize {
+        if let Some(max) = self.max_open_files {
+            return max;
+        }
+        let soft = nofile_soft_limit().unwrap_or(1024);
+        let reserved = 2 * self.workers as u64 + 24;
+        soft.saturating_sub(reserved).clamp(4, 1024) as usize
+    }
+}
+
+fn nofile_soft_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+fn split_endpoints(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+fn is_header_value(s: &str) -> bool {
+    s.bytes().all(|c| c == b'\t' || (0x20..0x7f).contains(&c))
+}
+
+/// Parses a count: a plain non-negative integer.
+fn parse_count(value: &str) -> std::result::Result<u64, String> {
+    let v = value.trim();
+    if v.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    v.parse::<u64>()
+        .map_err(|_| "expected a whole number".to_string())
+}
+
+/// Parses a size: `8388608`, `8MiB`, `8M` (binary), `8MB` (decimal), `1.5GiB`.
+pub fn parse_size(value: &str) -> std::result::Result<u64, String> {
+    let v = value.trim();
+    if v.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KiB" | "kiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err("expected a size such as 8388608, 8MiB or 1GiB".into()),
+    };
+    if num.is_empty() {
+        return Err("expected a size such as 8388608, 8MiB or 1GiB".into());
+    }
+    if num.contains('.') {
+        let f: f64 = num
+            .parse()
+            .map_err(|_| "expected a size such as 8388608, 8MiB or 1GiB".to_string())?;
+        let bytes = f * mult as f64;
+        if !bytes.is_finite() || bytes > u64::MAX as f64 / 2.0 {
+            return Err("too large".into());
+        }
+        return Ok(bytes as u64);
+    }
+    let n: u64 = num.parse().map_err(|_| "too large".to_string())?;
+    n.checked_mul(mult).ok_or_else(|| "too large".to_string())
+}
+
+/// Parses milliseconds in a `_ms` option.
+fn parse_millis(value: &str) -> std::result::Result<Duration, String> {
+    parse_count(value)
+        .map(Duration::from_millis)
+        .map_err(|_| "expected a whole number of milliseconds".into())
+}
+
+/// Parses a human duration: `500ms`, `60s`, `5m`, `24h`, `7d`, or plain seconds.
+pub fn parse_duration(value: &str) -> std::result::Result<Duration, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a duration such as 500ms, 60s, 5m, 24h or 7d".to_string())?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err("expected a duration such as 500ms, 60s, 5m, 24h or 7d".into()),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_every_spelling() {
+        assert_eq!(parse_size("8388608"), Ok(8 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("8MB"), Ok(8_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("12 apples").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1e99").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn set_names_the_key_on_a_bad_value() {
+        let mut c = Config::new();
+        let e = c.set("part_size", "12 apples").unwrap_err();
+        assert!(e.to_string().contains("part_size"), "{e}");
+        let e = c.set("workers", "0").unwrap_err();
+        assert!(e.to_string().contains("'workers'"), "{e}");
+        let e = c.set("workers", "-1").unwrap_err();
+        assert!(e.to_string().contains("negative"), "{e}");
+        let e = c.set("workers", "1e99").unwrap_err();
+        assert!(e.to_string().contains("workers"), "{e}");
+        let e = c.set("colour", "blue").unwrap_err();
+        assert!(e.to_string().contains("unknown option 'colour'"), "{e}");
+        let e = c.set("integrity", "sha1").unwrap_err();
+        assert!(e.to_string().contains("integrity"), "{e}");
+        let e = c.set("acl", "everyone").unwrap_err();
+        assert!(e.to_string().contains("acl"), "{e}");
+        let e = c.set("part_size", "1MiB").unwrap_err();
+        assert!(e.to_string().contains("5MiB"), "{e}");
+        let e = c.set("endpoint", "ftp://x").unwrap_err();
+        assert!(e.to_string().contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn set_accepts_every_documented_key() {
+        let mut c = Config::new();
+        for (key, value) in [
+            ("endpoint", "http://127.0.0.1:9000,http://127.0.0.2:9000"),
+            ("region", "eu-west-1"),
+            ("bucket", "my-bucket"),
+            ("access_key", "AK"),
+            ("secret_key", "SK"),
+            ("session_token", "TOKEN"),
+            ("addressing", "virtual"),
+            ("workers", "50"),
+            ("part_size", "64MiB"),
+            ("multipart_threshold", "100MB"),
+            ("retries", "3"),
+            ("stall_timeout_ms", "5000"),
+            ("deadline_ms", "600000"),
+            ("connect_timeout_ms", "2000"),
+            ("request_timeout_ms", "20000"),
+            ("max_open_files", "100"),
+            ("max_pending_uploads", "90"),
+            ("rate_limit", "100MiB"),
+            ("acl", "public-read"),
+            ("content_type", "application/x-tar"),
+            ("storage_class", "STANDARD_IA"),
+            ("meta.owner", "mts"),
+            ("integrity", "crc32c"),
+            ("ca_file", "/etc/ssl/certs/ca-certificates.crt"),
+            ("proxy", "http://127.0.0.1:3128"),
+        ] {
+            c.set(key, value)
+                .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+        }
+        c.validate().unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.part_size, 64 << 20);
+        assert_eq!(c.rate_limit, 100 << 20);
+        assert_eq!(c.deadline, Some(Duration::from_secs(600)));
+        assert_eq!(c.metadata, vec![("owner".into(), "mts".into())]);
+        // Every key that `set` accepts is documented in OPTIONS.
+        for (key, _, _) in OPTIONS {
+            assert!(!key.is_empty());
+        }
+    }
+
+    #[test]
+    fn validate_requires_endpoint_and_bucket() {
+        let e = Config::new().bucket("abc").validate().unwrap_err();
+        assert!(e.to_string().contains("endpoint"), "{e}");
+        let e = Config::new()
+            .endpoint("http://127.0.0.1:1")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("bucket"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn open_file_budget_leaves_room_for_sockets() {
+        let c = Config::new().workers(16);
+        assert!(c.effective_max_open_files() >= 4);
+        assert_eq!(
+            Config::new().max_open_files(7).effective_max_open_files(),
+            7
+        );
+    }
+}

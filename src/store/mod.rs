@@ -1,0 +1,1041 @@
+//! The S3 protocol: endpoints, signing, requests, XML, error mapping.
+//!
+//! [`Store`] is a synchronous S3 client for one bucket. It speaks the eight
+//! operations an uploader needs (PutObject, CreateMultipartUpload,
+//! UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts,
+//! ListMultipartUploads, HeadObject) plus CreateBucket, GetObject and
+//! DeleteObject for tests and the janitor. Bodies stream from a reader with
+//! `Content-Length` always set: never chunked, never aws-chunked, which OBS,
+//! OSS and older MinIO reject.
+//!
+//! One `ureq::Agent` is shared by the workers; its idle pool is sized to the
+//! worker count, so each worker in practice keeps its own connection.
+//! Several endpoints (the nodes of one cluster) are spread over by a hint
+//! the caller passes (its worker index); a connection-level failure marks an
+//! endpoint down for a while, and the next request goes elsewhere.
+
+mod encode;
+mod sign;
+mod xml;
+
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+
+use crate::config::{Addressing, Config};
+use crate::error::{Error, ErrorKind, Result};
+
+pub(crate) use encode::parse_timestamp;
+use sign::{Payload, Signer};
+
+/// How long an endpoint that failed at the connection level is skipped.
+const ENDPOINT_DOWN_FOR: Duration = Duration::from_secs(10);
+
+/// Marks the io error a body reader returns when the job is cancelled, so
+/// that the failed request is recognised as a stop and not a network fault.
+pub(crate) const CANCELLED: &str = "batchput: request cancelled";
+
+/// One parsed endpoint URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    https: bool,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Endpoint {
+    /// Parses `http[s]://host[:port][/]`; anything else is an error naming
+    /// the URL.
+    pub fn parse(url: &str) -> Result<Endpoint> {
+        let bad = |why: &str| Error::config(format!("endpoint '{url}': {why}"));
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad("must start with http:// or https://"));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad(
+                "expected scheme://host[:port] with no path, query or user",
+            ));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(bad("junk after the IPv6 address")),
+            };
+            (format!("[{h}]"), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (authority.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| bad("bad port"))?),
+            None => None,
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Endpoint {
+            https,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    fn authority(&self, bucket_prefix: Option<&str>) -> String {
+        let mut s = String::new();
+        if let Some(b) = bucket_prefix {
+            s.push_str(b);
+            s.push('.');
+        }
+        s.push_str(&self.host);
+        if let Some(p) = self.port {
+            s.push(':');
+            s.push_str(&p.to_string());
+        }
+        s
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The URL as a person would write it.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority(None))
+    }
+}
+
+/// A checksum sent with a body so the server verifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentChecksum {
+    /// Nothing sent.
+    None,
+    /// `Content-MD5` (the MD5 of the body).
+    ContentMd5([u8; 16]),
+    /// `x-amz-checksum-crc32c`.
+    Crc32c(u32),
+}
+
+/// A part as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// The ETag, quotes removed (empty when the server does not say).
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A multipart upload as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUpload {
+    /// Object key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// When it was initiated, if the server says.
+    pub initiated: Option<SystemTime>,
+}
+
+/// What HeadObject learns of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, quotes removed.
+    pub etag: String,
+    /// Content-Type, when the server says.
+    pub content_type: Option<String>,
+}
+
+/// A part to name in CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// The ETag the server returned for it, quotes removed.
+    pub etag: String,
+    /// The base64 CRC32C sent with it, when integrity is crc32c.
+    pub crc32c: Option<String>,
+}
+
+/// A request body.
+pub enum Body<'a> {
+    /// No body (GET, HEAD, DELETE).
+    Empty,
+    /// A small body in memory.
+    Bytes(&'a [u8]),
+    /// `len` bytes streamed from `reader`; `Content-Length` is `len`.
+    Reader(&'a mut dyn Read, u64),
+}
+
+impl Body<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::Reader(_, len) => *len,
+        }
+    }
+}
+
+/// One answer: status, the headers we use, and the whole body.
+struct Reply {
+    etag: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+    body: Vec<u8>,
+}
+
+struct Request<'a, 'b> {
+    operation: &'static str,
+    method: &'static str,
+    key: Option<&'a str>,
+    query: &'a [(&'static str, &'a str)],
+    headers: Vec<(&'static str, String)>,
+    body: Body<'b>,
+    endpoint_hint: usize,
+}
+
+/// Down-until marks, one per endpoint, as milliseconds since `epoch`.
+struct Health {
+    epoch: Instant,
+    down_until_ms: Vec<AtomicU64>,
+}
+
+/// A synchronous S3 client for one bucket. Cheap to clone; share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    health: Health,
+    bucket: String,
+    addressing: Addressing,
+    signer: Signer,
+    agent: ureq::Agent,
+    /// Headers every new object gets: ACL, content type, storage class, metadata.
+    object_headers: Vec<(&'static str, String)>,
+    meta_headers: Vec<(String, String)>,
+    crc32c_uploads: bool,
+}
+
+impl Store {
+    /// Builds a client from the configuration: endpoints, credentials (from
+    /// the config or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    /// AWS_SESSION_TOKEN), TLS roots (plus `ca_file` or AWS_CA_BUNDLE, read
+    /// only when an endpoint is https), proxy and timeouts.
+    pub fn new(cfg: &Config) -> Result<Store> {
+        cfg.validate()?;
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e))
+            .collect::<Result<Vec<_>>>()?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let access_key = cfg
+            .access_key
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+            .ok_or_else(|| {
+                Error::config("option 'access_key': not set and AWS_ACCESS_KEY_ID is empty")
+            })?;
+        let secret_key = cfg
+            .secret_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+            .ok_or_else(|| {
+                Error::config("option 'secret_key': not set and AWS_SECRET_ACCESS_KEY is empty")
+            })?;
+        let session_token = if cfg.access_key.is_some() {
+            cfg.session_token.clone()
+        } else {
+            cfg.session_token
+                .clone()
+                .or_else(|| env("AWS_SESSION_TOKEN"))
+        };
+
+        let pool = cfg.workers * 2 + 4;
+        let mut builder = ureq::AgentBuilder::new()
+            .timeout_connect(cfg.connect_timeout)
+            .timeout_read(cfg.request_timeout)
+            .timeout_write(cfg.request_timeout)
+            .max_idle_connections(pool)
+            .max_idle_connections_per_host(pool)
+            .redirects(0)
+            .no_delay(true)
+            .user_agent(concat!("batchput/", env!("CARGO_PKG_VERSION")))
+            .resolver(LoopbackResolver);
+        if endpoints.iter().any(|e| e.https) {
+            let ca_file = cfg
+                .ca_file
+                .clone()
+                .or_else(|| env("AWS_CA_BUNDLE").map(Into::into));
+            builder = builder.tls_config(Arc::new(tls_config(ca_file.as_deref())?));
+        }
+        if let Some(proxy) = &cfg.proxy {
+            let p = ureq::Proxy::new(proxy)
+                .map_err(|e| Error::config(format!("option 'proxy': {e}")))?;
+            builder = builder.proxy(p);
+        }
+
+        let mut object_headers = Vec::new();
+        if let Some(acl) = &cfg.acl {
+            object_headers.push(("x-amz-acl", acl.clone()));
+        }
+        if let Some(ct) = &cfg.content_type {
+            object_headers.push(("content-type", ct.clone()));
+        }
+        if let Some(sc) = &cfg.storage_class {
+            object_headers.push(("x-amz-storage-class", sc.clone()));
+        }
+        let meta_headers = cfg
+            .metadata
+            .iter()
+            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
+            .collect();
+
+        let n = endpoints.len();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                endpoints,
+                health: Health {
+                    epoch: Instant::now(),
+                    down_until_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                },
+                bucket: cfg.bucket.clone(),
+                addressing: cfg.addressing,
+                signer: Signer::new(
+                    &access_key,
+                    &secret_key,
+                    session_token.as_deref(),
+                    &cfg.region,
+                ),
+                agent: builder.build(),
+                object_headers,
+                meta_headers,
+                crc32c_uploads: cfg.integrity == crate::Integrity::Crc32c,
+            }),
+        })
+    }
+
+    /// The bucket this client writes to.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The endpoints, as URLs.
+    pub fn endpoint_urls(&self) -> Vec<String> {
+        self.inner.endpoints.iter().map(Endpoint::url).collect()
+    }
+
+    /// Uploads a whole object in one request. Returns its ETag.
+    pub fn put_object(
+        &self,
+        key: &str,
+        body: Body<'_>,
+        checksum: SentChecksum,
+        endpoint_hint: usize,
+    ) -> Result<String> {
+        let mut headers = self.inner.object_headers.clone();
+        add_checksum(&mut headers, checksum);
+        let reply = self.call_with_meta(Request {
+            operation: "PutObject",
+            method: "PUT",
+            key: Some(key),
+            query: &[],
+            headers,
+            body,
+            endpoint_hint,
+        })?;
+        Ok(reply.etag.map(unquote).unwrap_or_default())
+    }
+
+    /// Starts a multipart upload. Returns its upload id.
+    pub fn create_multipart_upload(&self, key: &str, endpoint_hint: usize) -> Result<String> {
+        let mut headers = self.inner.object_headers.clone();
+        if self.inner.crc32c_uploads {
+            headers.push(("x-amz-checksum-algorithm", "CRC32C".into()));
+        }
+        let reply = self.call_with_meta(Request {
+            operation: "CreateMultipartUpload",
+            method: "POST",
+            key: Some(key),
+            query: &[("uploads", "")],
+            headers,
+            body: Body::Empty,
+            endpoint_hint,
+        })?;
+        let root = self.parse_body("CreateMultipartUpload", key, &reply.body)?;
+        root.text_of("UploadId")
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| self.malformed("CreateMultipartUpload", key, "no UploadId"))
+    }
+
+    /// Uploads one part. Returns its ETag.
+    pub fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Body<'_>,
+        checksum: SentChecksum,
+        endpoint_hint: usize,
+    ) -> Result<String> {
+        let number = part_number.to_string();
+        let mut headers = Vec::new();
+        add_checksum(&mut headers, checksum);
+        let reply = self
+            .call(Request {
+                operation: "UploadPart",
+                method: "PUT",
+                key: Some(key),
+                query: &[("partNumber", &number), ("uploadId", upload_id)],
+                headers,
+                body,
+                endpoint_hint,
+            })
+            .map_err(|e| e.with_part(part_number))?;
+        Ok(reply.etag.map(unquote).unwrap_or_default())
+    }
+
+    /// Completes a multipart upload from its parts, in order. Returns the
+    /// object's ETag. A 200 answer that carries an `<Error>` (S3 does that
+    /// when it fails after it started answering) is an error.
+    pub fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        endpoint_hint: usize,
+    ) -> Result<String> {
+        let mut xml = String::with_capacity(64 + parts.len() * 96);
+        xml.push_str("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        for p in parts {
+            xml.push_str("<Part><PartNumber>");
+            xml.push_str(&p.number.to_string());
+            xml.push_str("</PartNumber><ETag>\"");
+            xml.push_str(&xml::escape(&p.etag));
+            xml.push_str("\"</ETag>");
+            if let Some(crc) = &p.crc32c {
+                xml.push_str("<ChecksumCRC32C>");
+                xml.push_str(crc);
+                xml.push_str("</ChecksumCRC32C>");
+            }
+            xml.push_str("</Part>");
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let reply = self.call(Request {
+            operation: "CompleteMultipartUpload",
+            method: "POST",
+            key: Some(key),
+            query: &[("uploadId", upload_id)],
+            headers: vec![("content-type", "application/xml".into())],
+            body: Body::Bytes(xml.as_bytes()),
+            endpoint_hint,
+        })?;
+        let root = self.parse_body("CompleteMultipartUpload", key, &reply.body)?;
+        if root.name == "Error" {
+            return Err(self.error_from_xml("CompleteMultipartUpload", key, 200, &root, None));
+        }
+        Ok(root.text_of("ETag").map(unquote_str).unwrap_or_default())
+    }
+
+    /// Aborts a multipart upload.
+    pub fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        endpoint_hint: usize,
+    ) -> Result<()> {
+        self.call(Request {
+            operation: "AbortMultipartUpload",
+            method: "DELETE",
+            key: Some(key),
+            query: &[("uploadId", upload_id)],
+            headers: Vec::new(),
+            body: Body::Empty,
+            endpoint_hint,
+        })?;
+        Ok(())
+    }
+
+    /// Lists every part of an upload (all pages).
+    pub fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        endpoint_hint: usize,
+    ) -> Result<Vec<ListedPart>> {
+        let mut parts = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let mut query = vec![("uploadId", upload_id), ("max-parts", "1000")];
+            if !marker.is_empty() {
+                query.push(("part-number-marker", &marker));
+            }
+            let reply = self.call(Request {
+                operation: "ListParts",
+                method: "GET",
+                key: Some(key),
+                query: &query,
+                headers: Vec::new(),
+                body: Body::Empty,
+                endpoint_hint,
+            })?;
+            let root = self.parse_body("ListParts", key, &reply.body)?;
+            for p in root.children("Part") {
+                let number = p.text_of("PartNumber").and_then(|n| n.parse().ok());
+                let Some(number) = number else { continue };
+                parts.push(ListedPart {
+                    number,
+                    etag: p.text_of("ETag").map(unquote_str).unwrap_or_default(),
+                    size: p.text_of("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                });
+            }
+            let next = root.text_of("NextPartNumberMarker").unwrap_or("");
+            if root.text_of("IsTruncated") != Some("true") || next.is_empty() || next == marker {
+                break;
+            }
+            marker = next.to_string();
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    /// Lists every multipart upload under `prefix` (all pages).
+    pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<ListedUpload>> {
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut query = vec![("uploads", ""), ("max-uploads", "1000")];
+            if !prefix.is_empty() {
+                query.push(("prefix", prefix));
+            }
+            if !key_marker.is_empty() {
+                query.push(("key-marker", &key_marker));
+            }
+            if !id_marker.is_empty() {
+                query.push(("upload-id-marker", &id_marker));
+            }
+            let reply = self.call(Request {
+                operation: "ListMultipartUploads",
+                method: "GET",
+                key: None,
+                query: &query,
+                headers: Vec::new(),
+                body: Body::Empty,
+                endpoint_hint: 0,
+            })?;
+            let root = self.parse_body("ListMultipartUploads", prefix, &reply.body)?;
+            for u in root.children("Upload") {
+                let (Some(key), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) else {
+                    continue;
+                };
+                uploads.push(ListedUpload {
+                    key: key.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: u.text_of("Initiated").and_then(parse_timestamp),
+                });
+            }
+            let next_key = root.text_of("NextKeyMarker").unwrap_or("").to_string();
+            let next_id = root.text_of("NextUploadIdMarker").unwrap_or("").to_string();
+            if root.text_of("IsTruncated") != Some("true")
+                || (next_key == key_marker && next_id == id_marker)
+            {
+                break;
+            }
+            (key_marker, id_marker) = (next_key, next_id);
+        }
+        Ok(uploads)
+    }
+
+    /// Size and ETag of an object, or `None` when it does not exist.
+    pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        match self.call(Request {
+            operation: "HeadObject",
+            method: "HEAD",
+            key: Some(key),
+            query: &[],
+            headers: Vec::new(),
+            body: Body::Empty,
+            endpoint_hint: 0,
+        }) {
+            Ok(reply) => Ok(Some(ObjectInfo {
+                size: reply.content_length.unwrap_or(0),
+                etag: reply.etag.map(unquote).unwrap_or_default(),
+                content_type: reply.content_type,
+            })),
+            Err(e) if e.status() == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the bucket (tests, the quickstart). An existing bucket owned
+    /// by the caller is not an error.
+    pub fn create_bucket(&self, region: Option<&str>) -> Result<()> {
+        let body = match region {
+            Some(r) if r != "us-east-1" => format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                xml::escape(r)
+            ),
+            _ => String::new(),
+        };
+        match self.call(Request {
+            operation: "CreateBucket",
+            method: "PUT",
+            key: None,
+            query: &[],
+            headers: Vec::new(),
+            body: Body::Bytes(body.as_bytes()),
+            endpoint_hint: 0,
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a whole object into memory (tests, verification).
+    pub fn get_object(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self
+            .call(Request {
+                operation: "GetObject",
+                method: "GET",
+                key: Some(key),
+                query: &[],
+                headers: Vec::new(),
+                body: Body::Empty,
+                endpoint_hint: 0,
+            })?
+            .body)
+    }
+
+    /// Deletes an object.
+    pub fn delete_object(&self, key: &str) -> Result<()> {
+        self.call(Request {
+            operation: "DeleteObject",
+            method: "DELETE",
+            key: Some(key),
+            query: &[],
+            headers: Vec::new(),
+            body: Body::Empty,
+            endpoint_hint: 0,
+        })?;
+        Ok(())
+    }
+
+    /// The endpoint index a request with this hint goes to: the hinted one
+    /// if it is up, else the next one up, else the hinted one anyway (all
+    /// down: better to try than to fail without asking).
+    fn pick_endpoint(&self, hint: usize) -> usize {
+        let n = self.inner.endpoints.len();
+        let now = self.inner.health.epoch.elapsed().as_millis() as u64;
+        (0..n)
+            .map(|i| (hint + i) % n)
+            .find(|&i| self.inner.health.down_until_ms[i].load(Ordering::Relaxed) <= now)
+            .unwrap_or(hint % n)
+    }
+
+    fn mark_down(&self, index: usize) {
+        let until = self.inner.health.epoch.elapsed() + ENDPOINT_DOWN_FOR;
+        self.inner.health.down_until_ms[index].store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn call_with_meta(&self, mut req: Request<'_, '_>) -> Result<Reply> {
+        // `&'static str` header names cannot carry the metadata names, so
+        // metadata is appended after the static ones in `call_inner`.
+        let meta = &self.inner.meta_headers;
+        let extra: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers = std::mem::take(&mut req.headers);
+        self.call_inner(req, headers, &extra)
+    }
+
+    fn call(&self, mut req: Request<'_, '_>) -> Result<Reply> {
+        let headers = std::mem::take(&mut req.headers);
+        self.call_inner(req, headers, &[])
+    }
+
+    fn call_inner(
+        &self,
+        req: Request<'_, '_>,
+        headers: Vec<(&'static str, String)>,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply> {
+        let inner = &self.inner;
+        let index = self.pick_endpoint(req.endpoint_hint);
+        let ep = &inner.endpoints[index];
+        let key_for_errors = req.key.unwrap_or("");
+        let (authority, mut path) = match inner.addressing {
+            Addressing::Path => (ep.authority(None), format!("/{}", inner.bucket)),
+            Addressing::Virtual => (ep.authority(Some(&inner.bucket)), String::new()),
+        };
+        match req.key {
+            Some(key) => {
+                path.push('/');
+                path.push_str(&encode::key_path(key));
+            }
+            None if path.is_empty() => path.push('/'),
+            None => {}
+        }
+        let mut url = format!("{}://{}{}", ep.scheme(), authority, path);
+        for (i, (k, v)) in req.query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            if !v.is_empty() {
+                url.push('=');
+                url.push_str(&encode::query_value(v));
+            }
+        }
+
+        let content_length = req.body.len().to_string();
+        let has_body = !matches!(req.body, Body::Empty);
+        let mut to_sign: Vec<(&str, &str)> = vec![("host", &authority)];
+        to_sign.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+        to_sign.extend_from_slice(extra);
+        let signed = inner.signer.sign(
+            req.method,
+            &url,
+            &to_sign,
+            Payload::Unsigned,
+            SystemTime::now(),
+        )?;
+
+        let mut http = inner.agent.request(req.method, &url);
+        for (k, v) in to_sign.iter() {
+            http = http.set(k, v);
+        }
+        for (k, v) in &signed {
+            http = http.set(k, v);
+        }
+        if has_body {
+            http = http.set("content-length", &content_length);
+        }
+        let result = match req.body {
+            Body::Empty => http.call(),
+            Body::Bytes(b) => http.send_bytes(b),
+            Body::Reader(r, _) => http.send(r),
+        };
+        let context = |e: Error| {
+            let e = e
+                .with_operation(req.operation)
+                .with_bucket(inner.bucket.clone())
+                .with_endpoint(ep.url());
+            if key_for_errors.is_empty() {
+                e
+            } else {
+                e.with_key(key_for_errors)
+            }
+        };
+        match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let reply = read_reply(resp).map_err(|e| {
+                    context(Error::new(
+                        ErrorKind::Network,
+                        format!("reading the answer: {e}"),
+                    ))
+                })?;
+                if (200..300).contains(&status) {
+                    Ok(reply)
+                } else {
+                    // A redirect (wrong region, wrong addressing) or another
+                    // non-success answer ureq did not treat as an error.
+                    Err(context(server_error(status, &reply.body, None)))
+                }
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let request_id = resp.header("x-amz-request-id").map(str::to_string);
+                let body = read_reply(resp).map(|r| r.body).unwrap_or_default();
+                Err(context(server_error(status, &body, request_id)))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let e = transport_error(&t);
+                let connection_level = matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout);
+                if connection_level && inner.endpoints.len() > 1 {
+                    self.mark_down(index);
+                }
+                Err(context(e))
+            }
+        }
+    }
+
+    fn parse_body(&self, operation: &'static str, key: &str, body: &[u8]) -> Result<xml::Element> {
+        xml::parse(body).ok_or_else(|| self.malformed(operation, key, "the answer is not XML"))
+    }
+
+    fn malformed(&self, operation: &'static str, key: &str, why: &str) -> Error {
+        Error::new(ErrorKind::Server, format!("malformed answer: {why}"))
+            .with_operation(operation)
+            .with_bucket(self.inner.bucket.clone())
+            .with_key(key)
+    }
+
+    fn error_from_xml(
+        &self,
+        operation: &'static str,
+        key: &str,
+        status: u16,
+        root: &xml::Element,
+        request_id: Option<String>,
+    ) -> Error {
+        let mut e = error_from_root(status, root, request_id)
+            .with_operation(operation)
+            .with_bucket(self.inner.bucket.clone());
+        if !key.is_empty() {
+            e = e.with_key(key);
+        }
+        e
+    }
+}
+
+fn add_checksum(headers: &mut Vec<(&'static str, String)>, checksum: SentChecksum) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match checksum {
+        SentChecksum::None => {}
+        SentChecksum::ContentMd5(md5) => headers.push(("content-md5", b64.encode(md5))),
+        SentChecksum::Crc32c(crc) => {
+            headers.push(("x-amz-checksum-crc32c", b64.encode(crc.to_be_bytes())))
+        }
+    }
+}
+
+/// The base64 form of a CRC32C, as S3 lists and expects it.
+pub fn crc32c_base64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+fn read_reply(resp: ureq::Response) -> std::io::Result<Reply> {
+    let etag = resp.header("etag").map(str::to_string);
+    let content_type = resp.header("content-type").map(str::to_string);
+    let content_length = resp.header("content-length").and_then(|v| v.parse().ok());
+    let mut body = Vec::new();
+    // Read to the end even when the body is not needed, so the connection
+    // goes back to the pool.
+    resp.into_reader().read_to_end(&mut body)?;
+    Ok(Reply {
+        etag,
+        content_type,
+        content_length,
+        body,
+    })
+}
+
+fn server_error(status: u16, body: &[u8], request_id: Option<String>) -> Error {
+    match xml::parse(body) {
+        Some(root) if root.name == "Error" => error_from_root(status, &root, request_id),
+        _ => {
+            // HEAD answers have no body; some proxies answer HTML.
+            let (code, message) = match status {
+                301 => (
+                    "PermanentRedirect",
+                    "the bucket is in another region or needs another addressing style",
+                ),
+                400 => ("BadRequest", "the server rejected the request"),
+                403 => ("AccessDenied", "access denied"),
+                404 => ("NotFound", "not found"),
+                405 => ("MethodNotAllowed", "method not allowed"),
+                412 => ("PreconditionFailed", "precondition failed"),
+                500 => ("InternalError", "internal server error"),
+                502 => ("BadGateway", "bad gateway"),
+                503 => ("ServiceUnavailable", "service unavailable"),
+                504 => ("GatewayTimeout", "gateway timeout"),
+                _ => (
+                    "",
+                    "the server answered with an error and no S3 error document",
+                ),
+            };
+            let mut e = Error::new(ErrorKind::Server, message).with_status(status);
+            if !code.is_empty() {
+                e = e.with_code(code);
+            }
+            if let Some(rid) = request_id {
+                e = e.with_request_id(rid);
+            }
+            e
+        }
+    }
+}
+
+fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>) -> Error {
+    let code = root.text_of("Code").unwrap_or("");
+    let message = root.text_of("Message").unwrap_or("");
+    let message = if message.is_empty() {
+        "(no message)"
+    } else {
+        message
+    };
+    let mut e = Error::new(ErrorKind::Server, message).with_status(status);
+    if !code.is_empty() {
+        e = e.with_code(code);
+    }
+    let rid = root
+        .text_of("RequestId")
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .or(request_id);
+    if let Some(rid) = rid {
+        e = e.with_request_id(rid);
+    }
+    e
+}
+
+fn transport_error(t: &ureq::Transport) -> Error {
+    use std::error::Error as _;
+    let io = t.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+    if let Some(io) = io {
+        if io.to_string().contains(CANCELLED) {
+            return Error::new(ErrorKind::Stopped, "request cancelled");
+        }
+        if matches!(
+            io.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
+            return Error::new(ErrorKind::Timeout, format!("request timed out: {io}"));
+        }
+    }
+    let what = match t.kind() {
+        ureq::ErrorKind::Dns => "cannot resolve the host",
+        ureq::ErrorKind::ConnectionFailed => "cannot connect",
+        ureq::ErrorKind::ProxyConnect => "cannot connect through the proxy",
+        _ => "connection failed",
+    };
+    let detail = match io {
+        Some(io) => io.to_string(),
+        None => t.to_string(),
+    };
+    Error::new(ErrorKind::Network, format!("{what}: {detail}"))
+}
+
+fn unquote(etag: String) -> String {
+    unquote_str(&etag)
+}
+
+fn unquote_str(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_string()
+}
+
+/// Resolves `localhost` and every `*.localhost` name to the loopback
+/// address, as RFC 6761 asks, so virtual-hosted addressing works against a
+/// local server without touching /etc/hosts. Everything else goes to the
+/// system resolver.
+struct LoopbackResolver;
+
+impl ureq::Resolver for LoopbackResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some((host, port)) = netloc.rsplit_once(':') {
+            let host = host.to_ascii_lowercase();
+            if host == "localhost" || host.ends_with(".localhost") {
+                if let Ok(port) = port.parse::<u16>() {
+                    return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+                }
+            }
+        }
+        netloc.to_socket_addrs().map(Iterator::collect)
+    }
+}
+
+/// TLS roots: the bundled Mozilla roots plus the certificates of `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad =
+            |why: String| Error::config(format!("option 'ca_file' ({}): {why}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            // A bundle may hold certificates rustls cannot use as roots;
+            // skip those, like curl does, but insist on at least one.
+            if roots.add(cert).is_ok() {
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err(bad("no usable certificate in the file".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let e = Endpoint::parse("http://127.0.0.1:9000/").unwrap();
+        assert_eq!(e.url(), "http://127.0.0.1:9000");
+        assert_eq!(e.authority(Some("b")), "b.127.0.0.1:9000");
+        let e = Endpoint::parse("https://obs.cn-north-4.myhuaweicloud.com").unwrap();
+        assert_eq!(e.authority(Some("b")), "b.obs.cn-north-4.myhuaweicloud.com");
+        assert_eq!(
+            Endpoint::parse("http://[::1]:80").unwrap().url(),
+            "http://[::1]:80"
+        );
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://h/path",
+            "http://h:notaport",
+            "h:9000",
+        ] {
+            let e = Endpoint::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn error_documents_become_errors() {
+        let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code>\
+            <Message>The specified bucket does not exist</Message>\
+            <RequestId>4442587FB7D0A2F9</RequestId></Error>";
+        let e = server_error(404, body, None);
+        assert_eq!(e.code(), Some("NoSuchBucket"));
+        assert_eq!(e.request_id(), Some("4442587FB7D0A2F9"));
+        assert_eq!(e.message(), "The specified bucket does not exist");
+        let e = server_error(503, b"", Some("R".into()));
+        assert_eq!(e.code(), Some("ServiceUnavailable"));
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn loopback_names_resolve_locally() {
+        use ureq::Resolver;
+        let r = LoopbackResolver;
+        assert_eq!(
+            r.resolve("bucket.localhost:9000").unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 9000))]
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Real S3 servers for the tests, started on 127.0.0.1 with a free port:
+//! s3s-fs in-process (fast; no part ETag checks, no ListMultipartUploads)
+//! and moto as a child process with authentication on (checks InvalidPart,
+//! EntityTooSmall, lists uploads; slow, so tests give it small data).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use batchput::store::Store;
+use batchput::Config;
+
+pub mod proxy;
+
+pub const S3S_ACCESS_KEY: &str = "AKIATESTBATCHPUT0001";
+pub const S3S_SECRET_KEY: &str = "batchput/test/secret/key/0123456789abcdef";
+
+/// Which implementation a server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    S3s,
+    Moto,
+}
+
+/// A running S3 server with one bucket of its own.
+pub struct Server {
+    pub kind: Kind,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    pub addressing: batchput::Addressing,
+    _guard: Guard,
+}
+
+enum Guard {
+    S3s(S3sGuard),
+    Moto(MotoGuard),
+}
+
+impl Server {
+    /// A configuration pointing at this server and its bucket.
+    pub fn config(&self) -> Config {
+        self.config_via(&self.endpoint)
+    }
+
+    /// The same, but through another endpoint URL (a fault proxy).
+    pub fn config_via(&self, endpoint: &str) -> Config {
+        Config::new()
+            .endpoint(endpoint)
+            .bucket(&self.bucket)
+            .credentials(&self.access_key, &self.secret_key)
+            .addressing(self.addressing)
+    }
+
+    /// A client for direct checks (GET the bytes, list uploads).
+    pub fn store(&self) -> Store {
+        Store::new(&self.config()).expect("store for the test server")
+    }
+
+    /// A fresh bucket on the same server, for tests that need two.
+    pub fn new_bucket(&self) -> String {
+        let name = unique_bucket();
+        let store = Store::new(&self.config().bucket(&name)).unwrap();
+        store.create_bucket(None).unwrap();
+        name
+    }
+
+    /// Whether the server implements ListMultipartUploads (s3s-fs does not).
+    pub fn lists_uploads(&self) -> bool {
+        self.kind == Kind::Moto
+    }
+}
+
+fn unique_bucket() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "bp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn with_bucket(
+    kind: Kind,
+    endpoint: String,
+    ak: String,
+    sk: String,
+    addressing: batchput::Addressing,
+    guard: Guard,
+) -> Server {
+    let server = Server {
+        kind,
+        endpoint,
+        access_key: ak,
+        secret_key: sk,
+        bucket: unique_bucket(),
+        addressing,
+        _guard: guard,
+    };
+    server
+        .store()
+        .create_bucket(None)
+        .unwrap_or_else(|e| panic!("creating the test bucket on {kind:?}: {e}"));
+    server
+}
+
+// ---------------------------------------------------------------- s3s-fs
+
+struct S3sGuard {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for S3sGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// s3s-fs in this process, path-style.
+pub fn s3s() -> Server {
+    s3s_addressed(batchput::Addressing::Path)
+}
+
+/// s3s-fs with the given addressing; virtual-hosted serves
+/// `http://BUCKET.localhost:PORT` (batchput resolves `*.localhost` to
+/// loopback itself) and only that.
+pub fn s3s_addressed(addressing: batchput::Addressing) -> Server {
+    let root = tempfile::tempdir().expect("temp dir for s3s-fs");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let root_path = root.path().to_path_buf();
+    let virtual_hosted = addressing == batchput::Addressing::Virtual;
+    let domain = virtual_hosted.then(|| format!("localhost:{port}"));
+    let thread = std::thread::Builder::new()
+        .name("s3s-fs".into())
+        .spawn(move || serve_s3s(listener, root_path, domain, rx))
+        .unwrap();
+    let guard = S3sGuard {
+        shutdown: Some(tx),
+        thread: Some(thread),
+        _root: root,
+    };
+    let host = if virtual_hosted {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    with_bucket(
+        Kind::S3s,
+        format!("http://{host}:{port}"),
+        S3S_ACCESS_KEY.into(),
+        S3S_SECRET_KEY.into(),
+        addressing,
+        Guard::S3s(guard),
+    )
+}
+
+fn serve_s3s(
+    listener: std::net::TcpListener,
+    root: PathBuf,
+    domain: Option<String>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+    use s3s::auth::SimpleAuth;
+    use s3s::service::S3ServiceBuilder;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let service = {
+            let mut b = S3ServiceBuilder::new(fs);
+            b.set_auth(SimpleAuth::from_single(S3S_ACCESS_KEY, S3S_SECRET_KEY));
+            if let Some(d) = domain {
+                b.set_host(s3s::host::MultiDomain::new(&[d]).unwrap());
+            }
+            b.build()
+        };
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((socket, _)) = accepted else { continue };
+                    let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                    tokio::spawn(async move { let _ = conn.await; });
+                }
+                _ = &mut stop => break,
+            }
+        }
+    });
+    rt.shutdown_background();
+}
+
+// ---------------------------------------------------------------- moto
+
+struct MotoGuard {
+    child: Child,
+}
+
+impl Drop for MotoGuard {
+    fn drop(&mut self) {
+        // Closing stdin ends the script; kill in case it hangs.
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python that has moto installed: $BATCHPUT_TEST_PYTHON, or the
+/// repository's .venv (which `.ci/run` creates).
+fn moto_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BATCHPUT_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// moto with authentication on, or `None` (with a visible note) when moto
+/// is not installed here. On CI (CI=true) a missing moto is a failure.
+pub fn moto() -> Option<Server> {
+    let Some(python) = moto_python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("moto is required on CI: .ci/run must install it into .venv");
+        }
+        eprintln!("SKIPPED: moto is not installed (run .ci/run or create .venv with moto[server])");
+        return None;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting moto with {}: {e}", python.display()));
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let guard = MotoGuard { child };
+    let field = |name: &str| -> String {
+        let pat = format!("\"{name}\": \"");
+        let at = line
+            .find(&pat)
+            .unwrap_or_else(|| panic!("moto did not start: {line:?}"))
+            + pat.len();
+        line[at..line[at..].find('"').unwrap() + at].to_string()
+    };
+    Some(with_bucket(
+        Kind::Moto,
+        field("endpoint"),
+        field("access_key"),
+        field("secret_key"),
+        batchput::Addressing::Path,
+        Guard::Moto(guard),
+    ))
+}
+
+/// Every server available here: s3s-fs always, moto when installed.
+pub fn servers() -> Vec<Server> {
+    let mut v = vec![s3s()];
+    v.extend(moto());
+    v
+}
+
+// ---------------------------------------------------------------- data
+
+/// Deterministic, incompressible-looking bytes: a test can regenerate
+/// what it uploaded instead of keeping it.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Hex MD5 of `data`.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex(&md5::Md5::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The multipart ETag S3 gives parts of these sizes: md5 of the part md5s, "-N".
+pub fn multipart_etag(data: &[u8], part_size: usize) -> String {
+    use md5::Digest;
+    let mut all = md5::Md5::new();
+    let mut n = 0;
+    for chunk in data.chunks(part_size) {
+        all.update(md5::Md5::digest(chunk));
+        n += 1;
+    }
+    format!("{}-{n}", hex(&all.finalize()))
+}
