@@ -68,6 +68,7 @@ struct Inner {
     code: Option<String>,
     request_id: Option<String>,
     endpoint: Option<String>,
+    attempts: Option<u32>,
 }
 
 impl Error {
@@ -86,6 +87,7 @@ impl Error {
                 code: None,
                 request_id: None,
                 endpoint: None,
+                attempts: None,
             }),
         }
     }
@@ -155,6 +157,23 @@ impl Error {
     pub(crate) fn with_endpoint(mut self, endpoint: impl Into<String>) -> Error {
         self.inner.endpoint = Some(endpoint.into());
         self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
+        self.inner.attempts = Some(attempts);
+        self
+    }
+
+    /// Adds a sentence to the message (what cleanup could not do, say).
+    pub(crate) fn with_note(mut self, note: &str) -> Error {
+        self.inner.message.push_str("; ");
+        self.inner.message.push_str(note);
+        self
+    }
+
+    /// How many attempts were made before this error became final.
+    pub fn attempts(&self) -> Option<u32> {
+        self.inner.attempts
     }
 
     /// What sort of failure this is.
@@ -311,6 +330,9 @@ impl fmt::Display for Error {
         }
         if let Some(rid) = &i.request_id {
             write!(f, " (request id {rid})")?;
+        }
+        if let Some(n) = i.attempts.filter(|&n| n > 1) {
+            write!(f, " (after {n} attempts)")?;
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub struct Server {
     pub secret_key: String,
     pub bucket: String,
     pub addressing: batchput::Addressing,
+    /// s3s-fs's storage directory, where open uploads are visible as files.
+    root: Option<PathBuf>,
     _guard: Guard,
 }
 
@@ -69,6 +71,27 @@ impl Server {
         name
     }
 
+    /// Every multipart upload still open on the server (any bucket): moto
+    /// lists them; s3s-fs keeps each as `.upload-<id>.json` and its parts as
+    /// `.upload_id-<id>.part-<n>` in its root, which is checked directly.
+    pub fn open_uploads(&self) -> Vec<String> {
+        match &self.root {
+            Some(root) => std::fs::read_dir(root)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".upload-") || n.starts_with(".upload_id-"))
+                .collect(),
+            None => self
+                .store()
+                .list_multipart_uploads("")
+                .unwrap()
+                .into_iter()
+                .map(|u| format!("{} {}", u.key, u.upload_id))
+                .collect(),
+        }
+    }
+
     /// Whether the server implements ListMultipartUploads (s3s-fs does not).
     pub fn lists_uploads(&self) -> bool {
         self.kind == Kind::Moto
@@ -99,6 +122,10 @@ fn with_bucket(
         secret_key: sk,
         bucket: unique_bucket(),
         addressing,
+        root: match &guard {
+            Guard::S3s(g) => Some(g._root.path().to_path_buf()),
+            Guard::Moto(_) => None,
+        },
         _guard: guard,
     };
     server

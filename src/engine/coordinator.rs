@@ -1,0 +1,812 @@
+//! The coordinator: the one owner of a job's state.
+//!
+//! ## Overview
+//! One thread per uploader runs its jobs one after another. For a job it
+//! opens files lazily (one `Arc<File>` each, closed after the last part),
+//! creates uploads (at most `max_pending_uploads` initiated and not yet
+//! completed), hands part work to the pool in file-major order (never more
+//! tasks than workers, so "queued work" is only ever the next few units and
+//! a stop drops it for free), completes uploads, and on failure, stop or
+//! pause cuts everything and cleans up.
+//!
+//! ## Message queue
+//! Workers report by message only. The loop drains every message that is
+//! ready, then blocks with a short timeout as a heartbeat: the heartbeat
+//! samples speed, checks the stall timeout and the deadline, and notices a
+//! stop or pause request. After each round it publishes a snapshot for
+//! `poll`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::messages::{Msg, Source, Task, Work};
+use super::worker::{self, abort_and_verify, multipart_etag, JobContext};
+use super::Engine;
+use crate::error::{Error, ErrorKind};
+use crate::job::{FileState, FileStatus, Halt, JobShared, JobState};
+use crate::plan::FilePlan;
+use crate::store::CompletedPart;
+
+/// Heartbeat of the loop: speed sampling, stall and deadline checks.
+const TICK: Duration = Duration::from_millis(100);
+/// How often speeds are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// The window the current speed is smoothed over.
+const SPEED_WINDOW: Duration = Duration::from_secs(3);
+/// After a stop or failure, how long in-flight requests get to finish (or
+/// notice the cancel flag) before their uploads are aborted anyway.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Where a multipart file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Creating,
+    Uploading,
+    Completing,
+    Done,
+}
+
+/// One acknowledged part.
+#[derive(Clone)]
+struct DonePart {
+    etag: String,
+    md5: Option<[u8; 16]>,
+    crc32c: Option<u32>,
+}
+
+/// The coordinator's view of one file.
+struct FileRun {
+    phase: Phase,
+    state: FileState,
+    source: Option<Source>,
+    upload_id: Option<Arc<str>>,
+    /// Next part to dispatch (1-based).
+    next_part: u32,
+    parts_in_flight: u32,
+    parts: Vec<Option<DonePart>>,
+    parts_done: u32,
+    /// Holds a slot of the open-file budget.
+    holds_fd: bool,
+    bytes_done: u64,
+    started: Option<Instant>,
+    finished: Option<Instant>,
+    /// (time, bytes_done) at the last speed sample, and the peak seen.
+    sample: (Instant, u64),
+    peak: f64,
+    etag: Option<String>,
+    error: Option<Error>,
+}
+
+/// Why the job is ending early.
+enum Ending {
+    Failed(Error),
+    Halted(Halt),
+}
+
+pub(crate) struct Coordinator<'a> {
+    engine: &'a Engine,
+    shared: Arc<JobShared>,
+    plans: Vec<FilePlan>,
+    keys: Vec<Arc<str>>,
+    paths: Vec<Arc<std::path::Path>>,
+    files: Vec<FileRun>,
+    ctx: Arc<JobContext>,
+    rx: Receiver<Msg>,
+    workers: usize,
+    max_open_files: usize,
+    max_pending_uploads: usize,
+
+    next_file: usize,
+    /// Multipart files started and not done, in batch order.
+    active: Vec<usize>,
+    /// Files whose parts are all acknowledged, waiting for a worker to complete them.
+    to_complete: VecDeque<usize>,
+    /// Parts of active files not yet dispatched: new files start only when
+    /// this cannot keep the free workers busy, so uploads are not opened
+    /// earlier than needed.
+    backlog: u64,
+    in_flight: usize,
+    open_files: usize,
+    pending_uploads: usize,
+
+    files_done: u64,
+    files_failed: u64,
+    parts_done: u64,
+    bytes_done: u64,
+    dirty: Vec<usize>,
+
+    started: Instant,
+    last_progress: Instant,
+    last_sent: u64,
+    samples: VecDeque<(Instant, u64)>,
+    last_sample: Instant,
+    speed: f64,
+    peak: f64,
+
+    ending: Option<Ending>,
+    ending_since: Option<Instant>,
+}
+
+impl<'a> Coordinator<'a> {
+    pub fn new(engine: &'a Engine, shared: Arc<JobShared>, plans: Vec<FilePlan>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        let cfg = &engine.cfg;
+        let ctx = Arc::new(JobContext {
+            store: engine.store.clone(),
+            integrity: cfg.integrity,
+            attempts: cfg.retries.max(1),
+            cancel: shared.cancel.clone(),
+            bytes_sent: Default::default(),
+            rate: engine.rate.clone(),
+            tx,
+            uploads: Default::default(),
+        });
+        let files = plans
+            .iter()
+            .map(|p| FileRun {
+                phase: Phase::Waiting,
+                state: FileState::NotStarted,
+                source: None,
+                upload_id: None,
+                next_part: 1,
+                parts_in_flight: 0,
+                parts: if p.multipart {
+                    vec![None; p.parts as usize]
+                } else {
+                    Vec::new()
+                },
+                parts_done: 0,
+                holds_fd: false,
+                bytes_done: 0,
+                started: None,
+                finished: None,
+                sample: (now, 0),
+                peak: 0.0,
+                etag: None,
+                error: None,
+            })
+            .collect();
+        Coordinator {
+            keys: plans.iter().map(|p| Arc::from(p.key.as_str())).collect(),
+            paths: plans.iter().map(|p| Arc::from(p.path.as_path())).collect(),
+            files,
+            ctx,
+            rx,
+            workers: cfg.workers,
+            max_open_files: cfg.effective_max_open_files(),
+            max_pending_uploads: cfg.max_pending_uploads,
+            next_file: 0,
+            active: Vec::new(),
+            to_complete: VecDeque::new(),
+            backlog: 0,
+            in_flight: 0,
+            open_files: 0,
+            pending_uploads: 0,
+            files_done: 0,
+            files_failed: 0,
+            parts_done: 0,
+            bytes_done: 0,
+            dirty: Vec::new(),
+            started: now,
+            last_progress: now,
+            last_sent: 0,
+            samples: VecDeque::new(),
+            last_sample: now,
+            speed: 0.0,
+            peak: 0.0,
+            ending: None,
+            ending_since: None,
+            engine,
+            shared,
+            plans,
+        }
+    }
+
+    /// Runs the job to its end and publishes the final state.
+    pub fn run(mut self) {
+        // A job stopped while still queued never starts.
+        let queued_halt = *self.shared.halt.lock();
+        if let Some(halt) = queued_halt {
+            self.ending = Some(Ending::Halted(halt));
+            self.finish();
+            return;
+        }
+        let now = Instant::now();
+        self.started = now;
+        self.last_progress = now;
+        self.last_sample = now;
+        self.samples.push_back((now, 0));
+        self.shared.published.lock().progress.state = JobState::Running;
+
+        loop {
+            if self.ending.is_none() {
+                self.dispatch();
+            }
+            if self.ending.is_none() && self.files_done == self.plans.len() as u64 {
+                break;
+            }
+            if let Some(since) = self.ending_since {
+                if self.in_flight == 0 || since.elapsed() >= GRACE {
+                    break;
+                }
+            }
+            match self.rx.recv_timeout(TICK) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.handle(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => unreachable!("the coordinator holds a sender"),
+            }
+            self.heartbeat();
+            self.publish();
+        }
+        self.finish();
+    }
+
+    // ------------------------------------------------------------ dispatch
+
+    fn dispatch(&mut self) {
+        while self.in_flight < self.workers && self.ending.is_none() {
+            if let Some(f) = self.to_complete.pop_front() {
+                self.spawn_complete(f);
+            } else if let Some(f) = self.next_dispatchable_part() {
+                self.spawn_part(f);
+            } else if !self.start_next_file() {
+                break;
+            }
+        }
+    }
+
+    /// The first active file (batch order) with a part ready to go.
+    fn next_dispatchable_part(&mut self) -> Option<usize> {
+        for i in 0..self.active.len() {
+            let f = self.active[i];
+            let run = &self.files[f];
+            if run.phase != Phase::Uploading || run.next_part > self.plans[f].parts {
+                continue;
+            }
+            if run.source.is_none() {
+                if self.open_files >= self.max_open_files {
+                    continue;
+                }
+                if !self.open_source(f) {
+                    return None;
+                }
+            }
+            return Some(f);
+        }
+        None
+    }
+
+    /// Starts the next file of the batch, if the budgets allow and the
+    /// active files cannot keep the free workers busy.
+    fn start_next_file(&mut self) -> bool {
+        let free = (self.workers - self.in_flight) as u64;
+        if self.next_file >= self.plans.len() || self.backlog >= free {
+            return false;
+        }
+        let f = self.next_file;
+        if self.plans[f].multipart {
+            if self.pending_uploads >= self.max_pending_uploads {
+                return false;
+            }
+            self.next_file += 1;
+            self.pending_uploads += 1;
+            self.backlog += self.plans[f].parts as u64;
+            self.active.push(f);
+            self.mark_started(f);
+            self.files[f].phase = Phase::Creating;
+            self.spawn(f, Work::Create, None);
+        } else {
+            if self.open_files >= self.max_open_files {
+                return false;
+            }
+            self.next_file += 1;
+            self.mark_started(f);
+            if !self.open_source(f) {
+                return false;
+            }
+            let source = self.files[f].source.take();
+            let size = self.plans[f].size;
+            self.spawn(f, Work::Put, source.map(|s| (s, 0, size)));
+        }
+        true
+    }
+
+    fn mark_started(&mut self, f: usize) {
+        let run = &mut self.files[f];
+        run.state = FileState::Running;
+        let now = Instant::now();
+        run.started = Some(now);
+        run.sample = (now, 0);
+        self.dirty.push(f);
+    }
+
+    /// Opens file `f` once; every part shares the descriptor. A file that
+    /// cannot be opened, or no longer looks as planned, fails the job.
+    fn open_source(&mut self, f: usize) -> bool {
+        let plan = &self.plans[f];
+        let opened = File::open(&plan.path)
+            .map_err(|e| Error::local_io("open", &plan.path, &e))
+            .and_then(|file| {
+                let meta = file
+                    .metadata()
+                    .map_err(|e| Error::local_io("stat", &plan.path, &e))?;
+                if meta.len() != plan.size {
+                    return Err(Error::new(
+                        ErrorKind::FileChanged,
+                        format!(
+                            "{} changed before it was uploaded: its size went from {} to {} bytes",
+                            plan.path.display(),
+                            plan.size,
+                            meta.len()
+                        ),
+                    ));
+                }
+                Ok(file)
+            });
+        match opened {
+            Ok(file) => {
+                self.open_files += 1;
+                let run = &mut self.files[f];
+                run.holds_fd = true;
+                run.source = Some(Source {
+                    file: Arc::new(file),
+                    size: plan.size,
+                    mtime: plan.mtime,
+                });
+                true
+            }
+            Err(e) => {
+                let e = e.with_key(plan.key.clone()).with_path(plan.path.clone());
+                self.fail(f, e);
+                false
+            }
+        }
+    }
+
+    fn spawn_part(&mut self, f: usize) {
+        let plan = &self.plans[f];
+        let run = &mut self.files[f];
+        let part = run.next_part;
+        let (offset, len) = plan.part_range(part);
+        let source = run.source.clone().expect("opened before dispatch");
+        run.next_part += 1;
+        run.parts_in_flight += 1;
+        if run.next_part > plan.parts {
+            // Last part handed out: the descriptor closes when it returns.
+            run.source = None;
+        }
+        let upload_id = run.upload_id.clone().expect("created before parts");
+        self.backlog -= 1;
+        self.spawn(f, Work::Part { part, upload_id }, Some((source, offset, len)));
+    }
+
+    fn spawn_complete(&mut self, f: usize) {
+        let run = &mut self.files[f];
+        run.phase = Phase::Completing;
+        let upload_id = run.upload_id.clone().expect("created before complete");
+        let done: Vec<&DonePart> = run.parts.iter().map(|p| p.as_ref().expect("all parts done")).collect();
+        let parts = done
+            .iter()
+            .enumerate()
+            .map(|(i, p)| CompletedPart {
+                number: i as u32 + 1,
+                etag: p.etag.clone(),
+                crc32c: p.crc32c.map(crate::store::crc32c_base64),
+            })
+            .collect();
+        let md5s: Option<Vec<[u8; 16]>> = done.iter().map(|p| p.md5).collect();
+        let expected_etag = md5s.map(|m| multipart_etag(&m));
+        self.spawn(
+            f,
+            Work::Complete {
+                upload_id,
+                parts,
+                expected_etag,
+            },
+            None,
+        );
+    }
+
+    fn spawn(&mut self, f: usize, work: Work, data: Option<(Source, u64, u64)>) {
+        self.in_flight += 1;
+        let task = Task {
+            file: f,
+            key: self.keys[f].clone(),
+            path: self.paths[f].clone(),
+            work,
+            data,
+        };
+        let ctx = self.ctx.clone();
+        self.engine.pool.spawn(move || worker::run(&ctx, task));
+    }
+
+    // ------------------------------------------------------------ messages
+
+    fn handle(&mut self, msg: Msg) {
+        self.in_flight -= 1;
+        let now = Instant::now();
+        match msg {
+            Msg::PutDone { file, etag } => {
+                let size = self.plans[file].size;
+                self.release_fd(file);
+                self.acknowledge(file, size, now);
+                self.parts_done += 1;
+                self.complete_file(file, etag, now);
+            }
+            Msg::Created { file, upload_id } => {
+                let run = &mut self.files[file];
+                run.upload_id = Some(Arc::from(upload_id.as_str()));
+                run.phase = Phase::Uploading;
+                self.last_progress = now;
+                self.dirty.push(file);
+            }
+            Msg::PartDone {
+                file,
+                part,
+                etag,
+                md5,
+                crc32c,
+            } => {
+                let (_, len) = self.plans[file].part_range(part);
+                let run = &mut self.files[file];
+                run.parts_in_flight -= 1;
+                run.parts[part as usize - 1] = Some(DonePart { etag, md5, crc32c });
+                run.parts_done += 1;
+                let all_done = run.parts_done == self.plans[file].parts;
+                self.parts_done += 1;
+                self.after_part_returns(file);
+                self.acknowledge(file, len, now);
+                if all_done && self.ending.is_none() {
+                    self.to_complete.push_back(file);
+                }
+            }
+            Msg::Completed { file, etag } => {
+                self.pending_uploads -= 1;
+                self.active.retain(|&a| a != file);
+                self.complete_file(file, etag, now);
+            }
+            Msg::Failed { file, part, error } => {
+                if part.is_some() {
+                    self.files[file].parts_in_flight -= 1;
+                    self.after_part_returns(file);
+                } else if !self.plans[file].multipart {
+                    self.release_fd(file);
+                }
+                // A task cut short by the job's own end is a consequence,
+                // not a cause.
+                if error.kind() != ErrorKind::Stopped {
+                    self.fail(file, error);
+                }
+            }
+        }
+    }
+
+    fn after_part_returns(&mut self, f: usize) {
+        let run = &self.files[f];
+        if run.parts_in_flight == 0 && run.next_part > self.plans[f].parts {
+            self.release_fd(f);
+        }
+    }
+
+    fn release_fd(&mut self, f: usize) {
+        let run = &mut self.files[f];
+        if run.holds_fd {
+            run.holds_fd = false;
+            run.source = None;
+            self.open_files -= 1;
+        }
+    }
+
+    fn acknowledge(&mut self, f: usize, bytes: u64, now: Instant) {
+        self.files[f].bytes_done += bytes;
+        self.bytes_done += bytes;
+        self.last_progress = now;
+        self.dirty.push(f);
+    }
+
+    fn complete_file(&mut self, f: usize, etag: String, now: Instant) {
+        let run = &mut self.files[f];
+        run.phase = Phase::Done;
+        run.state = FileState::Completed;
+        run.etag = Some(etag);
+        run.upload_id = None;
+        run.finished = Some(now);
+        self.files_done += 1;
+        self.last_progress = now;
+        self.dirty.push(f);
+    }
+
+    /// Records a fatal error; the first one wins and ends the job.
+    fn fail(&mut self, f: usize, error: Error) {
+        let run = &mut self.files[f];
+        if run.state != FileState::Failed && run.state != FileState::Completed {
+            run.state = FileState::Failed;
+            run.error = Some(error.clone());
+            run.finished = Some(Instant::now());
+            self.files_failed += 1;
+            self.dirty.push(f);
+        }
+        if self.ending.is_none() {
+            log::error!("job failed: {error}");
+            self.begin_ending(Ending::Failed(error));
+        }
+    }
+
+    fn begin_ending(&mut self, ending: Ending) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.ending = Some(ending);
+        self.ending_since = Some(Instant::now());
+        self.to_complete.clear();
+    }
+
+    // ------------------------------------------------------------ heartbeat
+
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        if self.ending.is_none() {
+            let halt = *self.shared.halt.lock();
+            if let Some(halt) = halt {
+                self.begin_ending(Ending::Halted(halt));
+            }
+        }
+        // Bytes on the wire count as life for the stall detector even
+        // before the server acknowledges them (a 1 GiB part takes a while).
+        let sent = self.ctx.bytes_sent.load(Ordering::Relaxed);
+        if sent != self.last_sent {
+            self.last_sent = sent;
+            self.last_progress = now;
+        }
+        if self.ending.is_none() {
+            let cfg = &self.engine.cfg;
+            let stalled = now.duration_since(self.last_progress);
+            if stalled >= cfg.stall_timeout {
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "stalled: nothing sent or acknowledged for {} ms (stall_timeout_ms) while {}",
+                        stalled.as_millis(),
+                        self.describe_in_flight()
+                    ),
+                );
+                self.begin_ending(Ending::Failed(e));
+            } else if let Some(deadline) = cfg.deadline {
+                if now.duration_since(self.started) >= deadline {
+                    let e = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "deadline of {} ms (deadline_ms) passed with {} of {} files done",
+                            deadline.as_millis(),
+                            self.files_done,
+                            self.plans.len()
+                        ),
+                    );
+                    self.begin_ending(Ending::Failed(e));
+                }
+            }
+        }
+        if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
+            self.sample(now);
+        }
+    }
+
+    fn describe_in_flight(&self) -> String {
+        let running: Vec<&str> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == FileState::Running)
+            .take(3)
+            .map(|(i, _)| &*self.keys[i])
+            .collect();
+        if running.is_empty() {
+            format!("{} request(s) were in flight", self.in_flight)
+        } else {
+            format!(
+                "{} request(s) were in flight for '{}'{}",
+                self.in_flight,
+                running.join("', '"),
+                if self.files.iter().filter(|r| r.state == FileState::Running).count() > 3 {
+                    " and more"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+
+    fn sample(&mut self, now: Instant) {
+        self.last_sample = now;
+        self.samples.push_back((now, self.bytes_done));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > SPEED_WINDOW)
+            && self.samples.len() > 2
+        {
+            self.samples.pop_front();
+        }
+        let (t0, b0) = *self.samples.front().expect("just pushed");
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt >= 0.5 {
+            self.speed = (self.bytes_done - b0) as f64 / dt;
+            self.peak = self.peak.max(self.speed);
+        }
+        for (i, run) in self.files.iter_mut().enumerate() {
+            if run.state != FileState::Running {
+                continue;
+            }
+            let dt = now.duration_since(run.sample.0).as_secs_f64();
+            if dt >= 1.0 {
+                let speed = (run.bytes_done - run.sample.1) as f64 / dt;
+                run.peak = run.peak.max(speed);
+                run.sample = (now, run.bytes_done);
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ publish
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.started);
+        let mut p = self.shared.published.lock();
+        let prog = &mut p.progress;
+        prog.files_done = self.files_done;
+        prog.files_failed = self.files_failed;
+        prog.parts_done = self.parts_done;
+        prog.bytes_done = self.bytes_done;
+        prog.speed_bps = self.speed;
+        prog.peak_speed_bps = self.peak.max(self.speed);
+        prog.elapsed = elapsed;
+        prog.avg_speed_bps = if elapsed.as_secs_f64() > 0.0 {
+            self.bytes_done as f64 / elapsed.as_secs_f64()
+        } else {
+            0.0
+        };
+        if prog.error.is_none() {
+            if let Some(Ending::Failed(e)) = &self.ending {
+                prog.error = Some(e.clone());
+            }
+        }
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        for f in self.dirty.drain(..) {
+            p.files[f] = status_of(&self.files[f], now);
+        }
+    }
+
+    // ------------------------------------------------------------ the end
+
+    /// Cleans up after an early end, sets every file's final state and
+    /// publishes the terminal snapshot.
+    fn finish(mut self) {
+        let ending = self.ending.take();
+        let pause = matches!(ending, Some(Ending::Halted(Halt::Pause)));
+        // Close the registry: from here on, a late CreateMultipartUpload
+        // answer is aborted by its own worker.
+        let open: Vec<(usize, (Arc<str>, String))> = {
+            let mut reg = self.ctx.uploads.lock();
+            reg.closed = true;
+            std::mem::take(&mut reg.open).into_iter().collect()
+        };
+        let mut cleanup_failures = Vec::new();
+        if ending.is_some() && !pause {
+            for (f, result) in abort_all(&self.ctx.store, &open) {
+                if let Err(e) = result {
+                    log::error!("{e}");
+                    cleanup_failures.push(e.clone());
+                    self.files[f].error.get_or_insert(e);
+                }
+            }
+        }
+        let now = Instant::now();
+        let open_files: Vec<usize> = open.iter().map(|(f, _)| *f).collect();
+        for (f, run) in self.files.iter_mut().enumerate() {
+            match run.state {
+                FileState::Running if pause && open_files.contains(&f) => {
+                    run.state = FileState::Paused;
+                    run.upload_id = open
+                        .iter()
+                        .find(|(o, _)| *o == f)
+                        .map(|(_, (_, id))| Arc::from(id.as_str()));
+                }
+                FileState::Running => {
+                    run.state = FileState::Aborted;
+                    run.upload_id = None;
+                }
+                _ => {}
+            }
+            if run.started.is_some() && run.finished.is_none() {
+                run.finished = Some(now);
+            }
+        }
+        let (state, error) = match ending {
+            None => (JobState::Succeeded, None),
+            Some(Ending::Failed(e)) => (JobState::Failed, Some(e)),
+            Some(Ending::Halted(Halt::Stop)) => (
+                JobState::Stopped,
+                Some(Error::new(ErrorKind::Stopped, "stopped by the caller")),
+            ),
+            Some(Ending::Halted(Halt::Pause)) => (
+                JobState::Paused,
+                Some(Error::new(ErrorKind::Paused, "paused by the caller")),
+            ),
+        };
+        let error = error.map(|mut e| {
+            for c in &cleanup_failures {
+                e = e.with_note(&c.to_string());
+            }
+            e
+        });
+        self.dirty.extend(0..self.files.len());
+        self.publish();
+        {
+            let mut p = self.shared.published.lock();
+            p.progress.state = state;
+            p.progress.error = error;
+        }
+        self.shared.finished.notify_all();
+    }
+}
+
+/// Aborts every open upload, a few at a time, and says how each went.
+fn abort_all(
+    store: &crate::store::Store,
+    open: &[(usize, (Arc<str>, String))],
+) -> Vec<(usize, Result<(), Error>)> {
+    const PARALLEL: usize = 8;
+    let mut results = Vec::with_capacity(open.len());
+    for chunk in open.chunks(PARALLEL) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(f, (key, id))| (*f, s.spawn(move || abort_and_verify(store, key, id))))
+                .collect();
+            for (f, h) in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("abort thread panicked")));
+                results.push((f, r));
+            }
+        });
+    }
+    results
+}
+
+fn status_of(run: &FileRun, now: Instant) -> FileStatus {
+    let avg = match run.started {
+        Some(start) => {
+            let end = run.finished.unwrap_or(now);
+            let secs = end.duration_since(start).as_secs_f64();
+            if secs > 0.0 {
+                run.bytes_done as f64 / secs
+            } else {
+                0.0
+            }
+        }
+        None => 0.0,
+    };
+    FileStatus {
+        bytes_done: run.bytes_done,
+        avg_speed_bps: avg,
+        peak_speed_bps: run.peak.max(avg),
+        state: run.state,
+        etag: run.etag.clone(),
+        upload_id: run.upload_id.as_deref().map(str::to_string),
+        endpoint: None,
+        error: run.error.clone(),
+    }
+}

@@ -1,0 +1,128 @@
+//! The batch engine: a fixed rayon pool of workers, one coordinator thread
+//! per uploader that runs jobs one after another, and the messages between
+//! them.
+//!
+//! Threads are the pool plus the coordinator, for the uploader's life; none
+//! is created per part or per file. The coordinator is the only owner of a
+//! job's state (see `coordinator`); workers get owned copies of their work
+//! and report by message (see `messages`, `worker`).
+
+mod coordinator;
+mod messages;
+mod rate;
+mod worker;
+
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::job::{Halt, JobShared};
+use crate::plan::FilePlan;
+use crate::store::Store;
+
+pub(crate) use worker::abort_and_verify;
+
+/// What an uploader's jobs share: the client, the pool, the rate limit.
+pub(crate) struct Engine {
+    pub cfg: Config,
+    pub store: Store,
+    pub pool: rayon::ThreadPool,
+    pub rate: Option<Arc<rate::TokenBucket>>,
+}
+
+/// A job waiting for the coordinator thread.
+pub(crate) struct Queued {
+    pub shared: Arc<JobShared>,
+    pub plans: Vec<FilePlan>,
+}
+
+/// The coordinator thread and its FIFO of jobs.
+pub(crate) struct Runner {
+    queue: Option<Sender<Queued>>,
+    thread: Option<JoinHandle<()>>,
+    /// Every job submitted, so dropping the uploader can stop them.
+    jobs: Mutex<Vec<Weak<JobShared>>>,
+    pub engine: Arc<Engine>,
+}
+
+impl Runner {
+    pub fn new(cfg: Config) -> Result<Runner> {
+        cfg.validate()?;
+        let store = Store::new(&cfg)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.workers)
+            .thread_name(|i| format!("batchput-worker-{i}"))
+            // Tasks catch their own panics; this only keeps the default
+            // handler from aborting the caller's process.
+            .panic_handler(|_| log::error!("a batchput worker panicked outside a task"))
+            .build()
+            .map_err(|e| Error::internal(format!("cannot start the worker pool: {e}")))?;
+        let rate = (cfg.rate_limit > 0).then(|| Arc::new(rate::TokenBucket::new(cfg.rate_limit)));
+        let engine = Arc::new(Engine {
+            cfg,
+            store,
+            pool,
+            rate,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded::<Queued>();
+        let e = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("batchput-coordinator".into())
+            .spawn(move || {
+                for job in rx {
+                    let shared = job.shared.clone();
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        coordinator::Coordinator::new(&e, job.shared, job.plans).run()
+                    }));
+                    if run.is_err() {
+                        // A coordinator bug must still end the job visibly.
+                        shared.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                        let mut p = shared.published.lock();
+                        p.progress.state = crate::JobState::Failed;
+                        p.progress.error = Some(Error::internal("the coordinator panicked"));
+                        drop(p);
+                        shared.finished.notify_all();
+                    }
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the coordinator: {e}")))?;
+        Ok(Runner {
+            queue: Some(tx),
+            thread: Some(thread),
+            jobs: Mutex::new(Vec::new()),
+            engine,
+        })
+    }
+
+    pub fn submit(&self, shared: Arc<JobShared>, plans: Vec<FilePlan>) -> Result<()> {
+        let mut jobs = self.jobs.lock();
+        jobs.retain(|j| j.strong_count() > 0);
+        jobs.push(Arc::downgrade(&shared));
+        drop(jobs);
+        self.queue
+            .as_ref()
+            .expect("queue lives until drop")
+            .send(Queued { shared, plans })
+            .map_err(|_| Error::internal("the coordinator thread is gone"))
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for job in self.jobs.lock().drain(..) {
+            if let Some(j) = job.upgrade() {
+                j.request_halt(Halt::Stop);
+            }
+        }
+        // Closing the queue ends the coordinator's loop once the stopped
+        // jobs have cleaned up.
+        drop(self.queue.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! What a pool thread does with one [`Task`]: stream a part or a whole file
+//! from the shared descriptor with pread, hashing as it goes; create or
+//! complete an upload; retry with backoff; report exactly one [`Msg`].
+//!
+//! The per-chunk loop of [`PartBody::read`] is the hottest code of the
+//! crate: one pread into a per-thread buffer, one hash update, one atomic
+//! add, one cancel check. No allocation, no lock (unless a rate limit is set).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use md5::{Digest, Md5};
+use parking_lot::Mutex;
+
+use super::messages::{Msg, Source, Task, Work};
+use super::rate::{sleep_unless_cancelled, TokenBucket};
+use crate::config::Integrity;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Body, SentChecksum, Store, CANCELLED};
+
+/// Bytes read from the file per pread, hashed and handed to the socket.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// How many times cleanup tries to abort an upload and see it gone.
+const ABORT_ATTEMPTS: u32 = 6;
+
+/// Multipart uploads created and not yet completed, by file index: the
+/// airtight hand-off between workers that create uploads and the
+/// coordinator that aborts them. Once cleanup closes the registry, a worker
+/// whose CreateMultipartUpload answers late aborts that upload itself, so no
+/// upload can slip between the two.
+#[derive(Default)]
+pub(crate) struct OpenUploads {
+    pub closed: bool,
+    pub open: BTreeMap<usize, (Arc<str>, String)>,
+}
+
+/// What every task of one job shares.
+pub(crate) struct JobContext {
+    pub store: Store,
+    pub integrity: Integrity,
+    /// Attempts per request (the `retries` option, at least 1).
+    pub attempts: u32,
+    pub cancel: Arc<AtomicBool>,
+    /// Bytes handed to the network, acknowledged or not: the stall
+    /// detector's sign of life while a big part is on the wire.
+    pub bytes_sent: AtomicU64,
+    pub rate: Option<Arc<TokenBucket>>,
+    pub tx: Sender<Msg>,
+    pub uploads: Mutex<OpenUploads>,
+}
+
+impl JobContext {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs one task and reports its one message, whatever happens.
+pub(crate) fn run(ctx: &JobContext, task: Task) {
+    let file = task.file;
+    let part = match &task.work {
+        Work::Part { part, .. } => Some(*part),
+        _ => None,
+    };
+    let msg = match catch_unwind(AssertUnwindSafe(|| execute(ctx, &task))) {
+        Ok(Ok(msg)) => msg,
+        Ok(Err(error)) => Msg::Failed { file, part, error },
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Msg::Failed {
+                file,
+                part,
+                error: Error::internal(format!(
+                    "worker panicked during {} of '{}': {what}",
+                    task.work.name(),
+                    task.key
+                ))
+                .with_key(&*task.key),
+            }
+        }
+    };
+    // The coordinator may be gone (job over); then nobody needs the message.
+    let _ = ctx.tx.send(msg);
+}
+
+fn stopped() -> Error {
+    Error::new(ErrorKind::Stopped, "stopped")
+}
+
+fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
+    let hint = rayon::current_thread_index().unwrap_or(0);
+    let key = &*task.key;
+    let file = task.file;
+    match &task.work {
+        Work::Put => {
+            let (etag, _, _) = send_data(ctx, task, None, |body, checksum| {
+                ctx.store.put_object(key, body, checksum, hint)
+            })?;
+            Ok(Msg::PutDone { file, etag })
+        }
+        Work::Create => {
+            let upload_id = retrying(ctx, |_| ctx.store.create_multipart_upload(key, hint))?;
+            let mut reg = ctx.uploads.lock();
+            if reg.closed {
+                drop(reg);
+                // Cleanup already ran: nobody else will abort this one.
+                if let Err(e) = abort_and_verify(&ctx.store, key, &upload_id) {
+                    log::error!("{e}");
+                }
+                return Err(stopped());
+            }
+            reg.open.insert(file, (task.key.clone(), upload_id.clone()));
+            Ok(Msg::Created { file, upload_id })
+        }
+        Work::Part { part, upload_id } => {
+            let (etag, md5, crc32c) = send_data(ctx, task, Some(*part), |body, checksum| {
+                ctx.store
+                    .upload_part(key, upload_id, *part, body, checksum, hint)
+            })?;
+            Ok(Msg::PartDone {
+                file,
+                part: *part,
+                etag,
+                md5,
+                crc32c,
+            })
+        }
+        Work::Complete {
+            upload_id,
+            parts,
+            expected_etag,
+        } => {
+            let etag = retrying(ctx, |attempt| {
+                match ctx
+                    .store
+                    .complete_multipart_upload(key, upload_id, parts, hint)
+                {
+                    // An earlier attempt may have completed it and lost the
+                    // answer: then the object is there with our ETag.
+                    Err(e) if attempt > 1 && e.code() == Some("NoSuchUpload") => {
+                        match ctx.store.head_object(key)? {
+                            Some(obj)
+                                if expected_etag.as_deref().is_none_or(|x| x == obj.etag) =>
+                            {
+                                Ok(obj.etag)
+                            }
+                            _ => Err(e),
+                        }
+                    }
+                    other => other,
+                }
+            })?;
+            ctx.uploads.lock().open.remove(&file);
+            if let Some(expected) = expected_etag {
+                if is_multipart_etag(&etag) && etag != *expected {
+                    // The server assembled other bytes than we sent: the
+                    // object must not pretend to be complete.
+                    let _ = ctx.store.delete_object(key);
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "the completed object's ETag {etag} differs from {expected}, \
+                             computed from the parts sent; the object was deleted"
+                        ),
+                    )
+                    .with_operation("CompleteMultipartUpload")
+                    .with_key(key));
+                }
+            }
+            Ok(Msg::Completed { file, etag })
+        }
+    }
+}
+
+/// Sends a byte range with retries. Returns the ETag, the MD5 of the bytes
+/// (when the integrity mode computes it) and the CRC32C (crc32c mode).
+fn send_data(
+    ctx: &JobContext,
+    task: &Task,
+    part: Option<u32>,
+    send: impl Fn(Body<'_>, SentChecksum) -> Result<String>,
+) -> Result<(String, Option<[u8; 16]>, Option<u32>)> {
+    let (source, offset, len) = task
+        .data
+        .as_ref()
+        .ok_or_else(|| Error::internal("data task without data"))?;
+    let local = |e: Error| {
+        let e = e.with_key(&*task.key).with_path(&*task.path);
+        match part {
+            Some(p) => e.with_part(p),
+            None => e,
+        }
+    };
+    BUFFER.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let buf = &mut *guard;
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        retrying(ctx, |_| {
+            let (checksum, pre_md5, crc) = match ctx.integrity {
+                Integrity::ContentMd5 => {
+                    let mut h = Md5::new();
+                    read_range(source, *offset, *len, buf, &task.path, |c| h.update(c))
+                        .map_err(local)?;
+                    let md5: [u8; 16] = h.finalize().into();
+                    (SentChecksum::ContentMd5(md5), Some(md5), None)
+                }
+                Integrity::Crc32c => {
+                    let mut crc = 0u32;
+                    read_range(source, *offset, *len, buf, &task.path, |c| {
+                        crc = crc32c::crc32c_append(crc, c)
+                    })
+                    .map_err(local)?;
+                    (SentChecksum::Crc32c(crc), None, Some(crc))
+                }
+                Integrity::EtagMd5 | Integrity::None => (SentChecksum::None, None, None),
+            };
+            let mut body = PartBody {
+                source,
+                path: &task.path,
+                offset: *offset,
+                remaining: *len,
+                buf: &mut buf[..],
+                start: 0,
+                end: 0,
+                md5: (ctx.integrity == Integrity::EtagMd5).then(Md5::new),
+                ctx,
+                failure: None,
+            };
+            let result = send(Body::Reader(&mut body, *len), checksum);
+            // A local read failure surfaces as a transport error; report
+            // the real cause, which no retry can fix.
+            if let Some(e) = body.failure.take() {
+                return Err(local(e));
+            }
+            let etag = result?;
+            let md5 = pre_md5.or_else(|| body.md5.take().map(|h| h.finalize().into()));
+            check_unchanged(source, &task.path).map_err(local)?;
+            if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
+                let sent = hex(&md5);
+                if is_md5_hex(&etag) && !etag.eq_ignore_ascii_case(&sent) {
+                    return Err(local(Error::new(
+                        ErrorKind::Integrity,
+                        format!("the server's ETag {etag} differs from the MD5 {sent} of the bytes sent"),
+                    )));
+                }
+            }
+            Ok((etag, md5, crc))
+        })
+    })
+}
+
+thread_local! {
+    /// One chunk buffer per pool thread, reused by every part it sends.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A part's bytes as a reader: pread from the shared descriptor in chunks,
+/// hashed once as they pass.
+struct PartBody<'a> {
+    source: &'a Source,
+    path: &'a Path,
+    offset: u64,
+    remaining: u64,
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+    md5: Option<Md5>,
+    ctx: &'a JobContext,
+    /// Why reading failed, when the cause is local (not the network).
+    failure: Option<Error>,
+}
+
+impl Read for PartBody<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            if self.remaining == 0 {
+                return Ok(0);
+            }
+            if self.ctx.cancelled() {
+                return Err(std::io::Error::other(CANCELLED));
+            }
+            let n = (self.remaining as usize).min(self.buf.len());
+            if let Some(rate) = &self.ctx.rate {
+                if !rate.take(n as u64, &self.ctx.cancel) {
+                    return Err(std::io::Error::other(CANCELLED));
+                }
+            }
+            if let Err(e) = pread_exact(self.source, self.offset, &mut self.buf[..n], self.path) {
+                let msg = e.to_string();
+                self.failure = Some(e);
+                return Err(std::io::Error::other(msg));
+            }
+            if let Some(h) = &mut self.md5 {
+                h.update(&self.buf[..n]);
+            }
+            self.offset += n as u64;
+            self.remaining -= n as u64;
+            self.start = 0;
+            self.end = n;
+            self.ctx.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let k = out.len().min(self.end - self.start);
+        out[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
+        self.start += k;
+        Ok(k)
+    }
+}
+
+/// Fills `buf` from `offset`; a short file is a change, not an EOF.
+fn pread_exact(source: &Source, offset: u64, buf: &mut [u8], path: &Path) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match source.file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::FileChanged,
+                    format!(
+                        "{} changed while uploading: it shrank below {} bytes",
+                        path.display(),
+                        source.size
+                    ),
+                ))
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::local_io("read", path, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a range chunk by chunk for a checksum computed before sending.
+fn read_range(
+    source: &Source,
+    mut offset: u64,
+    len: u64,
+    buf: &mut [u8],
+    path: &Path,
+    mut each: impl FnMut(&[u8]),
+) -> Result<()> {
+    let end = offset + len;
+    while offset < end {
+        let n = ((end - offset) as usize).min(buf.len());
+        pread_exact(source, offset, &mut buf[..n], path)?;
+        each(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// A file whose size or modification time moved since it was planned is
+/// no longer the file the caller asked for.
+fn check_unchanged(source: &Source, path: &Path) -> Result<()> {
+    let meta = source
+        .file
+        .metadata()
+        .map_err(|e| Error::local_io("stat", path, &e))?;
+    if meta.len() != source.size {
+        return Err(Error::new(
+            ErrorKind::FileChanged,
+            format!(
+                "{} changed while uploading: its size went from {} to {} bytes",
+                path.display(),
+                source.size,
+                meta.len()
+            ),
+        ));
+    }
+    if source.mtime.is_some() && meta.modified().ok() != source.mtime {
+        return Err(Error::new(
+            ErrorKind::FileChanged,
+            format!(
+                "{} changed while uploading: it was modified",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the job is
+/// cancelled. Waits between attempts with exponential backoff and full
+/// jitter; a throttling answer (SlowDown, 503) backs off longer.
+pub(crate) fn retrying<T>(ctx: &JobContext, mut attempt: impl FnMut(u32) -> Result<T>) -> Result<T> {
+    let mut n = 1;
+    loop {
+        if ctx.cancelled() {
+            return Err(stopped());
+        }
+        match attempt(n) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if e.kind() == ErrorKind::Stopped || ctx.cancelled() {
+                    return Err(stopped());
+                }
+                if !e.is_retryable() || n >= ctx.attempts {
+                    return Err(e.with_attempts(n));
+                }
+                log::debug!("attempt {n} failed, retrying: {e}");
+                if !sleep_unless_cancelled(backoff(n, e.is_throttle()), &ctx.cancel) {
+                    return Err(stopped());
+                }
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: a random wait in [0, min(cap, base·2ⁿ⁻¹)].
+fn backoff(attempt: u32, throttled: bool) -> Duration {
+    let (base_ms, cap_ms) = if throttled { (500u64, 20_000) } else { (100, 5_000) };
+    let upper = base_ms
+        .saturating_mul(1u64 << (attempt - 1).min(20))
+        .min(cap_ms);
+    Duration::from_millis(random_below(upper + 1))
+}
+
+fn random_below(n: u64) -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            let here = &t as *const u64 as u64;
+            (t ^ here.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % n.max(1)
+    })
+}
+
+/// Aborts an upload and checks it is gone with ListParts, repeating both
+/// until the server confirms: an abort racing an in-flight part can leave
+/// that part behind, billed. NoSuchUpload (or, on servers that list an
+/// unknown upload as empty, no parts) is the confirmation.
+pub(crate) fn abort_and_verify(store: &Store, key: &str, upload_id: &str) -> Result<()> {
+    let never = AtomicBool::new(false);
+    let mut last = None;
+    for attempt in 1..=ABORT_ATTEMPTS {
+        match store.abort_multipart_upload(key, upload_id, attempt as usize) {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("NoSuchUpload") => {}
+            Err(e) => {
+                last = Some(e);
+                sleep_unless_cancelled(backoff(attempt, false), &never);
+                continue;
+            }
+        }
+        match store.list_parts(key, upload_id, attempt as usize) {
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
+            Ok(parts) if parts.is_empty() => return Ok(()),
+            Ok(parts) => {
+                log::warn!(
+                    "upload {upload_id} of '{key}' still lists {} part(s) after abort; aborting again",
+                    parts.len()
+                );
+                last = Some(Error::new(
+                    ErrorKind::Server,
+                    format!("{} part(s) still listed after abort", parts.len()),
+                ));
+            }
+            Err(e) => last = Some(e),
+        }
+        sleep_unless_cancelled(backoff(attempt, false), &never);
+    }
+    let why = last.map(|e| e.to_string()).unwrap_or_default();
+    Err(Error::new(
+        ErrorKind::Server,
+        format!(
+            "could not abort upload {upload_id} of '{key}' after {ABORT_ATTEMPTS} attempts ({why}); \
+             `batchput cleanup` will find it"
+        ),
+    )
+    .with_operation("AbortMultipartUpload")
+    .with_key(key))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn is_md5_hex(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_multipart_etag(etag: &str) -> bool {
+    matches!(etag.split_once('-'), Some((h, n)) if is_md5_hex(h) && n.parse::<u32>().is_ok())
+}
+
+/// The multipart ETag S3 computes: md5 of the concatenated part MD5s, "-N".
+pub(crate) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+    let mut h = Md5::new();
+    for m in part_md5s {
+        h.update(m);
+    }
+    format!("{}-{}", hex(&h.finalize()), part_md5s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..30 {
+            let d = backoff(attempt, false);
+            assert!(d <= Duration::from_millis(5_000));
+            let t = backoff(attempt, true);
+            assert!(t <= Duration::from_millis(20_000));
+        }
+        assert!(backoff(1, false) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn etag_shapes() {
+        assert!(is_md5_hex("9e107d9d372bb6826bd81d3542a419d6"));
+        assert!(!is_md5_hex("9e107d9d372bb6826bd81d3542a419d6-2"));
+        assert!(is_multipart_etag("9e107d9d372bb6826bd81d3542a419d6-2"));
+        assert!(!is_multipart_etag("abc-2"));
+        let one = [0u8; 16];
+        assert!(multipart_etag(&[one, one]).ends_with("-2"));
+    }
+}

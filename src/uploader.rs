@@ -1,0 +1,170 @@
+//! The entry points: [`Uploader`] and [`Batch`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::engine::{abort_and_verify, Runner};
+use crate::error::Result;
+use crate::job::{FileIdentity, Job, JobShared};
+use crate::store::Store;
+
+/// Files to upload, each with its destination key, in upload order.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub(crate) files: Vec<(PathBuf, String)>,
+    pub(crate) journal: Option<PathBuf>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Adds a file and the key it uploads to.
+    pub fn add(&mut self, path: impl Into<PathBuf>, key: impl Into<String>) -> &mut Batch {
+        self.files.push((path.into(), key.into()));
+        self
+    }
+
+    /// Records the job in a journal at `path`, which makes pause and resume
+    /// possible.
+    pub fn journal(&mut self, path: impl Into<PathBuf>) -> &mut Batch {
+        self.journal = Some(path.into());
+        self
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no file was added.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Uploads batches to one bucket.
+///
+/// An uploader owns the S3 client, a fixed pool of `workers` threads and
+/// one coordinator thread. Jobs started on it run one after another, in
+/// the order they were started. Dropping it stops every job that has not
+/// finished (aborting their open uploads) and joins its threads.
+pub struct Uploader {
+    runner: Runner,
+}
+
+impl Uploader {
+    /// Validates the configuration and starts the threads.
+    pub fn new(cfg: Config) -> Result<Uploader> {
+        Ok(Uploader {
+            runner: Runner::new(cfg)?,
+        })
+    }
+
+    /// Validates and plans `batch`, then queues it. Everything that can be
+    /// known to be wrong — a missing or unreadable file, a directory, an
+    /// empty, invalid, over-long or duplicate key — is an error here, before
+    /// any byte moves.
+    pub fn start(&self, batch: &Batch) -> Result<Job> {
+        let cfg = &self.runner.engine.cfg;
+        let plans = crate::plan::plan(&batch.files, cfg)?;
+        let identities = plans
+            .iter()
+            .map(|p| FileIdentity {
+                path: p.path.clone(),
+                key: p.key.clone(),
+                size: p.size,
+            })
+            .collect();
+        let bytes_total = plans.iter().map(|p| p.size).sum();
+        let parts_total = plans.iter().map(|p| p.parts as u64).sum();
+        let shared = Arc::new(JobShared::new(identities, bytes_total, parts_total));
+        self.runner.submit(shared.clone(), plans)?;
+        Ok(Job { shared })
+    }
+
+    /// Starts a batch of every regular file under `dir` (recursively), keyed
+    /// `prefix` + the path relative to `dir` with `/` separators.
+    pub fn start_dir(&self, dir: &Path, prefix: &str) -> Result<Job> {
+        self.start(&Batch::from_dir(dir, prefix)?)
+    }
+
+    /// The janitor: aborts every multipart upload under `prefix` initiated
+    /// more than `older_than` ago (uploads left by crashed processes that
+    /// kept no journal). Returns how many it aborted.
+    pub fn cleanup(&self, prefix: &str, older_than: Duration) -> Result<u64> {
+        let store = &self.runner.engine.store;
+        let now = SystemTime::now();
+        let mut aborted = 0;
+        for u in store.list_multipart_uploads(prefix)? {
+            let old = match u.initiated {
+                Some(t) => now.duration_since(t).unwrap_or_default() >= older_than,
+                // No date: only an age of zero covers it.
+                None => older_than.is_zero(),
+            };
+            if old {
+                abort_and_verify(store, &u.key, &u.upload_id)?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// The S3 client this uploader uses.
+    pub fn store(&self) -> &Store {
+        &self.runner.engine.store
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.runner.engine.cfg
+    }
+}
+
+impl Batch {
+    /// Every regular file under `dir`, recursively, in sorted order, keyed
+    /// `prefix` + the path relative to `dir` (with `/` separators).
+    pub fn from_dir(dir: &Path, prefix: &str) -> Result<Batch> {
+        let mut batch = Batch::new();
+        let mut stack = vec![dir.to_path_buf()];
+        let mut found = Vec::new();
+        while let Some(d) = stack.pop() {
+            let entries = std::fs::read_dir(&d)
+                .map_err(|e| crate::Error::local_io("read directory", &d, &e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| crate::Error::local_io("read directory", &d, &e))?;
+                let path = entry.path();
+                let ft = std::fs::metadata(&path)
+                    .map_err(|e| crate::Error::local_io("read", &path, &e))?;
+                if ft.is_dir() {
+                    stack.push(path);
+                } else if ft.is_file() {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        for path in found {
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let key = format!("{prefix}{}", rel.join("/"));
+            batch.add(path, key);
+        }
+        Ok(batch)
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Uploader>();
+    is::<Job>();
+    is::<Store>();
+}
