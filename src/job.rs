@@ -180,7 +180,9 @@ pub(crate) struct JobShared {
 
 impl JobShared {
     pub fn new(identities: Vec<FileIdentity>, bytes_total: u64, parts_total: u64) -> JobShared {
-        let files = (0..identities.len()).map(|_| FileStatus::default()).collect();
+        let files = (0..identities.len())
+            .map(|_| FileStatus::default())
+            .collect();
         JobShared {
             published: Mutex::new(Published {
                 progress: Progress {

@@ -92,18 +92,16 @@ pub(crate) fn plan(files: &[(PathBuf, String)], cfg: &Config) -> Result<Vec<File
         }
         let meta = std::fs::metadata(path).map_err(|e| Error::local_io("read", path, &e))?;
         if meta.is_dir() {
-            return Err(Error::input(format!(
-                "{} is a directory, not a file",
-                path.display()
-            ))
-            .with_path(path.clone()));
+            return Err(
+                Error::input(format!("{} is a directory, not a file", path.display()))
+                    .with_path(path.clone()),
+            );
         }
         if !meta.is_file() {
-            return Err(Error::input(format!(
-                "{} is not a regular file",
-                path.display()
-            ))
-            .with_path(path.clone()));
+            return Err(
+                Error::input(format!("{} is not a regular file", path.display()))
+                    .with_path(path.clone()),
+            );
         }
         check_readable(path)?;
         let size = meta.len();
@@ -168,7 +166,10 @@ mod tests {
     fn keys_are_checked() {
         assert!(check_key("a/b c+d.txt").is_ok());
         assert!(check_key("").is_err());
-        assert!(check_key(&"k".repeat(1025)).unwrap_err().to_string().contains("1025 bytes"));
+        assert!(check_key(&"k".repeat(1025))
+            .unwrap_err()
+            .to_string()
+            .contains("1025 bytes"));
         assert!(check_key(&"é".repeat(512)).is_ok());
         assert!(check_key(&"é".repeat(513)).is_err());
         assert!(check_key("a\nb").is_err());
@@ -186,9 +187,7 @@ mod tests {
         std::fs::write(&small, vec![1u8; 100]).unwrap();
         std::fs::write(&big, vec![2u8; 11 << 20]).unwrap();
         std::fs::write(&empty, b"").unwrap();
-        let cfg = Config::new()
-            .part_size(5 << 20)
-            .multipart_threshold(100);
+        let cfg = Config::new().part_size(5 << 20).multipart_threshold(100);
         let p = plan(
             &[
                 (small.clone(), "s".into()),
@@ -205,9 +204,15 @@ mod tests {
         assert_eq!(p[1].part_range(3), (10 << 20, 1 << 20));
         assert!(!p[2].multipart, "an empty file is one empty PUT");
 
-        let dup = plan(&[(small.clone(), "k".into()), (big.clone(), "k".into())], &cfg);
+        let dup = plan(
+            &[(small.clone(), "k".into()), (big.clone(), "k".into())],
+            &cfg,
+        );
         let e = dup.unwrap_err().to_string();
-        assert!(e.contains("duplicate key 'k'") && e.contains("small") && e.contains("big"), "{e}");
+        assert!(
+            e.contains("duplicate key 'k'") && e.contains("small") && e.contains("big"),
+            "{e}"
+        );
         let e = plan(&[(dir.path().to_path_buf(), "d".into())], &cfg).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
         let missing = dir.path().join("missing");

@@ -150,11 +150,20 @@ impl Batch {
         found.sort();
         for path in found {
             let rel = path.strip_prefix(dir).unwrap_or(&path);
-            let rel: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            let key = format!("{prefix}{}", rel.join("/"));
+            let mut parts = Vec::new();
+            for c in rel.components() {
+                // A key must be UTF-8; guessing would upload to a key
+                // nobody asked for.
+                let name = c.as_os_str().to_str().ok_or_else(|| {
+                    crate::Error::input(format!(
+                        "{} has a name that is not UTF-8, so it has no key",
+                        path.display()
+                    ))
+                    .with_path(path.clone())
+                })?;
+                parts.push(name);
+            }
+            let key = format!("{prefix}{}", parts.join("/"));
             batch.add(path, key);
         }
         Ok(batch)

@@ -245,7 +245,9 @@ impl<'a> Coordinator<'a> {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => unreachable!("the coordinator holds a sender"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    unreachable!("the coordinator holds a sender")
+                }
             }
             self.heartbeat();
             self.publish();
@@ -389,14 +391,22 @@ impl<'a> Coordinator<'a> {
         }
         let upload_id = run.upload_id.clone().expect("created before parts");
         self.backlog -= 1;
-        self.spawn(f, Work::Part { part, upload_id }, Some((source, offset, len)));
+        self.spawn(
+            f,
+            Work::Part { part, upload_id },
+            Some((source, offset, len)),
+        );
     }
 
     fn spawn_complete(&mut self, f: usize) {
         let run = &mut self.files[f];
         run.phase = Phase::Completing;
         let upload_id = run.upload_id.clone().expect("created before complete");
-        let done: Vec<&DonePart> = run.parts.iter().map(|p| p.as_ref().expect("all parts done")).collect();
+        let done: Vec<&DonePart> = run
+            .parts
+            .iter()
+            .map(|p| p.as_ref().expect("all parts done"))
+            .collect();
         let parts = done
             .iter()
             .enumerate()
@@ -617,7 +627,13 @@ impl<'a> Coordinator<'a> {
                 "{} request(s) were in flight for '{}'{}",
                 self.in_flight,
                 running.join("', '"),
-                if self.files.iter().filter(|r| r.state == FileState::Running).count() > 3 {
+                if self
+                    .files
+                    .iter()
+                    .filter(|r| r.state == FileState::Running)
+                    .count()
+                    > 3
+                {
                     " and more"
                 } else {
                     ""

@@ -80,7 +80,9 @@ impl Runner {
                     }));
                     if run.is_err() {
                         // A coordinator bug must still end the job visibly.
-                        shared.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                        shared
+                            .cancel
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         let mut p = shared.published.lock();
                         p.progress.state = crate::JobState::Failed;
                         p.progress.error = Some(Error::internal("the coordinator panicked"));

@@ -152,9 +152,7 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
                     // answer: then the object is there with our ETag.
                     Err(e) if attempt > 1 && e.code() == Some("NoSuchUpload") => {
                         match ctx.store.head_object(key)? {
-                            Some(obj)
-                                if expected_etag.as_deref().is_none_or(|x| x == obj.etag) =>
-                            {
+                            Some(obj) if expected_etag.as_deref().is_none_or(|x| x == obj.etag) => {
                                 Ok(obj.etag)
                             }
                             _ => Err(e),
@@ -396,7 +394,10 @@ fn check_unchanged(source: &Source, path: &Path) -> Result<()> {
 /// Runs `attempt` until it succeeds, fails for good, or the job is
 /// cancelled. Waits between attempts with exponential backoff and full
 /// jitter; a throttling answer (SlowDown, 503) backs off longer.
-pub(crate) fn retrying<T>(ctx: &JobContext, mut attempt: impl FnMut(u32) -> Result<T>) -> Result<T> {
+pub(crate) fn retrying<T>(
+    ctx: &JobContext,
+    mut attempt: impl FnMut(u32) -> Result<T>,
+) -> Result<T> {
     let mut n = 1;
     loop {
         if ctx.cancelled() {
@@ -423,7 +424,11 @@ pub(crate) fn retrying<T>(ctx: &JobContext, mut attempt: impl FnMut(u32) -> Resu
 
 /// Full-jitter exponential backoff: a random wait in [0, min(cap, base·2ⁿ⁻¹)].
 fn backoff(attempt: u32, throttled: bool) -> Duration {
-    let (base_ms, cap_ms) = if throttled { (500u64, 20_000) } else { (100, 5_000) };
+    let (base_ms, cap_ms) = if throttled {
+        (500u64, 20_000)
+    } else {
+        (100, 5_000)
+    };
     let upper = base_ms
         .saturating_mul(1u64 << (attempt - 1).min(20))
         .min(cap_ms);

@@ -17,9 +17,12 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # The test process may point AWS_CA_BUNDLE anywhere; this is plain http.
 os.environ.pop("AWS_CA_BUNDLE", None)
 
+import logging  # noqa: E402
+
 import boto3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
 host, port = server.get_host_and_port()
