@@ -176,10 +176,17 @@ pub(crate) struct JobShared {
     pub cancel: Arc<AtomicBool>,
     /// The caller's request, read by the coordinator.
     pub halt: Mutex<Option<Halt>>,
+    /// Whether a journal records the job (pause needs one).
+    pub has_journal: bool,
 }
 
 impl JobShared {
-    pub fn new(identities: Vec<FileIdentity>, bytes_total: u64, parts_total: u64) -> JobShared {
+    pub fn new(
+        identities: Vec<FileIdentity>,
+        bytes_total: u64,
+        parts_total: u64,
+        has_journal: bool,
+    ) -> JobShared {
         let files = (0..identities.len())
             .map(|_| FileStatus::default())
             .collect();
@@ -206,6 +213,7 @@ impl JobShared {
             finished: Condvar::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             halt: Mutex::new(None),
+            has_journal,
         }
     }
 
@@ -305,8 +313,18 @@ impl Job {
     /// Pauses the job: like `stop`, but open uploads and their finished
     /// parts are kept, and the journal records them for
     /// [`Uploader::resume`](crate::Uploader::resume). Needs a journal.
-    pub fn pause(&self) {
+    ///
+    /// Returns a [`Misuse`](crate::ErrorKind::Misuse) error when the job
+    /// has no journal: without one, nothing could resume it.
+    pub fn pause(&self) -> crate::Result<()> {
+        if !self.shared.has_journal {
+            return Err(Error::new(
+                crate::ErrorKind::Misuse,
+                "pause needs a journal: set one on the batch (Batch::journal) before starting it",
+            ));
+        }
         self.shared.request_halt(Halt::Pause);
+        Ok(())
     }
 }
 

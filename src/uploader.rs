@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::engine::{abort_and_verify, Runner};
 use crate::error::Result;
 use crate::job::{FileIdentity, Job, JobShared};
-use crate::store::Store;
+use crate::store::{ListedUpload, Store};
 
 /// Files to upload, each with its destination key, in upload order.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +82,12 @@ impl Uploader {
             .collect();
         let bytes_total = plans.iter().map(|p| p.size).sum();
         let parts_total = plans.iter().map(|p| p.parts as u64).sum();
-        let shared = Arc::new(JobShared::new(identities, bytes_total, parts_total));
+        let shared = Arc::new(JobShared::new(
+            identities,
+            bytes_total,
+            parts_total,
+            batch.journal.is_some(),
+        ));
         self.runner.submit(shared.clone(), plans)?;
         Ok(Job { shared })
     }
@@ -93,23 +98,49 @@ impl Uploader {
         self.start(&Batch::from_dir(dir, prefix)?)
     }
 
+    /// Continues the job recorded in the journal at `path` — paused,
+    /// crashed or killed, in this process or another. Files that changed
+    /// since are restarted (their old upload aborted); the others upload
+    /// only their missing parts. Fails with
+    /// [`JournalLocked`](crate::ErrorKind::JournalLocked) when another
+    /// process is running that journal.
+    pub fn resume(&self, path: &Path) -> Result<Job> {
+        Err(crate::Error::new(
+            crate::ErrorKind::Journal,
+            format!(
+                "cannot resume {}: resume is not available yet",
+                path.display()
+            ),
+        ))
+    }
+
+    /// Multipart uploads under `prefix` initiated more than `older_than`
+    /// ago: what [`cleanup`](Uploader::cleanup) would abort.
+    pub fn stale_uploads(&self, prefix: &str, older_than: Duration) -> Result<Vec<ListedUpload>> {
+        let now = SystemTime::now();
+        Ok(self
+            .runner
+            .engine
+            .store
+            .list_multipart_uploads(prefix)?
+            .into_iter()
+            .filter(|u| match u.initiated {
+                Some(t) => now.duration_since(t).unwrap_or_default() >= older_than,
+                // No date: only an age of zero covers it.
+                None => older_than.is_zero(),
+            })
+            .collect())
+    }
+
     /// The janitor: aborts every multipart upload under `prefix` initiated
     /// more than `older_than` ago (uploads left by crashed processes that
     /// kept no journal). Returns how many it aborted.
     pub fn cleanup(&self, prefix: &str, older_than: Duration) -> Result<u64> {
         let store = &self.runner.engine.store;
-        let now = SystemTime::now();
         let mut aborted = 0;
-        for u in store.list_multipart_uploads(prefix)? {
-            let old = match u.initiated {
-                Some(t) => now.duration_since(t).unwrap_or_default() >= older_than,
-                // No date: only an age of zero covers it.
-                None => older_than.is_zero(),
-            };
-            if old {
-                abort_and_verify(store, &u.key, &u.upload_id)?;
-                aborted += 1;
-            }
+        for u in self.stale_uploads(prefix, older_than)? {
+            abort_and_verify(store, &u.key, &u.upload_id)?;
+            aborted += 1;
         }
         Ok(aborted)
     }
