@@ -35,6 +35,7 @@ mod config;
 mod engine;
 mod error;
 mod job;
+mod journal;
 mod plan;
 pub mod store;
 mod uploader;

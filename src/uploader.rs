@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::engine::{abort_and_verify, Runner};
+use crate::engine::{abort_and_verify, reconcile, Queued, Runner};
 use crate::error::Result;
 use crate::job::{FileIdentity, Job, JobShared};
+use crate::journal::Journal;
 use crate::store::{ListedUpload, Store};
 
 /// Files to upload, each with its destination key, in upload order.
@@ -45,6 +46,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+
+    /// The files and their keys, in upload order.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.files.iter().map(|(p, k)| (p.as_path(), k.as_str()))
+    }
 }
 
 /// Uploads batches to one bucket.
@@ -72,6 +78,19 @@ impl Uploader {
     pub fn start(&self, batch: &Batch) -> Result<Job> {
         let cfg = &self.runner.engine.cfg;
         let plans = crate::plan::plan(&batch.files, cfg)?;
+        let journal = match &batch.journal {
+            Some(path) => Some(Journal::create(path, &cfg.bucket, &plans)?),
+            None => None,
+        };
+        self.submit(plans, journal, None)
+    }
+
+    fn submit(
+        &self,
+        plans: Vec<crate::plan::FilePlan>,
+        journal: Option<Journal>,
+        priors: Option<Vec<crate::engine::Prior>>,
+    ) -> Result<Job> {
         let identities = plans
             .iter()
             .map(|p| FileIdentity {
@@ -86,9 +105,14 @@ impl Uploader {
             identities,
             bytes_total,
             parts_total,
-            batch.journal.is_some(),
+            journal.is_some(),
         ));
-        self.runner.submit(shared.clone(), plans)?;
+        self.runner.submit(Queued {
+            shared: shared.clone(),
+            plans,
+            journal,
+            priors,
+        })?;
         Ok(Job { shared })
     }
 
@@ -104,14 +128,28 @@ impl Uploader {
     /// only their missing parts. Fails with
     /// [`JournalLocked`](crate::ErrorKind::JournalLocked) when another
     /// process is running that journal.
+    ///
+    /// Reconciling with the server (ListParts for each open upload, a
+    /// HeadObject for each file that may have landed unrecorded) happens
+    /// here, before the job is queued. A journal whose files are all
+    /// complete gives a job that succeeds at once.
     pub fn resume(&self, path: &Path) -> Result<Job> {
-        Err(crate::Error::new(
-            crate::ErrorKind::Journal,
-            format!(
-                "cannot resume {}: resume is not available yet",
-                path.display()
-            ),
-        ))
+        let (mut journal, recorded) = Journal::open(path)?;
+        let bucket = &self.runner.engine.cfg.bucket;
+        if recorded.bucket != *bucket {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Journal,
+                format!(
+                    "journal {} records a batch for bucket '{}', but this uploader writes to '{bucket}'",
+                    path.display(),
+                    recorded.bucket
+                ),
+            ));
+        }
+        let engine = &self.runner.engine;
+        let (plans, priors) = reconcile(&engine.store, &engine.cfg, &recorded, &mut journal)?;
+        journal.resumed()?;
+        self.submit(plans, Some(journal), Some(priors))
     }
 
     /// Multipart uploads under `prefix` initiated more than `older_than`

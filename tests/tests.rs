@@ -4,4 +4,5 @@
 mod support;
 
 mod engine;
+mod journal;
 mod store;

@@ -29,6 +29,7 @@ use super::worker::{self, abort_and_verify, multipart_etag, JobContext};
 use super::Engine;
 use crate::error::{Error, ErrorKind};
 use crate::job::{FileState, FileStatus, Halt, JobShared, JobState};
+use crate::journal::Journal;
 use crate::plan::FilePlan;
 use crate::store::CompletedPart;
 
@@ -54,10 +55,23 @@ enum Phase {
 
 /// One acknowledged part.
 #[derive(Clone)]
-struct DonePart {
-    etag: String,
-    md5: Option<[u8; 16]>,
-    crc32c: Option<u32>,
+pub(crate) struct DonePart {
+    pub etag: String,
+    pub md5: Option<[u8; 16]>,
+    pub crc32c: Option<u32>,
+}
+
+/// Where a resumed file starts from.
+pub(crate) enum Prior {
+    /// From nothing.
+    Fresh,
+    /// Already a complete object.
+    Done { etag: String },
+    /// An open upload with some parts already on the server.
+    Upload {
+        upload_id: String,
+        parts: Vec<Option<DonePart>>,
+    },
 }
 
 /// The coordinator's view of one file.
@@ -131,10 +145,20 @@ pub(crate) struct Coordinator<'a> {
 
     ending: Option<Ending>,
     ending_since: Option<Instant>,
+
+    journal: Option<Journal>,
+    /// Where each file starts from (all `Fresh` for a new batch).
+    priors: Vec<Prior>,
 }
 
 impl<'a> Coordinator<'a> {
-    pub fn new(engine: &'a Engine, shared: Arc<JobShared>, plans: Vec<FilePlan>) -> Self {
+    pub fn new(
+        engine: &'a Engine,
+        shared: Arc<JobShared>,
+        plans: Vec<FilePlan>,
+        journal: Option<Journal>,
+        priors: Option<Vec<Prior>>,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         let now = Instant::now();
         let cfg = &engine.cfg;
@@ -173,7 +197,8 @@ impl<'a> Coordinator<'a> {
                 error: None,
             })
             .collect();
-        Coordinator {
+        let priors = priors.unwrap_or_else(|| plans.iter().map(|_| Prior::Fresh).collect());
+        let mut c = Coordinator {
             keys: plans.iter().map(|p| Arc::from(p.key.as_str())).collect(),
             paths: plans.iter().map(|p| Arc::from(p.path.as_path())).collect(),
             files,
@@ -206,6 +231,45 @@ impl<'a> Coordinator<'a> {
             engine,
             shared,
             plans,
+            journal,
+            priors,
+        };
+        c.apply_priors(now);
+        c
+    }
+
+    /// Counts what a resumed job already has: done files, and the parts
+    /// already on the server of its open uploads.
+    fn apply_priors(&mut self, now: Instant) {
+        for f in 0..self.plans.len() {
+            match &mut self.priors[f] {
+                Prior::Fresh => {}
+                Prior::Done { etag } => {
+                    let etag = std::mem::take(etag);
+                    let plan = &self.plans[f];
+                    self.bytes_done += plan.size;
+                    self.parts_done += plan.parts as u64;
+                    let run = &mut self.files[f];
+                    run.bytes_done = plan.size;
+                    run.started = Some(now);
+                    self.complete_file(f, etag, now);
+                }
+                Prior::Upload { parts, .. } => {
+                    let parts = std::mem::take(parts);
+                    for (i, p) in parts.into_iter().enumerate() {
+                        if let Some(p) = p {
+                            let (_, len) = self.plans[f].part_range(i as u32 + 1);
+                            self.bytes_done += len;
+                            self.parts_done += 1;
+                            let run = &mut self.files[f];
+                            run.bytes_done += len;
+                            run.parts_done += 1;
+                            run.parts[i] = Some(p);
+                        }
+                    }
+                    skip_done_parts(&mut self.files[f]);
+                }
+            }
         }
     }
 
@@ -250,6 +314,11 @@ impl<'a> Coordinator<'a> {
                 }
             }
             self.heartbeat();
+            if let Some(j) = &mut self.journal {
+                if let Err(e) = j.flush(false) {
+                    self.fail_job(e);
+                }
+            }
             self.publish();
         }
         self.finish();
@@ -298,15 +367,45 @@ impl<'a> Coordinator<'a> {
             return false;
         }
         let f = self.next_file;
+        if self.files[f].phase == Phase::Done {
+            // Completed before this job was resumed.
+            self.next_file += 1;
+            return true;
+        }
         if self.plans[f].multipart {
             if self.pending_uploads >= self.max_pending_uploads {
                 return false;
             }
             self.next_file += 1;
             self.pending_uploads += 1;
-            self.backlog += self.plans[f].parts as u64;
             self.active.push(f);
             self.mark_started(f);
+            let run = &self.files[f];
+            self.backlog += (self.plans[f].parts - run.parts_done) as u64;
+            if let Prior::Upload { upload_id, .. } = &self.priors[f] {
+                // A resumed upload: its id is in the journal already.
+                let id = upload_id.clone();
+                self.ctx
+                    .uploads
+                    .lock()
+                    .open
+                    .insert(f, (self.keys[f].clone(), id.clone()));
+                let run = &mut self.files[f];
+                run.upload_id = Some(Arc::from(id.as_str()));
+                run.phase = Phase::Uploading;
+                if run.parts_done == self.plans[f].parts {
+                    self.to_complete.push_back(f);
+                }
+                return true;
+            }
+            // The intent is durable before the request leaves, so resume
+            // can find the upload even if its answer is lost in a crash.
+            if let Some(j) = &mut self.journal {
+                if let Err(e) = j.intent(f) {
+                    self.fail_job(e);
+                    return false;
+                }
+            }
             self.files[f].phase = Phase::Creating;
             self.spawn(f, Work::Create, None);
         } else {
@@ -315,6 +414,10 @@ impl<'a> Coordinator<'a> {
             }
             self.next_file += 1;
             self.mark_started(f);
+            if let Some(j) = &mut self.journal {
+                // Group-committed: losing it costs a re-sent small file.
+                j.record_intent(f);
+            }
             if !self.open_source(f) {
                 return false;
             }
@@ -384,6 +487,7 @@ impl<'a> Coordinator<'a> {
         let (offset, len) = plan.part_range(part);
         let source = run.source.clone().expect("opened before dispatch");
         run.next_part += 1;
+        skip_done_parts(run);
         run.parts_in_flight += 1;
         if run.next_part > plan.parts {
             // Last part handed out: the descriptor closes when it returns.
@@ -453,9 +557,16 @@ impl<'a> Coordinator<'a> {
                 self.release_fd(file);
                 self.acknowledge(file, size, now);
                 self.parts_done += 1;
+                self.journal_done(file, &etag, false);
                 self.complete_file(file, etag, now);
             }
             Msg::Created { file, upload_id } => {
+                // Durable before any part of it is sent.
+                if let Some(j) = &mut self.journal {
+                    if let Err(e) = j.upload(file, &upload_id) {
+                        self.fail_job(e);
+                    }
+                }
                 let run = &mut self.files[file];
                 run.upload_id = Some(Arc::from(upload_id.as_str()));
                 run.phase = Phase::Uploading;
@@ -470,6 +581,9 @@ impl<'a> Coordinator<'a> {
                 crc32c,
             } => {
                 let (_, len) = self.plans[file].part_range(part);
+                if let Some(j) = &mut self.journal {
+                    j.part(file, part, &etag, md5, crc32c);
+                }
                 let run = &mut self.files[file];
                 run.parts_in_flight -= 1;
                 run.parts[part as usize - 1] = Some(DonePart { etag, md5, crc32c });
@@ -485,6 +599,7 @@ impl<'a> Coordinator<'a> {
             Msg::Completed { file, etag } => {
                 self.pending_uploads -= 1;
                 self.active.retain(|&a| a != file);
+                self.journal_done(file, &etag, true);
                 self.complete_file(file, etag, now);
             }
             Msg::Failed { file, part, error } => {
@@ -536,6 +651,22 @@ impl<'a> Coordinator<'a> {
         self.files_done += 1;
         self.last_progress = now;
         self.dirty.push(f);
+    }
+
+    fn journal_done(&mut self, f: usize, etag: &str, sync: bool) {
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.done(f, etag, sync) {
+                self.fail_job(e);
+            }
+        }
+    }
+
+    /// A fatal error that belongs to no file (the journal, say).
+    fn fail_job(&mut self, error: Error) {
+        if self.ending.is_none() {
+            log::error!("job failed: {error}");
+            self.begin_ending(Ending::Failed(error));
+        }
     }
 
     /// Records a fatal error; the first one wins and ends the job.
@@ -721,10 +852,19 @@ impl<'a> Coordinator<'a> {
         let mut cleanup_failures = Vec::new();
         if ending.is_some() && !pause {
             for (f, result) in abort_all(&self.ctx.store, &open) {
-                if let Err(e) = result {
-                    log::error!("{e}");
-                    cleanup_failures.push(e.clone());
-                    self.files[f].error.get_or_insert(e);
+                match result {
+                    Ok(()) => {
+                        if let (Some(j), Some((_, (_, id)))) =
+                            (&mut self.journal, open.iter().find(|(o, _)| *o == f))
+                        {
+                            j.aborted(f, id);
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        cleanup_failures.push(e.clone());
+                        self.files[f].error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -767,6 +907,15 @@ impl<'a> Coordinator<'a> {
             }
             e
         });
+        if let Some(j) = &mut self.journal {
+            // The uploads are settled whatever the journal says; a resume
+            // of a journal without its end record checks with the server.
+            if let Err(e) = j.ended(state) {
+                log::error!("{e}");
+            }
+        }
+        // Release the journal's lock before anyone can see the job end.
+        drop(self.journal.take());
         self.dirty.extend(0..self.files.len());
         self.publish();
         {
@@ -824,5 +973,14 @@ fn status_of(run: &FileRun, now: Instant) -> FileStatus {
         upload_id: run.upload_id.as_deref().map(str::to_string),
         endpoint: None,
         error: run.error.clone(),
+    }
+}
+
+/// Moves `next_part` past parts a resumed upload already has.
+fn skip_done_parts(run: &mut FileRun) {
+    while (run.next_part as usize) <= run.parts.len()
+        && run.parts[run.next_part as usize - 1].is_some()
+    {
+        run.next_part += 1;
     }
 }

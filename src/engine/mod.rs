@@ -10,6 +10,7 @@
 mod coordinator;
 mod messages;
 mod rate;
+mod resume;
 mod worker;
 
 use std::sync::{Arc, Weak};
@@ -24,7 +25,7 @@ use crate::job::{Halt, JobShared};
 use crate::plan::FilePlan;
 use crate::store::Store;
 
-pub(crate) use worker::abort_and_verify;
+pub(crate) use worker::{abort_and_verify, hex};
 
 /// What an uploader's jobs share: the client, the pool, the rate limit.
 pub(crate) struct Engine {
@@ -38,7 +39,13 @@ pub(crate) struct Engine {
 pub(crate) struct Queued {
     pub shared: Arc<JobShared>,
     pub plans: Vec<FilePlan>,
+    pub journal: Option<crate::journal::Journal>,
+    /// Where each file starts from, for a resumed job.
+    pub priors: Option<Vec<coordinator::Prior>>,
 }
+
+pub(crate) use coordinator::Prior;
+pub(crate) use resume::reconcile;
 
 /// The coordinator thread and its FIFO of jobs.
 pub(crate) struct Runner {
@@ -76,7 +83,14 @@ impl Runner {
                 for job in rx {
                     let shared = job.shared.clone();
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        coordinator::Coordinator::new(&e, job.shared, job.plans).run()
+                        coordinator::Coordinator::new(
+                            &e,
+                            job.shared,
+                            job.plans,
+                            job.journal,
+                            job.priors,
+                        )
+                        .run()
                     }));
                     if run.is_err() {
                         // A coordinator bug must still end the job visibly.
@@ -100,7 +114,8 @@ impl Runner {
         })
     }
 
-    pub fn submit(&self, shared: Arc<JobShared>, plans: Vec<FilePlan>) -> Result<()> {
+    pub fn submit(&self, job: Queued) -> Result<()> {
+        let shared = job.shared.clone();
         let mut jobs = self.jobs.lock();
         jobs.retain(|j| j.strong_count() > 0);
         jobs.push(Arc::downgrade(&shared));
@@ -108,7 +123,7 @@ impl Runner {
         self.queue
             .as_ref()
             .expect("queue lives until drop")
-            .send(Queued { shared, plans })
+            .send(job)
             .map_err(|_| Error::internal("the coordinator thread is gone"))
     }
 }

@@ -404,6 +404,10 @@ pub enum Action {
     /// Forward the request body to upstream at most this many bytes per
     /// second.
     Throttle { bytes_per_sec: u64 },
+    /// Forward the request, let the server act on it, then never pass its
+    /// answer on: the client waits, as if the answer were lost. The entry
+    /// records the server's status and body, with `finished` left `None`.
+    SwallowAnswer,
 }
 
 impl Action {
@@ -622,6 +626,58 @@ impl Conn {
             Some(Action::CutAfter { bytes }) => self.forward(seq, &req, Fault::Cut(bytes)),
             Some(Action::Throttle { bytes_per_sec }) => {
                 self.forward(seq, &req, Fault::Throttle(bytes_per_sec))
+            }
+            Some(Action::SwallowAnswer) => {
+                self.forward_and_swallow(seq, &req)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// See [`Action::SwallowAnswer`].
+    fn forward_and_swallow(&mut self, seq: u64, req: &Request) -> io::Result<()> {
+        self.connect_upstream()?;
+        let up = self.upstream.as_mut().expect("connected just above");
+        up.write_all(&req.head)?;
+        let mut sent = 0u64;
+        while sent < req.content_length {
+            let want = (req.content_length - sent).min(CHUNK as u64) as usize;
+            let n = self.client.read(&mut self.scratch[..want])?;
+            if n == 0 {
+                return Err(eof("client closed mid-body"));
+            }
+            sent += n as u64;
+            up.write_all(&self.scratch[..n])?;
+        }
+        self.sh.update(seq, |e| e.body_len = sent);
+        let head = up
+            .read_head()?
+            .ok_or_else(|| eof("upstream closed before answering"))?;
+        let resp = Response::parse(head)?;
+        // The answers swallowed here are small XML documents: read what
+        // arrives within a moment, for the log.
+        let mut body = Vec::new();
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until && resp.content_length.is_none_or(|l| (body.len() as u64) < l) {
+            if up.has_buffered() {
+                let n = up.read(&mut self.scratch)?;
+                body.extend_from_slice(&self.scratch[..n]);
+            } else if let Some(n) = up.read_tick(&mut self.scratch)? {
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&self.scratch[..n]);
+            }
+        }
+        self.sh.update(seq, move |e| {
+            e.status = Some(resp.status);
+            e.response_body = body;
+        });
+        // Hold the client until it gives up or the proxy stops.
+        loop {
+            match self.client.read_tick(&mut self.scratch)? {
+                Some(0) => return Ok(()),
+                _ => continue,
             }
         }
     }
