@@ -149,18 +149,19 @@ fn checksummed_modes_round_trip() {
 
 #[test]
 fn a_connection_cut_mid_part_is_retried() {
-    let server = support::s3s();
-    let proxy = Proxy::start(&server.endpoint);
-    proxy.add_rule(Rule::new(Match::part(2), Action::CutAfter { bytes: MIB as u64 }).times(1));
-    let files = make_files(&specs(&[("cut/file", 12 * MIB)]));
-    let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 60);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
-    let part2 =
-        proxy.count(|e| e.is_upload_part() && e.query_param("partNumber").as_deref() == Some("2"));
-    assert_eq!(part2, 2, "part 2 was cut once and sent again");
-    files.verify_all(&server.store());
+    for server in support::fast_servers() {
+        let proxy = Proxy::start(&server.endpoint);
+        proxy.add_rule(Rule::new(Match::part(2), Action::CutAfter { bytes: MIB as u64 }).times(1));
+        let files = make_files(&specs(&[("cut/file", 12 * MIB)]));
+        let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
+        let job = up.start(&files.batch()).unwrap();
+        let p = finish(&job, 60);
+        assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+        let part2 = proxy
+            .count(|e| e.is_upload_part() && e.query_param("partNumber").as_deref() == Some("2"));
+        assert_eq!(part2, 2, "part 2 was cut once and sent again");
+        files.verify_all(&server.store());
+    }
 }
 
 #[test]
@@ -299,27 +300,28 @@ fn stop_during_a_big_upload_aborts_every_upload() {
 
 #[test]
 fn a_black_hole_fails_the_job_after_the_stall_timeout() {
-    let server = support::s3s();
-    let proxy = Proxy::start(&server.endpoint);
-    proxy.set_black_hole(true);
-    let files = make_files(&specs(&[("bh/big", 6 * MIB), ("bh/small", 10)]));
-    let up = Uploader::new(
-        small_parts(server.config_via(&proxy.endpoint()))
-            .stall_timeout(Duration::from_millis(1000))
-            .request_timeout(Duration::from_secs(60)),
-    )
-    .unwrap();
-    let t = Instant::now();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 30);
-    assert_eq!(p.state, JobState::Failed);
-    let e = p.error.unwrap();
-    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    assert!(e.to_string().contains("stall"), "{e}");
-    assert!(t.elapsed() >= Duration::from_millis(1000));
-    assert!(server.open_uploads().is_empty());
-    files.assert_absent(&server.store(), 0);
-    files.assert_absent(&server.store(), 1);
+    for server in support::fast_servers() {
+        let proxy = Proxy::start(&server.endpoint);
+        proxy.set_black_hole(true);
+        let files = make_files(&specs(&[("bh/big", 6 * MIB), ("bh/small", 10)]));
+        let up = Uploader::new(
+            small_parts(server.config_via(&proxy.endpoint()))
+                .stall_timeout(Duration::from_millis(1000))
+                .request_timeout(Duration::from_secs(60)),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let job = up.start(&files.batch()).unwrap();
+        let p = finish(&job, 30);
+        assert_eq!(p.state, JobState::Failed);
+        let e = p.error.unwrap();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.to_string().contains("stall"), "{e}");
+        assert!(t.elapsed() >= Duration::from_millis(1000));
+        assert!(server.open_uploads().is_empty());
+        files.assert_absent(&server.store(), 0);
+        files.assert_absent(&server.store(), 1);
+    }
 }
 
 #[test]
@@ -349,28 +351,29 @@ fn a_deadline_fails_the_job_with_a_timeout() {
 
 #[test]
 fn a_wrong_secret_fails_at_once_without_retries() {
-    let server = support::s3s();
-    let proxy = Proxy::start(&server.endpoint);
-    let files = make_files(&specs(&[("ws/a", 100), ("ws/b", 100), ("ws/c", 100)]));
-    let cfg = server
-        .config_via(&proxy.endpoint())
-        .credentials(&server.access_key, "wrong-secret")
-        .workers(1);
-    let up = Uploader::new(cfg).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 30);
-    assert_eq!(p.state, JobState::Failed);
-    let e = p.error.unwrap();
-    assert_eq!(e.code(), Some("SignatureDoesNotMatch"), "{e}");
-    assert_eq!(
-        proxy.log().len(),
-        1,
-        "one request, no retry: {:?}",
-        proxy.log()
-    );
-    let r = job.files();
-    assert_eq!(r[0].state, FileState::Failed);
-    assert_eq!(r[2].state, FileState::NotStarted);
+    for server in support::fast_servers() {
+        let proxy = Proxy::start(&server.endpoint);
+        let files = make_files(&specs(&[("ws/a", 100), ("ws/b", 100), ("ws/c", 100)]));
+        let cfg = server
+            .config_via(&proxy.endpoint())
+            .credentials(&server.access_key, "wrong-secret")
+            .workers(1);
+        let up = Uploader::new(cfg).unwrap();
+        let job = up.start(&files.batch()).unwrap();
+        let p = finish(&job, 30);
+        assert_eq!(p.state, JobState::Failed);
+        let e = p.error.unwrap();
+        assert_eq!(e.code(), Some("SignatureDoesNotMatch"), "{e}");
+        assert_eq!(
+            proxy.log().len(),
+            1,
+            "one request, no retry: {:?}",
+            proxy.log()
+        );
+        let r = job.files();
+        assert_eq!(r[0].state, FileState::Failed);
+        assert_eq!(r[2].state, FileState::NotStarted);
+    }
 }
 
 /// Runs in a child process with RLIMIT_NOFILE = 64 (see the parent below).
@@ -558,85 +561,86 @@ fn jobs_on_one_uploader_run_one_after_the_other() {
 
 #[test]
 fn bad_input_fails_before_anything_is_sent() {
-    let server = support::s3s();
-    let proxy = Proxy::start(&server.endpoint);
-    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
-    let files = make_files(&specs(&[("ok", 10), ("ok2", 10)]));
-    let good = files.items[0].0.clone();
-    let other = files.items[1].0.clone();
-    let dir = files.dir.path().to_path_buf();
-    let missing = dir.join("does-not-exist");
+    for server in support::fast_servers() {
+        let proxy = Proxy::start(&server.endpoint);
+        let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
+        let files = make_files(&specs(&[("ok", 10), ("ok2", 10)]));
+        let good = files.items[0].0.clone();
+        let other = files.items[1].0.clone();
+        let dir = files.dir.path().to_path_buf();
+        let missing = dir.join("does-not-exist");
 
-    let cases: Vec<(Batch, ErrorKind, &str)> = vec![
-        (Batch::new(), ErrorKind::InvalidInput, "empty"),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&missing, "k");
-                b
-            },
-            ErrorKind::LocalIo,
-            "does-not-exist: no such file",
-        ),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&dir, "k");
-                b
-            },
-            ErrorKind::InvalidInput,
-            "is a directory",
-        ),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&good, "same").add(&other, "same");
-                b
-            },
-            ErrorKind::InvalidInput,
-            "duplicate key 'same'",
-        ),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&good, "k".repeat(1025));
-                b
-            },
-            ErrorKind::InvalidInput,
-            "1025 bytes",
-        ),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&good, "");
-                b
-            },
-            ErrorKind::InvalidInput,
-            "must not be empty",
-        ),
-        (
-            {
-                let mut b = Batch::new();
-                b.add(&good, "a/../b");
-                b
-            },
-            ErrorKind::InvalidInput,
-            "'..'",
-        ),
-    ];
-    for (batch, kind, needle) in cases {
-        let e = up.start(&batch).unwrap_err();
-        assert_eq!(e.kind(), kind, "{e}");
+        let cases: Vec<(Batch, ErrorKind, &str)> = vec![
+            (Batch::new(), ErrorKind::InvalidInput, "empty"),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&missing, "k");
+                    b
+                },
+                ErrorKind::LocalIo,
+                "does-not-exist: no such file",
+            ),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&dir, "k");
+                    b
+                },
+                ErrorKind::InvalidInput,
+                "is a directory",
+            ),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&good, "same").add(&other, "same");
+                    b
+                },
+                ErrorKind::InvalidInput,
+                "duplicate key 'same'",
+            ),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&good, "k".repeat(1025));
+                    b
+                },
+                ErrorKind::InvalidInput,
+                "1025 bytes",
+            ),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&good, "");
+                    b
+                },
+                ErrorKind::InvalidInput,
+                "must not be empty",
+            ),
+            (
+                {
+                    let mut b = Batch::new();
+                    b.add(&good, "a/../b");
+                    b
+                },
+                ErrorKind::InvalidInput,
+                "'..'",
+            ),
+        ];
+        for (batch, kind, needle) in cases {
+            let e = up.start(&batch).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(
+                e.to_string().contains(needle),
+                "{e} should contain {needle}"
+            );
+        }
         assert!(
-            e.to_string().contains(needle),
-            "{e} should contain {needle}"
+            proxy.log().is_empty(),
+            "nothing was sent: {:?}",
+            proxy.log()
         );
     }
-    assert!(
-        proxy.log().is_empty(),
-        "nothing was sent: {:?}",
-        proxy.log()
-    );
 }
 
 #[test]

@@ -34,7 +34,9 @@ fn throttle_parts(proxy: &Proxy, bytes_per_sec: u64) {
 #[test]
 #[ignore = "run by the journal tests in a child process"]
 fn journal_child() {
-    let Ok(mode) = std::env::var("BPJ_MODE") else { return };
+    let Ok(mode) = std::env::var("BPJ_MODE") else {
+        return;
+    };
     let var = |k: &str| std::env::var(k).unwrap();
     let cfg = Config::new()
         .endpoint(&var("BPJ_ENDPOINT"))
@@ -70,14 +72,25 @@ fn journal_child() {
     println!("CHILD-STATE {:?}", job.state());
 }
 
-fn spawn_child(server: &Server, endpoint: &str, mode: &str, files: &Files, journal: &Path) -> Child {
+fn spawn_child(
+    server: &Server,
+    endpoint: &str,
+    mode: &str,
+    files: &Files,
+    journal: &Path,
+) -> Child {
     let list: String = files
         .items
         .iter()
         .map(|(p, k, _, _)| format!("{}\t{k}\n", p.display()))
         .collect();
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "journal::journal_child", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "journal::journal_child",
+            "--nocapture",
+        ])
         .env("BPJ_MODE", mode)
         .env("BPJ_ENDPOINT", endpoint)
         .env("BPJ_BUCKET", &server.bucket)
@@ -157,7 +170,10 @@ fn assert_no_part_resent_by(before: &[Entry], after: &[Entry], cutoff: Option<In
             e.query_param("uploadId").unwrap(),
             e.query_param("partNumber").unwrap(),
         );
-        assert!(!acked.contains(&sent), "part {sent:?} was acknowledged before, and sent again");
+        assert!(
+            !acked.contains(&sent),
+            "part {sent:?} was acknowledged before, and sent again"
+        );
     }
 }
 
@@ -174,25 +190,35 @@ fn kill_during_part_uploads_then_resume_in_a_new_process() {
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join("job.journal");
         let mut child = spawn_child(&server, &proxy.endpoint(), "start", &files, &journal);
-        assert!(proxy.wait_for(Duration::from_secs(60), |log| acknowledged_parts(log).len() >= 2));
+        assert!(
+            proxy.wait_for(Duration::from_secs(60), |log| acknowledged_parts(log).len()
+                >= 2)
+        );
         let killed_at = Instant::now();
         kill9(&mut child);
         let before = proxy.log();
         proxy.clear_rules();
         proxy.reset_log();
-        assert!(!server.open_uploads().is_empty(), "the crash left uploads open");
+        assert!(
+            !server.open_uploads().is_empty(),
+            "the crash left uploads open"
+        );
 
         let state = run_child(&server, &proxy.endpoint(), "resume", &files, &journal);
         assert_eq!(state, "Succeeded", "{:?}", server.kind);
         files.verify_all(&server.store());
-        assert!(server.open_uploads().is_empty(), "{:?}", server.open_uploads());
+        assert!(
+            server.open_uploads().is_empty(),
+            "{:?}",
+            server.open_uploads()
+        );
         // A part answered just before the kill may not have reached the
-        // journal; moto lists part ETags, so resume proves it is ours and
-        // keeps it. s3s-fs lists none: such a part is sent again, while
+        // journal; moto and Garage list part ETags, so resume proves it is
+        // ours and keeps it. s3s-fs lists none: such a part is sent again, while
         // every part the client had recorded is kept.
         let cutoff = match server.kind {
-            Kind::Moto => None,
             Kind::S3s => Some(killed_at - Duration::from_millis(500)),
+            Kind::Moto | Kind::Garage => None,
         };
         assert_no_part_resent_by(&before, &proxy.log(), cutoff);
     }
@@ -214,7 +240,9 @@ fn kill_between_the_last_part_and_complete_then_resume() {
             let journal = dir.path().join("job.journal");
             let mut child = spawn_child(&server, &proxy.endpoint(), "start", &files, &journal);
             assert!(proxy.wait_for(Duration::from_secs(60), |log| {
-                log.iter().any(|e| e.is_complete() && (e.status.is_some() || matches!(action, Action::BlackHole)))
+                log.iter().any(|e| {
+                    e.is_complete() && (e.status.is_some() || matches!(action, Action::BlackHole))
+                })
             }));
             kill9(&mut child);
             let before = proxy.log();
@@ -231,7 +259,11 @@ fn kill_between_the_last_part_and_complete_then_resume() {
             );
             assert_no_part_resent(&before, &after);
             files.verify_all(&server.store());
-            assert!(server.open_uploads().is_empty(), "{:?}", server.open_uploads());
+            assert!(
+                server.open_uploads().is_empty(),
+                "{:?}",
+                server.open_uploads()
+            );
         }
     }
 }
@@ -239,9 +271,14 @@ fn kill_between_the_last_part_and_complete_then_resume() {
 #[test]
 fn kill_during_creation_of_uploads_leaves_no_orphan() {
     // moto only: finding an orphan needs ListMultipartUploads.
-    let Some(server) = support::moto() else { return };
+    let Some(server) = support::moto() else {
+        return;
+    };
     let proxy = Proxy::start(&server.endpoint);
-    proxy.add_rule(Rule::new(Match::method("POST").and_query("uploads"), Action::SwallowAnswer));
+    proxy.add_rule(Rule::new(
+        Match::method("POST").and_query("uploads"),
+        Action::SwallowAnswer,
+    ));
     let files = make_files(&specs(&[("create/a", 6 * MIB)]));
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("job.journal");
@@ -250,13 +287,21 @@ fn kill_during_creation_of_uploads_leaves_no_orphan() {
         .iter()
         .any(|e| e.is_create_upload() && e.status == Some(200))));
     kill9(&mut child);
-    assert_eq!(server.open_uploads().len(), 1, "the server made an upload the client never learned of");
+    assert_eq!(
+        server.open_uploads().len(),
+        1,
+        "the server made an upload the client never learned of"
+    );
     proxy.clear_rules();
 
     let state = run_child(&server, &proxy.endpoint(), "resume", &files, &journal);
     assert_eq!(state, "Succeeded");
     files.verify_all(&server.store());
-    assert!(server.open_uploads().is_empty(), "{:?}", server.open_uploads());
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
 }
 
 #[test]
@@ -264,7 +309,11 @@ fn pause_then_resume_in_the_same_process() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     throttle_parts(&proxy, 8 * MIB as u64);
-    let files = make_files(&specs(&[("pause/a", 16 * MIB), ("pause/b", 12 * MIB), ("pause/c", 100)]));
+    let files = make_files(&specs(&[
+        ("pause/a", 16 * MIB),
+        ("pause/b", 12 * MIB),
+        ("pause/c", 100),
+    ]));
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("job.journal");
     let up = Uploader::new(config(&server, &proxy.endpoint())).unwrap();
@@ -279,10 +328,17 @@ fn pause_then_resume_in_the_same_process() {
     let p = finish(&job, 30);
     assert_eq!(p.state, JobState::Paused);
     assert_eq!(p.error.unwrap().kind(), ErrorKind::Paused);
-    let paused: Vec<_> = job.files().into_iter().filter(|r| r.state == FileState::Paused).collect();
+    let paused: Vec<_> = job
+        .files()
+        .into_iter()
+        .filter(|r| r.state == FileState::Paused)
+        .collect();
     assert!(!paused.is_empty());
     assert!(paused.iter().all(|r| r.upload_id.is_some()));
-    assert!(!server.open_uploads().is_empty(), "a pause keeps its uploads");
+    assert!(
+        !server.open_uploads().is_empty(),
+        "a pause keeps its uploads"
+    );
     let before = proxy.log();
     proxy.clear_rules();
     proxy.reset_log();
@@ -352,16 +408,27 @@ fn a_file_modified_while_paused_is_uploaded_again_whole() {
     let p = finish(&job, 60);
     let log = proxy.log();
     assert!(
-        log.iter().any(|e| e.is_abort() && e.query_param("uploadId").as_deref() == Some(old_id.as_str())),
+        log.iter()
+            .any(|e| e.is_abort() && e.query_param("uploadId").as_deref() == Some(old_id.as_str())),
         "the old upload was aborted"
     );
-    assert!(log.iter().all(|e| !e.is_upload_part() || e.query_param("uploadId").as_deref() != Some(old_id.as_str())));
-    assert!(server.open_uploads().is_empty(), "{:?}", server.open_uploads());
+    assert!(log
+        .iter()
+        .all(|e| !e.is_upload_part()
+            || e.query_param("uploadId").as_deref() != Some(old_id.as_str())));
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
     // ...or it fails clearly if the new size cannot be planned in the old
     // parts; either way the object never mixes old and new bytes.
     match p.state {
         JobState::Succeeded => {
-            assert!(server.store().get_object("mod/a").unwrap() == new_data, "the new bytes, whole");
+            assert!(
+                server.store().get_object("mod/a").unwrap() == new_data,
+                "the new bytes, whole"
+            );
         }
         other => panic!("resume ended {other:?}: {:?}", p.error),
     }
@@ -377,11 +444,16 @@ fn a_second_process_on_the_same_journal_gets_the_lock_error() {
     let journal = dir.path().join("job.journal");
     let child = spawn_child(&server, &proxy.endpoint(), "start", &files, &journal);
     let pid = child.id();
-    assert!(proxy.wait_for(Duration::from_secs(30), |log| log.iter().any(|e| e.is_upload_part())));
+    assert!(proxy.wait_for(Duration::from_secs(30), |log| log
+        .iter()
+        .any(|e| e.is_upload_part())));
     let up = Uploader::new(config(&server, &proxy.endpoint())).unwrap();
     let e = up.resume(&journal).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::JournalLocked, "{e}");
-    assert!(e.to_string().contains(&format!("in use by pid {pid}")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("in use by pid {pid}")),
+        "{e}"
+    );
     let mut batch = files.batch();
     batch.journal(&journal);
     let e = up.start(&batch).unwrap_err();
@@ -420,7 +492,13 @@ fn a_truncated_or_garbage_journal_is_a_clear_error_and_touches_nothing() {
     }
     let bytes = std::fs::read(&full).unwrap();
     let cut = dir.path().join("cut");
-    let second_newline = bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(1).unwrap().0;
+    let second_newline = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0;
     std::fs::write(&cut, &bytes[..second_newline + 10]).unwrap();
     let e = up.resume(&cut).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Journal);
@@ -434,9 +512,16 @@ fn a_truncated_or_garbage_journal_is_a_clear_error_and_touches_nothing() {
         ErrorKind::Journal
     );
 
-    assert!(proxy.log().is_empty(), "nothing was sent: {:?}", proxy.log());
+    assert!(
+        proxy.log().is_empty(),
+        "nothing was sent: {:?}",
+        proxy.log()
+    );
     let open = server.open_uploads();
-    assert!(open.iter().any(|n| n.contains(&theirs)), "their upload is untouched: {open:?}");
+    assert!(
+        open.iter().any(|n| n.contains(&theirs)),
+        "their upload is untouched: {open:?}"
+    );
 }
 
 #[test]
@@ -456,7 +541,9 @@ fn the_janitor_aborts_exactly_the_old_uploads_under_the_prefix() {
     // s3s-fs cannot list uploads; moto can, but dates every upload
     // 2010-11-10 whatever its age, so there the age test is reduced to
     // its bounds (the full one runs where the server keeps real dates).
-    let Some(server) = support::moto() else { return };
+    let Some(server) = support::moto() else {
+        return;
+    };
     janitor_case(&server);
 }
 
@@ -481,7 +568,10 @@ pub(crate) fn janitor_case(server: &Server) {
         Some(store.create_multipart_upload("jan/fresh", 0).unwrap())
     } else {
         eprintln!("NOTE: this server reports fixed upload dates; checking prefix and bounds only");
-        assert!(up.stale_uploads("jan/", Duration::from_secs(100 * 365 * 86400)).unwrap().is_empty());
+        assert!(up
+            .stale_uploads("jan/", Duration::from_secs(100 * 365 * 86400))
+            .unwrap()
+            .is_empty());
         None
     };
     let stale: Vec<String> = up
@@ -494,7 +584,10 @@ pub(crate) fn janitor_case(server: &Server) {
     expected_stale.sort();
     let mut stale_sorted = stale.clone();
     stale_sorted.sort();
-    assert_eq!(stale_sorted, expected_stale, "exactly the old uploads under the prefix");
+    assert_eq!(
+        stale_sorted, expected_stale,
+        "exactly the old uploads under the prefix"
+    );
     assert_eq!(up.cleanup("jan/", age).unwrap(), 3);
     let mut left: Vec<String> = store
         .list_multipart_uploads("")

@@ -4,5 +4,6 @@
 mod support;
 
 mod engine;
+mod garage;
 mod journal;
 mod store;

@@ -94,6 +94,8 @@ struct FileRun {
     sample: (Instant, u64),
     peak: f64,
     etag: Option<String>,
+    /// The endpoint that completed it.
+    endpoint: Option<String>,
     error: Option<Error>,
 }
 
@@ -194,6 +196,7 @@ impl<'a> Coordinator<'a> {
                 sample: (now, 0),
                 peak: 0.0,
                 etag: None,
+                endpoint: None,
                 error: None,
             })
             .collect();
@@ -552,7 +555,12 @@ impl<'a> Coordinator<'a> {
         self.in_flight -= 1;
         let now = Instant::now();
         match msg {
-            Msg::PutDone { file, etag } => {
+            Msg::PutDone {
+                file,
+                etag,
+                endpoint,
+            } => {
+                self.files[file].endpoint = Some(endpoint);
                 let size = self.plans[file].size;
                 self.release_fd(file);
                 self.acknowledge(file, size, now);
@@ -596,7 +604,12 @@ impl<'a> Coordinator<'a> {
                     self.to_complete.push_back(file);
                 }
             }
-            Msg::Completed { file, etag } => {
+            Msg::Completed {
+                file,
+                etag,
+                endpoint,
+            } => {
+                self.files[file].endpoint = Some(endpoint);
                 self.pending_uploads -= 1;
                 self.active.retain(|&a| a != file);
                 self.journal_done(file, &etag, true);
@@ -971,7 +984,7 @@ fn status_of(run: &FileRun, now: Instant) -> FileStatus {
         state: run.state,
         etag: run.etag.clone(),
         upload_id: run.upload_id.as_deref().map(str::to_string),
-        endpoint: None,
+        endpoint: run.endpoint.clone(),
         error: run.error.clone(),
     }
 }

@@ -67,6 +67,7 @@ pub(crate) enum Msg {
     PutDone {
         file: usize,
         etag: String,
+        endpoint: String,
     },
     Created {
         file: usize,
@@ -82,6 +83,7 @@ pub(crate) enum Msg {
     Completed {
         file: usize,
         etag: String,
+        endpoint: String,
     },
     Failed {
         file: usize,

@@ -109,7 +109,11 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
             let (etag, _, _) = send_data(ctx, task, None, |body, checksum| {
                 ctx.store.put_object(key, body, checksum, hint)
             })?;
-            Ok(Msg::PutDone { file, etag })
+            Ok(Msg::PutDone {
+                file,
+                etag,
+                endpoint: ctx.store.last_endpoint_url(),
+            })
         }
         Work::Create => {
             let upload_id = retrying(ctx, |_| ctx.store.create_multipart_upload(key, hint))?;
@@ -161,6 +165,7 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
                     other => other,
                 }
             })?;
+            let endpoint = ctx.store.last_endpoint_url();
             ctx.uploads.lock().open.remove(&file);
             if let Some(expected) = expected_etag {
                 if is_multipart_etag(&etag) && etag != *expected {
@@ -178,7 +183,11 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
                     .with_key(key));
                 }
             }
-            Ok(Msg::Completed { file, etag })
+            Ok(Msg::Completed {
+                file,
+                etag,
+                endpoint,
+            })
         }
     }
 }

@@ -35,6 +35,11 @@ use sign::{Payload, Signer};
 /// How long an endpoint that failed at the connection level is skipped.
 const ENDPOINT_DOWN_FOR: Duration = Duration::from_secs(10);
 
+thread_local! {
+    /// The endpoint that answered this thread's last successful request.
+    static LAST_ENDPOINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Marks the io error a body reader returns when the job is cancelled, so
 /// that the failed request is recognised as a stop and not a network fault.
 pub(crate) const CANCELLED: &str = "batchput: request cancelled";
@@ -346,6 +351,13 @@ impl Store {
     /// The endpoints, as URLs.
     pub fn endpoint_urls(&self) -> Vec<String> {
         self.inner.endpoints.iter().map(Endpoint::url).collect()
+    }
+
+    /// The URL of the endpoint that answered the calling thread's last
+    /// successful request: which node of a cluster served a file.
+    pub fn last_endpoint_url(&self) -> String {
+        let i = LAST_ENDPOINT.with(|c| c.get());
+        self.inner.endpoints[i.min(self.inner.endpoints.len() - 1)].url()
     }
 
     /// Uploads a whole object in one request. Returns its ETag.
@@ -758,6 +770,7 @@ impl Store {
                     ))
                 })?;
                 if (200..300).contains(&status) {
+                    LAST_ENDPOINT.with(|c| c.set(index));
                     Ok(reply)
                 } else {
                     // A redirect (wrong region, wrong addressing) or another

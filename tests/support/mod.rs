@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use batchput::store::Store;
 use batchput::Config;
 
+pub mod garage;
 pub mod proxy;
 
 pub const S3S_ACCESS_KEY: &str = "AKIATESTBATCHPUT0001";
@@ -23,6 +24,7 @@ pub const S3S_SECRET_KEY: &str = "batchput/test/secret/key/0123456789abcdef";
 pub enum Kind {
     S3s,
     Moto,
+    Garage,
 }
 
 /// A running S3 server with one bucket of its own.
@@ -33,6 +35,7 @@ pub struct Server {
     pub secret_key: String,
     pub bucket: String,
     pub addressing: batchput::Addressing,
+    pub region: String,
     /// s3s-fs's storage directory, where open uploads are visible as files.
     root: Option<PathBuf>,
     _guard: Guard,
@@ -41,6 +44,7 @@ pub struct Server {
 enum Guard {
     S3s(S3sGuard),
     Moto(MotoGuard),
+    Garage(garage::Cluster),
 }
 
 impl Server {
@@ -56,6 +60,7 @@ impl Server {
             .bucket(&self.bucket)
             .credentials(&self.access_key, &self.secret_key)
             .addressing(self.addressing)
+            .region(&self.region)
     }
 
     /// A client for direct checks (GET the bytes, list uploads).
@@ -66,9 +71,27 @@ impl Server {
     /// A fresh bucket on the same server, for tests that need two.
     pub fn new_bucket(&self) -> String {
         let name = unique_bucket();
-        let store = Store::new(&self.config().bucket(&name)).unwrap();
-        store.create_bucket(None).unwrap();
+        self.create_bucket(&name);
         name
+    }
+
+    fn create_bucket(&self, name: &str) {
+        match &self._guard {
+            // Garage's imported test key may not create buckets: its CLI does.
+            Guard::Garage(cluster) => cluster.create_bucket(name),
+            _ => Store::new(&self.config().bucket(name))
+                .unwrap()
+                .create_bucket(None)
+                .unwrap_or_else(|e| panic!("creating the test bucket on {:?}: {e}", self.kind)),
+        }
+    }
+
+    /// The Garage cluster behind this server, to kill and restart nodes.
+    pub fn garage(&mut self) -> Option<&mut garage::Cluster> {
+        match &mut self._guard {
+            Guard::Garage(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// Every multipart upload still open on the server (any bucket): moto
@@ -94,7 +117,7 @@ impl Server {
 
     /// Whether the server implements ListMultipartUploads (s3s-fs does not).
     pub fn lists_uploads(&self) -> bool {
-        self.kind == Kind::Moto
+        self.kind != Kind::S3s
     }
 }
 
@@ -124,14 +147,16 @@ fn with_bucket(
         addressing,
         root: match &guard {
             Guard::S3s(g) => Some(g._root.path().to_path_buf()),
-            Guard::Moto(_) => None,
+            _ => None,
+        },
+        region: match kind {
+            Kind::Garage => garage::REGION.to_string(),
+            _ => "us-east-1".to_string(),
         },
         _guard: guard,
     };
-    server
-        .store()
-        .create_bucket(None)
-        .unwrap_or_else(|e| panic!("creating the test bucket on {kind:?}: {e}"));
+    let bucket = server.bucket.clone();
+    server.create_bucket(&bucket);
     server
 }
 
@@ -306,10 +331,48 @@ pub fn moto() -> Option<Server> {
     ))
 }
 
-/// Every server available here: s3s-fs always, moto when installed.
+/// Garage, a single node, or `None` (with a visible note) when it is not
+/// installed here.
+pub fn garage() -> Option<Server> {
+    let bin = garage::available()?;
+    let cluster = garage::Cluster::start(bin, 1);
+    Some(with_bucket(
+        Kind::Garage,
+        cluster.endpoint(0),
+        garage::ACCESS_KEY.into(),
+        garage::SECRET_KEY.into(),
+        batchput::Addressing::Path,
+        Guard::Garage(cluster),
+    ))
+}
+
+/// A three-node Garage cluster (replication factor 3); `endpoint` is
+/// node 0's, `garage().endpoint(i)` the others'.
+pub fn garage_cluster() -> Option<Server> {
+    let bin = garage::available()?;
+    let cluster = garage::Cluster::start(bin, 3);
+    Some(with_bucket(
+        Kind::Garage,
+        cluster.endpoint(0),
+        garage::ACCESS_KEY.into(),
+        garage::SECRET_KEY.into(),
+        batchput::Addressing::Path,
+        Guard::Garage(cluster),
+    ))
+}
+
+/// Every server available here: s3s-fs always, moto and Garage when installed.
 pub fn servers() -> Vec<Server> {
     let mut v = vec![s3s()];
     v.extend(moto());
+    v.extend(garage());
+    v
+}
+
+/// The servers that are quick with real data: s3s-fs, and Garage when installed.
+pub fn fast_servers() -> Vec<Server> {
+    let mut v = vec![s3s()];
+    v.extend(garage());
     v
 }
 

@@ -658,7 +658,8 @@ impl Conn {
         // arrives within a moment, for the log.
         let mut body = Vec::new();
         let until = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < until && resp.content_length.is_none_or(|l| (body.len() as u64) < l) {
+        while Instant::now() < until && resp.content_length.is_none_or(|l| (body.len() as u64) < l)
+        {
             if up.has_buffered() {
                 let n = up.read(&mut self.scratch)?;
                 body.extend_from_slice(&self.scratch[..n]);
