@@ -13,5 +13,36 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto.server' 2>/de
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
-log "cargo test (unit and integration tests against s3s-fs and moto)"
+# The README's first command, in the test build (debug: it reuses what
+# cargo test compiles); it exits non-zero unless every object reads back
+# byte for byte.
+log "quickstart example (embedded S3 server, upload, verification by GET)"
+cargo run --locked --example quickstart
+
+# The C ABI's callers (tests/ffi.rs): C and C++ compilers, make, pkg-config and
+# valgrind for the C examples, Go (Debian's golang-go) for the cgo package.
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v c++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v go >/dev/null || missing+=(golang-go)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing ${missing[*]} (Debian packages) for the C, Python and Go callers"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Garage, a real distributed S3 store, for tests/garage.rs and the suites
+# that also run on it. Building it takes about 10 minutes, once: cargo
+# install keeps it in ~/.cargo/bin.
+if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
+  log "installing garage 2.5.0 (cargo install: about 10 minutes, once)"
+  cargo install garage --locked --version 2.5.0
+fi
+
+log "cargo test (unit and integration tests against s3s-fs, moto and Garage)"
 cargo test --locked

@@ -566,7 +566,7 @@ fn encode(bytes: &[u8]) -> String {
         }
     }
     if s.is_empty() {
-        s.push_str("%");
+        s.push('%');
     }
     s
 }

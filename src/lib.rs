@@ -31,9 +31,15 @@
 //! See the README for the C ABI, the CLI and the design.
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli_support;
 mod config;
 mod engine;
 mod error;
+/// The C ABI (`bp_*`): what `include/batchput.h` declares. Rust callers
+/// use the Rust API above; this module is public so its tests can call it.
+pub mod ffi;
 mod job;
 mod journal;
 mod plan;

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::{Config, MAX_KEY_LEN, MAX_PARTS, MAX_PART_SIZE};
+
+/// The largest object S3 stores.
+const MAX_OBJECT_SIZE: u64 = 5 << 40;
 use crate::error::{Error, Result};
 
 /// One file of a planned batch.
@@ -68,6 +71,9 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 /// keeps the file within 10,000 parts.
 pub(crate) fn part_size_for(size: u64, configured: u64) -> Option<u64> {
     const MIB: u64 = 1 << 20;
+    if size > MAX_OBJECT_SIZE {
+        return None;
+    }
     let needed = size.div_ceil(MAX_PARTS as u64).div_ceil(MIB) * MIB;
     let part = configured.max(needed);
     (part <= MAX_PART_SIZE).then_some(part)

@@ -196,7 +196,8 @@ impl Uploader {
 
 impl Batch {
     /// Every regular file under `dir`, recursively, in sorted order, keyed
-    /// `prefix` + the path relative to `dir` (with `/` separators).
+    /// `prefix` + the path relative to `dir` (with `/` separators). Links
+    /// to files are followed; links to directories are not.
     pub fn from_dir(dir: &Path, prefix: &str) -> Result<Batch> {
         let mut batch = Batch::new();
         let mut stack = vec![dir.to_path_buf()];
@@ -207,12 +208,21 @@ impl Batch {
             for entry in entries {
                 let entry = entry.map_err(|e| crate::Error::local_io("read directory", &d, &e))?;
                 let path = entry.path();
-                let ft = std::fs::metadata(&path)
+                let kind = entry
+                    .file_type()
                     .map_err(|e| crate::Error::local_io("read", &path, &e))?;
-                if ft.is_dir() {
+                if kind.is_dir() {
                     stack.push(path);
-                } else if ft.is_file() {
+                } else if kind.is_file() {
                     found.push(path);
+                } else if kind.is_symlink() {
+                    // A link to a file uploads that file; a link to a
+                    // directory is not followed (a link loop would never end).
+                    let target = std::fs::metadata(&path)
+                        .map_err(|e| crate::Error::local_io("read", &path, &e))?;
+                    if target.is_file() {
+                        found.push(path);
+                    }
                 }
             }
         }

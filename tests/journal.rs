@@ -42,6 +42,7 @@ fn journal_child() {
         .endpoint(&var("BPJ_ENDPOINT"))
         .bucket(&var("BPJ_BUCKET"))
         .credentials(&var("BPJ_ACCESS_KEY"), &var("BPJ_SECRET_KEY"))
+        .region(&var("BPJ_REGION"))
         .part_size(5 * MIB as u64)
         .multipart_threshold(5 * MIB as u64)
         .workers(4);
@@ -96,6 +97,7 @@ fn spawn_child(
         .env("BPJ_BUCKET", &server.bucket)
         .env("BPJ_ACCESS_KEY", &server.access_key)
         .env("BPJ_SECRET_KEY", &server.secret_key)
+        .env("BPJ_REGION", &server.region)
         .env("BPJ_JOURNAL", journal)
         .env("BPJ_FILES", list)
         .stdout(Stdio::piped())

@@ -3,7 +3,11 @@
 
 mod support;
 
+// The `batchput` command is built only with the `cli` feature.
+#[cfg(feature = "cli")]
+mod cli;
 mod engine;
+mod ffi;
 mod garage;
 mod journal;
 mod store;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::messages::{Msg, Source, Task, Work};
-use super::worker::{self, abort_and_verify, multipart_etag, JobContext};
+use super::worker::{self, abort_and_verify, multipart_etag, verify_gone, JobContext};
 use super::Engine;
 use crate::error::{Error, ErrorKind};
 use crate::job::{FileState, FileStatus, Halt, JobShared, JobState};
@@ -829,13 +829,15 @@ impl<'a> Coordinator<'a> {
         prog.parts_done = self.parts_done;
         prog.bytes_done = self.bytes_done;
         prog.speed_bps = self.speed;
-        prog.peak_speed_bps = self.peak.max(self.speed);
         prog.elapsed = elapsed;
         prog.avg_speed_bps = if elapsed.as_secs_f64() > 0.0 {
             self.bytes_done as f64 / elapsed.as_secs_f64()
         } else {
             0.0
         };
+        // A job shorter than the smoothing window has no smoothed sample:
+        // its peak is at least its average.
+        prog.peak_speed_bps = self.peak.max(self.speed).max(prog.avg_speed_bps);
         if prog.error.is_none() {
             if let Some(Ending::Failed(e)) = &self.ending {
                 prog.error = Some(e.clone());
@@ -880,7 +882,46 @@ impl<'a> Coordinator<'a> {
                     }
                 }
             }
+            let parts_in_flight = open.iter().any(|(f, _)| self.files[*f].parts_in_flight > 0);
+            if parts_in_flight {
+                // A part whose body was already on the wire can land after
+                // its upload's abort and the check that followed. Once
+                // every request has ended, look again.
+                self.ending = ending;
+                self.drain_in_flight();
+                let ending_back = self.ending.take();
+                for (f, (key, id)) in &open {
+                    if let Err(e) = verify_gone(&self.ctx.store, key, id) {
+                        log::error!("{e}");
+                        cleanup_failures.push(e.clone());
+                        self.files[*f].error.get_or_insert(e);
+                    }
+                }
+                return self.settle(ending_back, pause, &open, cleanup_failures);
+            }
         }
+        self.settle(ending, pause, &open, cleanup_failures)
+    }
+
+    /// Waits for the requests still in flight to end (each ends by its
+    /// answer or by the request timeout), handling what they report.
+    fn drain_in_flight(&mut self) {
+        let until = Instant::now() + self.engine.cfg.request_timeout + Duration::from_secs(2);
+        while self.in_flight > 0 && Instant::now() < until {
+            if let Ok(msg) = self.rx.recv_timeout(TICK) {
+                self.handle(msg);
+            }
+        }
+    }
+
+    /// Sets every file's final state and publishes the terminal snapshot.
+    fn settle(
+        mut self,
+        ending: Option<Ending>,
+        pause: bool,
+        open: &[(usize, (Arc<str>, String))],
+        cleanup_failures: Vec<Error>,
+    ) {
         let now = Instant::now();
         let open_files: Vec<usize> = open.iter().map(|(f, _)| *f).collect();
         for (f, run) in self.files.iter_mut().enumerate() {

@@ -54,15 +54,58 @@ pub(crate) struct Runner {
     /// Every job submitted, so dropping the uploader can stop them.
     jobs: Mutex<Vec<Weak<JobShared>>>,
     pub engine: Arc<Engine>,
+    /// Declared after `engine`, so it drops after the pool: see
+    /// [`WorkerThreads`].
+    _workers: WorkerThreads,
+}
+
+/// The pool's threads, joined when the uploader is dropped. Rayon only
+/// signals its threads to end when the pool drops; joining them here means
+/// no library thread outlives the uploader (a C caller may unload the
+/// library next, and valgrind sees no thread's memory still in use).
+/// Worker tasks hold no `Arc<Engine>`, so once the coordinator is joined the
+/// runner's is the last and the pool drops with it.
+///
+/// A worker still blocked in an abandoned request (a dead connection that
+/// never answers) would hold the drop up to `request_timeout`, so each
+/// gets [`JOIN_GRACE`]; one still running then is left to end by itself.
+struct WorkerThreads(Arc<Mutex<Vec<JoinHandle<()>>>>);
+
+/// How long dropping an uploader waits for a stuck worker thread.
+const JOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Drop for WorkerThreads {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + JOIN_GRACE;
+        for t in std::mem::take(&mut *self.0.lock()) {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 impl Runner {
     pub fn new(cfg: Config) -> Result<Runner> {
         cfg.validate()?;
         let store = Store::new(&cfg)?;
+        let workers = WorkerThreads(Arc::new(Mutex::new(Vec::new())));
+        let handles = workers.0.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.workers)
             .thread_name(|i| format!("batchput-worker-{i}"))
+            // Our own spawn, to keep the join handles (see WorkerThreads).
+            .spawn_handler(move |thread| {
+                let mut b = std::thread::Builder::new();
+                if let Some(name) = thread.name() {
+                    b = b.name(name.to_owned());
+                }
+                handles.lock().push(b.spawn(|| thread.run())?);
+                Ok(())
+            })
             // Tasks catch their own panics; this only keeps the default
             // handler from aborting the caller's process.
             .panic_handler(|_| log::error!("a batchput worker panicked outside a task"))
@@ -111,6 +154,7 @@ impl Runner {
             thread: Some(thread),
             jobs: Mutex::new(Vec::new()),
             engine,
+            _workers: workers,
         })
     }
 

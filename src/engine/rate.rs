@@ -7,17 +7,22 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// A token bucket of `rate` bytes per second with one second of burst.
+/// A token bucket of `rate` bytes per second. Its burst is a quarter of a
+/// second's worth (at least one chunk), so the cap holds over short spans.
 pub(crate) struct TokenBucket {
     rate: f64,
+    burst: f64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl TokenBucket {
     pub fn new(bytes_per_sec: u64) -> TokenBucket {
+        let rate = bytes_per_sec as f64;
+        let burst = (rate / 4.0).max(super::worker::CHUNK as f64);
         TokenBucket {
-            rate: bytes_per_sec as f64,
-            state: Mutex::new((bytes_per_sec as f64, Instant::now())),
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
         }
     }
 
@@ -28,7 +33,7 @@ impl TokenBucket {
             let mut s = self.state.lock();
             let now = Instant::now();
             let refill = now.duration_since(s.1).as_secs_f64() * self.rate;
-            s.0 = (s.0 + refill).min(self.rate);
+            s.0 = (s.0 + refill).min(self.burst);
             s.1 = now;
             s.0 -= n as f64;
             // A negative balance is debt this caller sleeps off; later
@@ -66,12 +71,12 @@ mod tests {
         let b = TokenBucket::new(1 << 20);
         let cancel = AtomicBool::new(false);
         let t = Instant::now();
-        // One second of burst, then 1 MiB more must take about a second.
+        // A quarter second of burst, then 1.75 MiB more takes 1.75 s.
         for _ in 0..8 {
             assert!(b.take(256 << 10, &cancel));
         }
         let e = t.elapsed();
-        assert!(e >= Duration::from_millis(900), "{e:?}");
+        assert!(e >= Duration::from_millis(1600), "{e:?}");
         assert!(e < Duration::from_millis(2500), "{e:?}");
     }
 

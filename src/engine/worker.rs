@@ -511,6 +511,16 @@ pub(crate) fn abort_and_verify(store: &Store, key: &str, upload_id: &str) -> Res
     .with_key(key))
 }
 
+/// Checks that an aborted upload lists no part (a late one may have
+/// landed), aborting it again if it does.
+pub(crate) fn verify_gone(store: &Store, key: &str, upload_id: &str) -> Result<()> {
+    match store.list_parts(key, upload_id, 0) {
+        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+        Ok(parts) if parts.is_empty() => Ok(()),
+        _ => abort_and_verify(store, key, upload_id),
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

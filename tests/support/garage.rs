@@ -121,6 +121,8 @@ impl Cluster {
             c.spawn(i);
         }
         for i in 0..n {
+            // `node id` reads a local file; `status` needs the running node.
+            c.wait_for_cli(i, &["status"]);
             let out = c.wait_for_cli(i, &["node", "id", "-q"]);
             c.nodes[i].id = out.trim().split('@').next().unwrap().to_string();
         }
@@ -130,12 +132,12 @@ impl Cluster {
         }
         for i in 0..n {
             let id = c.nodes[i].id.clone();
-            c.cli(
+            c.wait_for_cli(
                 0,
                 &["layout", "assign", "-z", &format!("dc{i}"), "-c", "1G", &id],
             );
         }
-        c.cli(0, &["layout", "apply", "--version", "1"]);
+        c.wait_for_cli(0, &["layout", "apply", "--version", "1"]);
         c.wait_for_cli(
             0,
             &[

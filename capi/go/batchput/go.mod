@@ -1,0 +1,3 @@
+module batchput
+
+go 1.19

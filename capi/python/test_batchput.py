@@ -1,0 +1,206 @@
+"""Tests of the ctypes module against a real S3 server; plain Python, no pytest.
+
+    BATCHPUT_TEST_ENDPOINT=http://127.0.0.1:9000 BATCHPUT_TEST_BUCKET=b \
+    BATCHPUT_TEST_ACCESS_KEY=... BATCHPUT_TEST_SECRET_KEY=... \
+    BATCHPUT_TEST_WORKDIR=/tmp/w python3 capi/python/test_batchput.py
+
+`cargo test --test tests ffi::python` runs it against s3s-fs and then checks
+from Rust what it uploaded: every file under $BATCHPUT_TEST_WORKDIR/python/success
+is the object python/success/<name> with the same bytes, nothing under
+python/stop exists, and no multipart upload is left open.
+Prints "N passed, M failed" last; exits 1 when a test failed.
+"""
+
+import ctypes
+import hashlib
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import batchput  # noqa: E402
+from batchput import BatchputError, FileState, JobState, Status  # noqa: E402
+
+MIB = 1 << 20
+
+
+def env(name):
+    value = os.environ.get(name)
+    if not value:
+        print(f"{name} is not set: this test needs an S3 server (see the docstring)")
+        sys.exit(2)
+    return value
+
+
+SERVER = dict(
+    endpoint=env("BATCHPUT_TEST_ENDPOINT"),
+    bucket=env("BATCHPUT_TEST_BUCKET"),
+    access_key=env("BATCHPUT_TEST_ACCESS_KEY"),
+    secret_key=env("BATCHPUT_TEST_SECRET_KEY"),
+)
+WORKDIR = Path(env("BATCHPUT_TEST_WORKDIR")) / "python"
+
+
+def make_files(name, sizes):
+    """Files of the given sizes under WORKDIR/name, with bytes that differ per file."""
+    folder = WORKDIR / name
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, size in enumerate(sizes):
+        path = folder / f"file-{i}.bin"
+        block = hashlib.sha256(f"{name}-{i}".encode()).digest()
+        path.write_bytes((block * (size // len(block) + 1))[:size])
+        files.append((str(path), f"python/{name}/{path.name}"))
+    return files
+
+
+def expect_error(status, words, call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except BatchputError as e:
+        assert e.status == status, f"status {e.status!r}, wanted {status!r}: {e}"
+        for w in words:
+            assert w in e.message, f"{w!r} not in {e.message!r}"
+        return e
+    raise AssertionError(f"no error from {call.__name__}{args}")
+
+
+def test_version_matches_the_library():
+    assert batchput.version_number() == int(batchput.version().split(".")[0]) * 1_000_000 + int(
+        batchput.version().split(".")[1]
+    ) * 1_000 + int(batchput.version().split(".")[2])
+
+
+def thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_success():
+    files = make_files("success", [0, 1000, 6 * MIB + 7])
+    threads_before = thread_count()
+    with batchput.Uploader(SERVER, part_size="5MiB", multipart_threshold="5MiB", workers=4) as up:
+        job = up.upload(files)
+        assert len(job) == 3
+        while not job.wait(timeout=0.2):
+            p = job.poll()
+            assert p.state in (JobState.QUEUED, JobState.RUNNING)
+        job.check()
+        p = job.poll()
+        assert p.state == JobState.SUCCEEDED, p
+        assert p.error == Status.OK
+        assert p.files_done == 3 and p.bytes_done == p.bytes_total == 6 * MIB + 1007, p
+        assert p.parts_done == p.parts_total == 4, p  # two single PUTs and two parts
+        assert job.error is None
+        reports = list(job)
+        for report, (path, key) in zip(reports, files):
+            assert report.path == path and report.key == key, report
+            assert report.state == FileState.COMPLETED, report
+            assert report.bytes_done == report.size == os.path.getsize(path)
+        # Single PUTs get the MD5 of their bytes as ETag; the multipart one "-2".
+        assert reports[1].etag == hashlib.md5(Path(files[1][0]).read_bytes()).hexdigest()
+        assert reports[2].etag.endswith("-2"), reports[2].etag
+        # Polling after the end keeps giving the final snapshot.
+        assert job.poll() == p
+        job.close()
+        job.close()  # closing twice is harmless in the wrapper
+        assert thread_count() > threads_before  # the pool and the coordinator
+    # Closing the uploader joined every thread it started.
+    assert thread_count() == threads_before, (thread_count(), threads_before)
+
+
+def test_stop_from_another_thread():
+    files = make_files("stop", [12 * MIB, 2 * MIB, 3000])
+    up = batchput.Uploader(
+        SERVER, part_size="5MiB", multipart_threshold="1MiB", rate_limit="1MiB", workers=4
+    )
+    job = up.upload(files)
+    stopper = threading.Timer(0.3, job.stop)
+    stopper.start()
+    started = time.monotonic()
+    assert job.wait(timeout=60), "the job did not end after stop"
+    stopper.join()
+    assert time.monotonic() - started < 10, "stop took too long"
+    job.stop()  # stop again: a no-op
+    p = job.poll()
+    assert p.state == JobState.STOPPED, p
+    assert p.error == Status.STOPPED, p
+    assert "stopped" in job.error, job.error
+    states = [r.state for r in job]
+    assert all(s in (FileState.ABORTED, FileState.NOT_STARTED) for s in states), states
+    assert FileState.ABORTED in states, states
+    expect_error(Status.STOPPED, ["stopped"], job.check)
+    up.close()
+
+
+def test_bad_key():
+    files = make_files("badkey", [10])
+    with batchput.Uploader(SERVER) as up:
+        e = expect_error(Status.INVALID_ARGUMENT, ["bp_batch_add", "'key'", "empty"], up.upload, [(files[0][0], "")])
+        assert "must not be empty" in str(e)
+        expect_error(Status.INVALID_ARGUMENT, ["'key'", ".."], up.upload, [(files[0][0], "a/../b")])
+        expect_error(Status.INVALID_UTF8, ["'key'", "UTF-8"], up.upload, [(files[0][0], b"bad-\xff")])
+        expect_error(Status.INVALID_UTF8, ["'path'", "UTF-8"], up.upload, [(b"/tmp/\xfe", "k")])
+        expect_error(Status.INVALID_INPUT, ["duplicate key"], up.upload, [(files[0][0], "k"), (files[0][0], "k")])
+        expect_error(Status.LOCAL_IO, ["no such file"], up.upload, [(str(WORKDIR / "missing"), "k")])
+        expect_error(Status.INVALID_INPUT, ["empty"], up.upload, [])
+
+
+def test_bad_option():
+    expect_error(Status.INVALID_ARGUMENT, ["unknown option 'colour'"], batchput.Uploader, SERVER, colour="blue")
+    expect_error(Status.INVALID_ARGUMENT, ["'part_size'", "12 apples"], batchput.Uploader, SERVER, part_size="12 apples")
+    for value in ("0", "-1", "1e99"):
+        expect_error(Status.INVALID_ARGUMENT, ["'workers'", value], batchput.Uploader, SERVER, workers=value)
+    expect_error(Status.INVALID_ARGUMENT, ["'bucket'", "not set"], batchput.Uploader, endpoint=SERVER["endpoint"])
+
+
+def test_pause_without_journal_is_misuse():
+    files = make_files("pause", [10])
+    with batchput.Uploader(SERVER) as up:
+        job = up.upload(files)
+        expect_error(Status.MISUSE, ["journal"], job.pause)
+        job.check()
+
+
+def test_wait_zero_and_null_handles():
+    # The raw functions refuse NULL with a message naming the argument.
+    lib = batchput.lib
+    p = batchput._Progress()
+    assert lib.bp_job_poll(None, ctypes.byref(p)) == Status.INVALID_ARGUMENT
+    assert "bp_job_poll: argument 'job' is NULL" in batchput.last_error()
+    assert lib.bp_job_wait(None, 0) == Status.INVALID_ARGUMENT
+    assert lib.bp_config_set(None, b"workers", b"1") == Status.INVALID_ARGUMENT
+    assert "'cfg'" in batchput.last_error()
+    lib.bp_job_free(None)
+    lib.bp_uploader_free(None)
+    # A buffer of length 1 gets just the NUL; written says how long the message is.
+    buf = ctypes.create_string_buffer(b"x" * 8)
+    n = ctypes.c_size_t(0)
+    assert lib.bp_last_error(buf, 1, ctypes.byref(n)) == Status.OK
+    assert buf.value == b"" and n.value == len(batchput.last_error().encode()) > 0
+    assert lib.bp_status_str(999) == b"unknown status"
+    assert lib.bp_status_str(Status.STOPPED) == b"stopped"
+
+
+def main():
+    tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_") and callable(fn)]
+    passed = failed = 0
+    for name, fn in tests:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - report every failure, run the rest
+            failed += 1
+            print(f"FAIL {name}")
+            traceback.print_exc()
+        else:
+            passed += 1
+            print(f"ok   {name}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

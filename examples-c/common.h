@@ -1,0 +1,90 @@
+/* Helpers shared by the examples: option parsing and error printing.
+ * Not part of batchput's API. */
+#ifndef EXAMPLES_COMMON_H
+#define EXAMPLES_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batchput.h"
+
+/* Prints "<prog>: <what>: <last error> (<status text>)" to stderr. */
+static void print_error(const char *prog, const char *what, bp_status status)
+{
+    char msg[1024];
+    size_t full = 0;
+    if (bp_last_error(msg, sizeof msg, &full) != BP_OK)
+        msg[0] = '\0';
+    fprintf(stderr, "%s: %s: %s (%s)%s\n", prog, what, msg, bp_status_str((int)status),
+            full >= sizeof msg ? " [message cut]" : "");
+}
+
+/* Sets "key=value" on cfg; returns 0, or prints why not and returns -1. */
+static int set_option(const char *prog, bp_config *cfg, const char *pair)
+{
+    const char *eq = strchr(pair, '=');
+    char key[128];
+    bp_status st;
+    if (eq == NULL || (size_t)(eq - pair) >= sizeof key) {
+        fprintf(stderr, "%s: -o wants key=value, got '%s'\n", prog, pair);
+        return -1;
+    }
+    memcpy(key, pair, (size_t)(eq - pair));
+    key[eq - pair] = '\0';
+    st = bp_config_set(cfg, key, eq + 1);
+    if (st != BP_OK) {
+        print_error(prog, "bad option", st);
+        return -1;
+    }
+    return 0;
+}
+
+/* The last path component of path. */
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static const char *file_state_name(bp_file_state s)
+{
+    switch (s) {
+    case BP_FILE_NOT_STARTED: return "not started";
+    case BP_FILE_RUNNING: return "running";
+    case BP_FILE_COMPLETED: return "completed";
+    case BP_FILE_FAILED: return "failed";
+    case BP_FILE_ABORTED: return "aborted";
+    case BP_FILE_PAUSED: return "paused";
+    }
+    return "?";
+}
+
+static const char *job_state_name(bp_job_state s)
+{
+    switch (s) {
+    case BP_JOB_QUEUED: return "queued";
+    case BP_JOB_RUNNING: return "running";
+    case BP_JOB_SUCCEEDED: return "succeeded";
+    case BP_JOB_FAILED: return "failed";
+    case BP_JOB_STOPPED: return "stopped";
+    case BP_JOB_PAUSED: return "paused";
+    }
+    return "?";
+}
+
+/* Prints one line per file of the job. */
+static void print_reports(const bp_job *job)
+{
+    size_t i, n = bp_job_file_count(job);
+    for (i = 0; i < n; i++) {
+        bp_file_report r;
+        if (bp_job_file(job, i, &r) != BP_OK)
+            continue;
+        printf("  %-11s %s -> %s  %llu/%llu bytes%s%s\n", file_state_name(r.state), r.path,
+               r.key, (unsigned long long)r.bytes_done, (unsigned long long)r.size,
+               r.etag[0] ? "  etag " : "", r.etag);
+    }
+}
+
+#endif

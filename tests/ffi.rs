@@ -1,0 +1,1668 @@
+//! The C ABI as its callers see it. Rust calls the `bp_*` exports directly
+//! for every kind of bad input; the C examples, the Python ctypes module and
+//! the Go cgo package run as child processes against s3s-fs, and the tests
+//! check from Rust what a user would: exit codes, output, the objects'
+//! bytes, and that no multipart upload is left open.
+
+use std::ffi::{c_char, CStr, CString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::ptr::{null, null_mut};
+use std::time::{Duration, Instant};
+
+use batchput::ffi::*;
+
+use crate::support::{self, make_files, md5_hex, pattern, Server, MIB};
+
+// ------------------------------------------------------------- helpers
+
+fn c(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+/// This thread's `bp_last_error`.
+fn last_error() -> String {
+    let mut buf = [0 as c_char; 4096];
+    let mut n = 0usize;
+    let st = unsafe { bp_last_error(buf.as_mut_ptr(), buf.len(), &mut n) };
+    assert_eq!(st, bp_status::BP_OK);
+    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.len(), n);
+    s
+}
+
+/// Asserts a status and that the last error has every word.
+#[track_caller]
+fn assert_fails(st: bp_status, want: bp_status, words: &[&str]) {
+    assert_eq!(st, want, "last error: {}", last_error());
+    let msg = last_error();
+    for w in words {
+        assert!(msg.contains(w), "{w:?} not in {msg:?}");
+    }
+}
+
+fn job_error(job: *const bp_job) -> String {
+    let mut buf = [0 as c_char; 4096];
+    let st = unsafe { bp_job_last_error(job, buf.as_mut_ptr(), buf.len(), null_mut()) };
+    assert_eq!(st, bp_status::BP_OK);
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A configuration for `server`, through the C ABI.
+fn config_for(server: &Server, extra: &[(&str, &str)]) -> *mut bp_config {
+    let cfg = bp_config_new();
+    assert!(!cfg.is_null());
+    let opts = [
+        ("endpoint", server.endpoint.as_str()),
+        ("bucket", server.bucket.as_str()),
+        ("access_key", server.access_key.as_str()),
+        ("secret_key", server.secret_key.as_str()),
+    ];
+    for (k, v) in opts.iter().chain(extra) {
+        let st = unsafe { bp_config_set(cfg, c(k).as_ptr(), c(v).as_ptr()) };
+        assert_eq!(st, bp_status::BP_OK, "{k}={v}: {}", last_error());
+    }
+    cfg
+}
+
+fn uploader_for(server: &Server, extra: &[(&str, &str)]) -> *mut bp_uploader {
+    let cfg = config_for(server, extra);
+    let mut up = null_mut();
+    let st = unsafe { bp_uploader_new(cfg, &mut up) };
+    assert_eq!(st, bp_status::BP_OK, "{}", last_error());
+    unsafe { bp_config_free(cfg) };
+    up
+}
+
+/// An uploader that never connects anywhere (port 1), for argument checks.
+fn offline_uploader() -> *mut bp_uploader {
+    let cfg = bp_config_new();
+    for (k, v) in [
+        ("endpoint", "http://127.0.0.1:1"),
+        ("bucket", "nowhere"),
+        ("access_key", "AK"),
+        ("secret_key", "SK"),
+    ] {
+        assert_eq!(
+            unsafe { bp_config_set(cfg, c(k).as_ptr(), c(v).as_ptr()) },
+            bp_status::BP_OK
+        );
+    }
+    let mut up = null_mut();
+    assert_eq!(unsafe { bp_uploader_new(cfg, &mut up) }, bp_status::BP_OK);
+    unsafe { bp_config_free(cfg) };
+    up
+}
+
+fn batch_of(files: &[(PathBuf, String)]) -> *mut bp_batch {
+    let b = bp_batch_new();
+    for (path, key) in files {
+        let st = unsafe { bp_batch_add(b, c(path.to_str().unwrap()).as_ptr(), c(key).as_ptr()) };
+        assert_eq!(st, bp_status::BP_OK, "{}", last_error());
+    }
+    b
+}
+
+fn start(up: *mut bp_uploader, files: &[(PathBuf, String)]) -> *mut bp_job {
+    let b = batch_of(files);
+    let mut job = null_mut();
+    let st = unsafe { bp_start(up, b, &mut job) };
+    assert_eq!(st, bp_status::BP_OK, "{}", last_error());
+    unsafe { bp_batch_free(b) };
+    job
+}
+
+fn poll(job: *const bp_job) -> bp_progress {
+    let mut p = std::mem::MaybeUninit::<bp_progress>::uninit();
+    assert_eq!(
+        unsafe { bp_job_poll(job, p.as_mut_ptr()) },
+        bp_status::BP_OK
+    );
+    unsafe { p.assume_init() }
+}
+
+fn report(job: *const bp_job, i: usize) -> bp_file_report {
+    let mut r = std::mem::MaybeUninit::<bp_file_report>::uninit();
+    let st = unsafe { bp_job_file(job, i, r.as_mut_ptr()) };
+    assert_eq!(st, bp_status::BP_OK, "{}", last_error());
+    unsafe { r.assume_init() }
+}
+
+fn etag(r: &bp_file_report) -> String {
+    unsafe { CStr::from_ptr(r.etag.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn pairs(files: &support::Files) -> Vec<(PathBuf, String)> {
+    files
+        .items
+        .iter()
+        .map(|(p, k, _, _)| (p.clone(), k.clone()))
+        .collect()
+}
+
+/// Where `cargo test` put libbatchput.{a,so} for this build: beside the
+/// test binary, in target/<profile>/deps (only `cargo build` copies them up
+/// to target/<profile>, so the copies there may be older).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().to_path_buf();
+    for lib in ["libbatchput.so", "libbatchput.a"] {
+        assert!(
+            dir.join(lib).exists(),
+            "{} is missing: cargo builds it with the tests",
+            dir.join(lib).display()
+        );
+    }
+    dir
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a child to its end, killing it after `timeout`.
+fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} ran longer than {timeout:?}; output so far:\n{}\n{}",
+                String::from_utf8_lossy(&out_reader.join().unwrap()),
+                String::from_utf8_lossy(&err_reader.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Builds the C examples (linked to the shared library) into `dir`.
+fn build_examples(dir: &Path) {
+    let out = run(
+        Command::new("make")
+            .arg("-C")
+            .arg(repo().join("examples-c"))
+            .arg(format!("OUT={}", dir.display()))
+            .arg(format!("LIBDIR={}", lib_dir().display()))
+            .arg("LINK=shared"),
+        Duration::from_secs(120),
+    );
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "make failed:\n{so}\n{se}");
+}
+
+/// `-o key=value` arguments for the examples.
+fn server_args(server: &Server, extra: &[(&str, &str)]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (k, val) in [
+        ("endpoint", server.endpoint.as_str()),
+        ("bucket", server.bucket.as_str()),
+        ("access_key", server.access_key.as_str()),
+        ("secret_key", server.secret_key.as_str()),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        v.push("-o".to_string());
+        v.push(format!("{k}={val}"));
+    }
+    v
+}
+
+/// The environment the Python and Go tests read.
+fn server_env(cmd: &mut Command, server: &Server, workdir: &Path) {
+    cmd.env("BATCHPUT_TEST_ENDPOINT", &server.endpoint)
+        .env("BATCHPUT_TEST_BUCKET", &server.bucket)
+        .env("BATCHPUT_TEST_ACCESS_KEY", &server.access_key)
+        .env("BATCHPUT_TEST_SECRET_KEY", &server.secret_key)
+        .env("BATCHPUT_TEST_WORKDIR", workdir)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN");
+}
+
+/// After a Python or Go run: every file under workdir/<lang>/success is the
+/// object <lang>/success/<name> with the same bytes; nothing under
+/// <lang>/stop exists; no multipart upload is open.
+fn verify_caller_uploads(server: &Server, workdir: &Path, lang: &str) {
+    let store = server.store();
+    let success = workdir.join(lang).join("success");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&success).unwrap() {
+        let path = entry.unwrap().path();
+        let key = format!(
+            "{lang}/success/{}",
+            path.file_name().unwrap().to_str().unwrap()
+        );
+        let want = std::fs::read(&path).unwrap();
+        let got = store
+            .get_object(&key)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(got == want, "{key}: bytes differ from {}", path.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the {lang} success test uploads three files");
+    let stop = workdir.join(lang).join("stop");
+    for entry in std::fs::read_dir(&stop).unwrap() {
+        let path = entry.unwrap().path();
+        let key = format!(
+            "{lang}/stop/{}",
+            path.file_name().unwrap().to_str().unwrap()
+        );
+        assert_eq!(
+            store.head_object(&key).unwrap(),
+            None,
+            "{key} exists after stop"
+        );
+    }
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+}
+
+// ------------------------------------------------------------- header
+
+#[test]
+fn header_version_macros_match_cargo_toml() {
+    let header = std::fs::read_to_string(repo().join("include/batchput.h")).unwrap();
+    let define = |name: &str| -> String {
+        let prefix = format!("#define {name} ");
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in the header"))
+            .trim()
+            .to_string()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let parts: Vec<u32> = version
+        .split(['.', '-', '+'])
+        .take(3)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(define("BATCHPUT_VERSION_MAJOR"), parts[0].to_string());
+    assert_eq!(define("BATCHPUT_VERSION_MINOR"), parts[1].to_string());
+    assert_eq!(define("BATCHPUT_VERSION_PATCH"), parts[2].to_string());
+    let packed = parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2];
+    assert_eq!(define("BATCHPUT_VERSION_NUMBER"), packed.to_string());
+    assert_eq!(define("BATCHPUT_VERSION"), format!("\"{version}\""));
+    assert_eq!(bp_version_number(), packed);
+    assert_eq!(
+        unsafe { CStr::from_ptr(bp_version()) }.to_str().unwrap(),
+        version
+    );
+}
+
+#[test]
+fn header_declares_every_export_with_its_doc() {
+    let header = std::fs::read_to_string(repo().join("include/batchput.h")).unwrap();
+    for f in [
+        "bp_config *bp_config_new(void);",
+        "bp_status bp_config_set(struct bp_config *cfg, const char *key, const char *value);",
+        "void bp_config_free(struct bp_config *cfg);",
+        "bp_status bp_uploader_new(const struct bp_config *cfg, struct bp_uploader **out);",
+        "void bp_uploader_free(struct bp_uploader *up);",
+        "bp_batch *bp_batch_new(void);",
+        "bp_status bp_batch_add(struct bp_batch *batch, const char *path, const char *key);",
+        "bp_status bp_batch_set_journal(struct bp_batch *batch, const char *journal_path);",
+        "void bp_batch_free(struct bp_batch *batch);",
+        "bp_status bp_start(struct bp_uploader *up, const struct bp_batch *batch, struct bp_job **out);",
+        "bp_status bp_resume(struct bp_uploader *up, const char *journal_path, struct bp_job **out);",
+        "bp_status bp_job_poll(const struct bp_job *job, struct bp_progress *out);",
+        "bp_status bp_job_wait(struct bp_job *job, uint32_t timeout_ms);",
+        "bp_status bp_job_stop(struct bp_job *job);",
+        "bp_status bp_job_pause(struct bp_job *job);",
+        "size_t bp_job_file_count(const struct bp_job *job);",
+        "bp_status bp_job_file(const struct bp_job *job, size_t index, struct bp_file_report *out);",
+        "bp_status bp_job_last_error(const struct bp_job *job, char *buf, size_t len, size_t *written);",
+        "void bp_job_free(struct bp_job *job);",
+        "bp_status bp_last_error(char *buf, size_t len, size_t *written);",
+        "const char *bp_status_str(int status);",
+        "uint32_t bp_version_number(void);",
+        "char etag[80];",
+        "typedef struct bp_job bp_job;",
+        "#define BP_WAIT_FOREVER UINT32_MAX",
+    ] {
+        assert!(header.contains(f), "the header lacks `{f}`");
+    }
+    // bp_cleanup's declaration is wrapped over lines.
+    let flat: String = header.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains(
+        "bp_status bp_cleanup(struct bp_uploader *up, const char *prefix, \
+         uint64_t older_than_secs, uint64_t *aborted);"
+    ));
+    // Every function has a comment right above it.
+    let lines: Vec<&str> = header.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let declaration = !l.starts_with([' ', '#', '}', '/']) && !l.starts_with("typedef");
+        if declaration && l.contains("bp_") && l.contains('(') {
+            assert_eq!(lines[i - 1].trim(), "*/", "no doc above `{l}`");
+        }
+    }
+}
+
+#[test]
+fn the_header_compiles_as_strict_c_and_cxx() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "#include \"batchput.h\"\n\
+               int main(void) {\n\
+                   bp_status st = BP_OK;\n\
+                   bp_progress p;\n\
+                   bp_file_report r;\n\
+                   (void)p; (void)r;\n\
+                   return bp_status_str(st) != 0 && BATCHPUT_VERSION_NUMBER > 0 ? 0 : 1;\n\
+               }\n";
+    for (compiler, file, std) in [("cc", "t.c", "-std=c99"), ("c++", "t.cc", "-std=c++11")] {
+        std::fs::write(dir.path().join(file), src).unwrap();
+        let out = run(
+            Command::new(compiler)
+                .args([
+                    std,
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-pedantic",
+                    "-fsyntax-only",
+                ])
+                .arg(format!("-I{}", repo().join("include").display()))
+                .arg(dir.path().join(file)),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{compiler}: {}", text(&out).1);
+    }
+}
+
+// ------------------------------------------------------------- statuses
+
+#[test]
+fn status_text_is_static_and_distinct() {
+    let mut seen = std::collections::HashSet::new();
+    for code in 0..=17 {
+        let s = unsafe { CStr::from_ptr(bp_status_str(code)) }
+            .to_str()
+            .unwrap();
+        assert!(!s.is_empty() && s != "unknown status", "{code}: {s}");
+        assert!(seen.insert(s), "{code} repeats {s:?}");
+    }
+    for code in [-1, 18, 999, i32::MAX] {
+        let s = unsafe { CStr::from_ptr(bp_status_str(code)) };
+        assert_eq!(s.to_str().unwrap(), "unknown status");
+    }
+    assert_eq!(bp_status::BP_OK as i32, 0);
+    assert_eq!(bp_status::BP_PENDING as i32, 1);
+    assert_eq!(bp_status::BP_INVALID_ARGUMENT as i32, 2);
+    assert_eq!(bp_status::BP_PANIC as i32, 17);
+}
+
+// ------------------------------------------------------------- bad input
+
+#[test]
+fn null_pointer_arguments_are_refused_by_name() {
+    use bp_status::BP_INVALID_ARGUMENT as INVALID;
+    let k = c("workers");
+    let v = c("4");
+    let cfg = bp_config_new();
+    let batch = bp_batch_new();
+    let up = offline_uploader();
+    unsafe {
+        assert_fails(
+            bp_config_set(null_mut(), k.as_ptr(), v.as_ptr()),
+            INVALID,
+            &["bp_config_set", "'cfg'", "NULL"],
+        );
+        assert_fails(bp_config_set(cfg, null(), v.as_ptr()), INVALID, &["'key'"]);
+        assert_fails(
+            bp_config_set(cfg, k.as_ptr(), null()),
+            INVALID,
+            &["'value'"],
+        );
+
+        // Outputs stay untouched on failure.
+        let sentinel = 0x8 as *mut bp_uploader;
+        let mut out = sentinel;
+        assert_fails(
+            bp_uploader_new(null(), &mut out),
+            INVALID,
+            &["bp_uploader_new", "'cfg'"],
+        );
+        assert_eq!(out, sentinel);
+        assert_fails(bp_uploader_new(cfg, null_mut()), INVALID, &["'out'"]);
+
+        assert_fails(
+            bp_batch_add(null_mut(), c("/p").as_ptr(), c("k").as_ptr()),
+            INVALID,
+            &["bp_batch_add", "'batch'"],
+        );
+        assert_fails(
+            bp_batch_add(batch, null(), c("k").as_ptr()),
+            INVALID,
+            &["'path'"],
+        );
+        assert_fails(
+            bp_batch_add(batch, c("/p").as_ptr(), null()),
+            INVALID,
+            &["'key'"],
+        );
+        assert_fails(
+            bp_batch_set_journal(null_mut(), c("/j").as_ptr()),
+            INVALID,
+            &["bp_batch_set_journal", "'batch'"],
+        );
+        assert_fails(
+            bp_batch_set_journal(batch, null()),
+            INVALID,
+            &["'journal_path'"],
+        );
+
+        let sentinel = 0x8 as *mut bp_job;
+        let mut job = sentinel;
+        assert_fails(
+            bp_start(null_mut(), batch, &mut job),
+            INVALID,
+            &["bp_start", "'up'"],
+        );
+        assert_fails(bp_start(up, null(), &mut job), INVALID, &["'batch'"]);
+        assert_fails(bp_start(up, batch, null_mut()), INVALID, &["'out'"]);
+        assert_fails(
+            bp_resume(null_mut(), c("/j").as_ptr(), &mut job),
+            INVALID,
+            &["bp_resume", "'up'"],
+        );
+        assert_fails(
+            bp_resume(up, null(), &mut job),
+            INVALID,
+            &["'journal_path'"],
+        );
+        assert_fails(
+            bp_resume(up, c("/j").as_ptr(), null_mut()),
+            INVALID,
+            &["'out'"],
+        );
+        assert_eq!(job, sentinel);
+
+        let mut n = 7u64;
+        assert_fails(
+            bp_cleanup(null_mut(), c("").as_ptr(), 0, &mut n),
+            INVALID,
+            &["bp_cleanup", "'up'"],
+        );
+        assert_fails(bp_cleanup(up, null(), 0, &mut n), INVALID, &["'prefix'"]);
+        assert_fails(
+            bp_cleanup(up, c("").as_ptr(), 0, null_mut()),
+            INVALID,
+            &["'aborted'"],
+        );
+        assert_eq!(n, 7);
+
+        let mut p = std::mem::MaybeUninit::<bp_progress>::uninit();
+        let mut r = std::mem::MaybeUninit::<bp_file_report>::uninit();
+        let mut buf = [0 as c_char; 16];
+        assert_fails(
+            bp_job_poll(null(), p.as_mut_ptr()),
+            INVALID,
+            &["bp_job_poll", "'job'"],
+        );
+        assert_fails(
+            bp_job_wait(null_mut(), 0),
+            INVALID,
+            &["bp_job_wait", "'job'"],
+        );
+        assert_fails(bp_job_stop(null_mut()), INVALID, &["bp_job_stop", "'job'"]);
+        assert_fails(
+            bp_job_pause(null_mut()),
+            INVALID,
+            &["bp_job_pause", "'job'"],
+        );
+        assert_fails(
+            bp_job_file(null(), 0, r.as_mut_ptr()),
+            INVALID,
+            &["bp_job_file", "'job'"],
+        );
+        assert_fails(
+            bp_job_last_error(null(), buf.as_mut_ptr(), buf.len(), null_mut()),
+            INVALID,
+            &["bp_job_last_error", "'job'"],
+        );
+        assert_eq!(bp_job_file_count(null()), 0);
+        assert!(last_error().contains("bp_job_file_count: argument 'job' is NULL"));
+        assert_fails(
+            bp_last_error(null_mut(), 8, null_mut()),
+            INVALID,
+            &["bp_last_error", "'buf'"],
+        );
+
+        // NULL handles to free are no-ops.
+        bp_config_free(null_mut());
+        bp_batch_free(null_mut());
+        bp_job_free(null_mut());
+        bp_uploader_free(null_mut());
+
+        bp_uploader_free(up);
+        bp_batch_free(batch);
+        bp_config_free(cfg);
+    }
+}
+
+#[test]
+fn null_outputs_of_a_live_job_are_refused_by_name() {
+    let server = support::s3s();
+    let files = make_files(&[("ffi/null-out".to_string(), 100)]);
+    let up = uploader_for(&server, &[]);
+    let job = start(up, &pairs(&files));
+    unsafe {
+        assert_fails(
+            bp_job_poll(job, null_mut()),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["bp_job_poll", "'out'"],
+        );
+        assert_fails(
+            bp_job_file(job, 0, null_mut()),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["bp_job_file", "'out'"],
+        );
+        assert_fails(
+            bp_job_last_error(job, null_mut(), 4, null_mut()),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["bp_job_last_error", "'buf'"],
+        );
+        assert_eq!(bp_job_wait(job, BP_WAIT_FOREVER), bp_status::BP_OK);
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+}
+
+#[test]
+fn non_utf8_strings_get_their_own_status() {
+    use bp_status::BP_INVALID_UTF8 as UTF8;
+    let bad = CString::new(b"caf\xe9".to_vec()).unwrap();
+    let cfg = bp_config_new();
+    let batch = bp_batch_new();
+    let up = offline_uploader();
+    unsafe {
+        assert_fails(
+            bp_config_set(cfg, bad.as_ptr(), c("1").as_ptr()),
+            UTF8,
+            &["bp_config_set", "'key'", "UTF-8", "offset 3"],
+        );
+        assert_fails(
+            bp_config_set(cfg, c("region").as_ptr(), bad.as_ptr()),
+            UTF8,
+            &["'value'"],
+        );
+        assert_fails(
+            bp_batch_add(batch, bad.as_ptr(), c("k").as_ptr()),
+            UTF8,
+            &["bp_batch_add", "'path'", "0xe9"],
+        );
+        assert_fails(
+            bp_batch_add(batch, c("/p").as_ptr(), bad.as_ptr()),
+            UTF8,
+            &["'key'"],
+        );
+        assert_fails(
+            bp_batch_set_journal(batch, bad.as_ptr()),
+            UTF8,
+            &["'journal_path'"],
+        );
+        let mut job = null_mut();
+        assert_fails(
+            bp_resume(up, bad.as_ptr(), &mut job),
+            UTF8,
+            &["bp_resume", "'journal_path'"],
+        );
+        let mut n = 0;
+        assert_fails(
+            bp_cleanup(up, bad.as_ptr(), 0, &mut n),
+            UTF8,
+            &["bp_cleanup", "'prefix'"],
+        );
+        // Nothing was added: starting the batch finds it empty.
+        assert_fails(
+            bp_start(up, batch, &mut job),
+            bp_status::BP_INVALID_INPUT,
+            &["bp_start", "empty"],
+        );
+        bp_uploader_free(up);
+        bp_batch_free(batch);
+        bp_config_free(cfg);
+    }
+}
+
+#[test]
+fn bad_keys_are_refused_when_added() {
+    use bp_status::BP_INVALID_ARGUMENT as INVALID;
+    let batch = bp_batch_new();
+    let p = c("/etc/hostname");
+    unsafe {
+        assert_fails(
+            bp_batch_add(batch, p.as_ptr(), c("").as_ptr()),
+            INVALID,
+            &["bp_batch_add", "'key'", "must not be empty"],
+        );
+        assert_fails(
+            bp_batch_add(batch, p.as_ptr(), c("a/../b").as_ptr()),
+            INVALID,
+            &["'key'", "'..'"],
+        );
+        assert_fails(
+            bp_batch_add(batch, p.as_ptr(), c("tab\there").as_ptr()),
+            INVALID,
+            &["'key'", "control"],
+        );
+        assert_fails(
+            bp_batch_add(batch, p.as_ptr(), c(&"k".repeat(1025)).as_ptr()),
+            INVALID,
+            &["'key'", "1025 bytes"],
+        );
+        assert_fails(
+            bp_batch_add(batch, c("").as_ptr(), c("k").as_ptr()),
+            INVALID,
+            &["'path'", "empty"],
+        );
+        assert_fails(
+            bp_batch_set_journal(batch, c("").as_ptr()),
+            INVALID,
+            &["'journal_path'", "empty"],
+        );
+        bp_batch_free(batch);
+    }
+}
+
+#[test]
+fn bad_option_values_name_the_key_and_keep_the_old_value() {
+    use bp_status::BP_INVALID_ARGUMENT as INVALID;
+    let cfg = bp_config_new();
+    let set = |k: &str, v: &str| unsafe { bp_config_set(cfg, c(k).as_ptr(), c(v).as_ptr()) };
+    assert_fails(
+        set("colour", "blue"),
+        INVALID,
+        &["bp_config_set", "unknown option 'colour'", "part_size"],
+    );
+    assert_fails(
+        set("part_size", "12 apples"),
+        INVALID,
+        &["'part_size'", "12 apples"],
+    );
+    assert_fails(set("part_size", "1MiB"), INVALID, &["'part_size'", "5MiB"]);
+    assert_eq!(set("workers", "3"), bp_status::BP_OK);
+    for bad in ["0", "-1", "1e99", "", "99999999999999999999999"] {
+        assert_fails(set("workers", bad), INVALID, &["'workers'"]);
+    }
+    assert_fails(set("integrity", "sha1"), INVALID, &["'integrity'"]);
+    assert_fails(set("endpoint", "ftp://x"), INVALID, &["'endpoint'"]);
+    for (k, v) in [
+        ("endpoint", "http://127.0.0.1:1"),
+        ("bucket", "kept"),
+        ("access_key", "AK"),
+        ("secret_key", "SK"),
+    ] {
+        assert_eq!(set(k, v), bp_status::BP_OK);
+    }
+    // The rejected "0" did not replace workers=3: the uploader starts.
+    let mut up = null_mut();
+    assert_eq!(
+        unsafe { bp_uploader_new(cfg, &mut up) },
+        bp_status::BP_OK,
+        "{}",
+        last_error()
+    );
+    unsafe {
+        bp_uploader_free(up);
+        bp_config_free(cfg);
+    }
+}
+
+#[test]
+fn missing_required_options_are_named_by_uploader_new() {
+    let cfg = bp_config_new();
+    let mut up = null_mut();
+    unsafe {
+        assert_fails(
+            bp_uploader_new(cfg, &mut up),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["bp_uploader_new", "'endpoint'", "not set"],
+        );
+        bp_config_set(
+            cfg,
+            c("endpoint").as_ptr(),
+            c("http://127.0.0.1:1").as_ptr(),
+        );
+        assert_fails(
+            bp_uploader_new(cfg, &mut up),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["'bucket'", "not set"],
+        );
+        assert!(up.is_null());
+        bp_config_free(cfg);
+    }
+}
+
+#[test]
+fn start_refuses_unusable_batches_before_sending() {
+    let up = offline_uploader();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let mut job = null_mut();
+    unsafe {
+        let empty = bp_batch_new();
+        assert_fails(
+            bp_start(up, empty, &mut job),
+            bp_status::BP_INVALID_INPUT,
+            &["bp_start", "the batch is empty"],
+        );
+        bp_batch_free(empty);
+        let missing = batch_of(&[(dir.path().join("missing"), "k".into())]);
+        assert_fails(
+            bp_start(up, missing, &mut job),
+            bp_status::BP_LOCAL_IO,
+            &["no such file", "missing"],
+        );
+        bp_batch_free(missing);
+        let twice = batch_of(&[(file.clone(), "k".into()), (file.clone(), "k".into())]);
+        assert_fails(
+            bp_start(up, twice, &mut job),
+            bp_status::BP_INVALID_INPUT,
+            &["duplicate key 'k'"],
+        );
+        bp_batch_free(twice);
+        let folder = batch_of(&[(dir.path().to_path_buf(), "k".into())]);
+        assert_fails(
+            bp_start(up, folder, &mut job),
+            bp_status::BP_INVALID_INPUT,
+            &["is a directory"],
+        );
+        bp_batch_free(folder);
+        assert!(job.is_null());
+        bp_uploader_free(up);
+    }
+}
+
+#[test]
+fn last_error_copies_truncate_safely() {
+    let cfg = bp_config_new();
+    // A message with multi-byte characters, to cut inside one.
+    let st = unsafe { bp_config_set(cfg, c("ключ").as_ptr(), c("v").as_ptr()) };
+    assert_eq!(st, bp_status::BP_INVALID_ARGUMENT);
+    let full = last_error();
+    assert!(full.contains("'ключ'"), "{full}");
+    unsafe {
+        // Length 0: nothing written (buf may be NULL); written is the full length.
+        let mut n = 0usize;
+        assert_eq!(bp_last_error(null_mut(), 0, &mut n), bp_status::BP_OK);
+        assert_eq!(n, full.len());
+        let mut buf = [b'x' as c_char; 64];
+        assert_eq!(bp_last_error(buf.as_mut_ptr(), 0, &mut n), bp_status::BP_OK);
+        assert_eq!(buf[0], b'x' as c_char);
+        // Length 1: just the NUL.
+        assert_eq!(bp_last_error(buf.as_mut_ptr(), 1, &mut n), bp_status::BP_OK);
+        assert_eq!(buf[0], 0);
+        assert_eq!(n, full.len());
+        // Every length: a NUL-terminated prefix that is valid UTF-8.
+        for len in 2..full.len() + 3 {
+            let mut buf = vec![b'x' as c_char; len];
+            assert_eq!(
+                bp_last_error(buf.as_mut_ptr(), len, &mut n),
+                bp_status::BP_OK
+            );
+            let got = CStr::from_ptr(buf.as_ptr())
+                .to_str()
+                .expect("cut at a char boundary");
+            assert!(full.starts_with(got));
+            let room = (len - 1).min(full.len());
+            assert!(got.len() <= room && room - got.len() < 4, "{len}: {got:?}");
+            assert_eq!(n, full.len());
+        }
+        // written may be NULL.
+        assert_eq!(
+            bp_last_error(buf.as_mut_ptr(), buf.len(), null_mut()),
+            bp_status::BP_OK
+        );
+        bp_config_free(cfg);
+    }
+}
+
+#[test]
+fn last_error_is_per_thread_and_kept_by_success() {
+    let cfg = bp_config_new();
+    unsafe {
+        assert_eq!(
+            bp_config_set(cfg, c("colour").as_ptr(), c("x").as_ptr()),
+            bp_status::BP_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            bp_config_set(cfg, c("workers").as_ptr(), c("2").as_ptr()),
+            bp_status::BP_OK
+        );
+    }
+    assert!(last_error().contains("'colour'"));
+    let other = std::thread::spawn(last_error).join().unwrap();
+    assert_eq!(other, "");
+    unsafe { bp_config_free(cfg) };
+}
+
+// ------------------------------------------------------------- jobs
+
+#[test]
+fn job_reports_and_polls_after_the_end() {
+    let server = support::s3s();
+    let files = make_files(&[
+        ("ffi/job/small".to_string(), 1000),
+        ("ffi/job/big".to_string(), 6 * MIB + 1),
+    ]);
+    let up = uploader_for(
+        &server,
+        &[("part_size", "5MiB"), ("multipart_threshold", "5MiB")],
+    );
+    let job = start(up, &pairs(&files));
+    unsafe {
+        assert_eq!(bp_job_file_count(job), 2);
+        assert_eq!(
+            bp_job_wait(job, 60_000),
+            bp_status::BP_OK,
+            "{}",
+            job_error(job)
+        );
+        let p = poll(job);
+        assert_eq!(
+            p.state,
+            bp_job_state::BP_JOB_SUCCEEDED,
+            "{}",
+            job_error(job)
+        );
+        assert_eq!(p.error, bp_status::BP_OK);
+        assert_eq!((p.files_total, p.files_done, p.files_failed), (2, 2, 0));
+        assert_eq!((p.parts_total, p.parts_done), (3, 3));
+        assert_eq!(p.bytes_done, (6 * MIB + 1001) as u64);
+        assert_eq!(p.bytes_total, p.bytes_done);
+        assert_eq!(job_error(job), "");
+        // After the end: the same final snapshot, as often as asked; wait
+        // returns at once; stop is a harmless no-op, twice.
+        for _ in 0..3 {
+            let again = poll(job);
+            assert_eq!(again.state, p.state);
+            assert_eq!(again.bytes_done, p.bytes_done);
+            assert_eq!(again.elapsed_ms, p.elapsed_ms);
+        }
+        assert_eq!(bp_job_wait(job, 0), bp_status::BP_OK);
+        assert_eq!(bp_job_stop(job), bp_status::BP_OK);
+        assert_eq!(bp_job_stop(job), bp_status::BP_OK);
+        assert_eq!(poll(job).state, bp_job_state::BP_JOB_SUCCEEDED);
+
+        for (i, (path, key, len, seed)) in files.items.iter().enumerate() {
+            let r = report(job, i);
+            assert_eq!(
+                CStr::from_ptr(r.path).to_str().unwrap(),
+                path.to_str().unwrap()
+            );
+            assert_eq!(CStr::from_ptr(r.key).to_str().unwrap(), key);
+            assert_eq!(r.state, bp_file_state::BP_FILE_COMPLETED);
+            assert_eq!((r.size, r.bytes_done), (*len as u64, *len as u64));
+            assert_eq!(r.error, bp_status::BP_OK);
+            if *len < 5 * MIB {
+                assert_eq!(etag(&r), md5_hex(&pattern(*len, *seed)));
+            } else {
+                assert!(etag(&r).ends_with("-2"), "{}", etag(&r));
+            }
+        }
+        let mut r = std::mem::MaybeUninit::<bp_file_report>::uninit();
+        assert_fails(
+            bp_job_file(job, 2, r.as_mut_ptr()),
+            bp_status::BP_INVALID_ARGUMENT,
+            &["'index' is 2", "2 files"],
+        );
+        // The report's strings live as long as the job, not the call.
+        let r0 = report(job, 0);
+        let _ = poll(job);
+        assert_eq!(CStr::from_ptr(r0.key).to_str().unwrap(), "ffi/job/small");
+
+        // Pausing needs a journal.
+        assert_fails(
+            bp_job_pause(job),
+            bp_status::BP_MISUSE,
+            &["bp_job_pause", "journal"],
+        );
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+    files.verify_all(&server.store());
+}
+
+/// Files big enough, with a 1 MiB/s limit, that a job is still running
+/// long after a stop request.
+fn slow_job_files() -> support::Files {
+    make_files(&[
+        // Keyed like the C examples key them: prefix + base name.
+        ("ffi/slow/f00000".to_string(), 12 * MIB),
+        ("ffi/slow/f00001".to_string(), 2 * MIB),
+        ("ffi/slow/f00002".to_string(), 3000),
+    ])
+}
+
+/// Waits until file `i` of the job is uploading (so a stop has an upload
+/// to abort), failing the test after 10 s.
+fn wait_until_file_runs(job: *const bp_job, i: usize) {
+    let t = Instant::now();
+    while report(job, i).state != bp_file_state::BP_FILE_RUNNING {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "file {i} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const SLOW: &[(&str, &str)] = &[
+    ("part_size", "5MiB"),
+    ("multipart_threshold", "1MiB"),
+    ("rate_limit", "1MiB"),
+    ("workers", "4"),
+];
+
+fn assert_nothing_left(server: &Server, files: &support::Files) {
+    let store = server.store();
+    for i in 0..files.items.len() {
+        files.assert_absent(&store, i);
+    }
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+}
+
+#[test]
+fn stop_from_another_thread_aborts_every_upload() {
+    let server = support::s3s();
+    let files = slow_job_files();
+    let up = uploader_for(&server, SLOW);
+    let job = start(up, &pairs(&files));
+    wait_until_file_runs(job, 0);
+    let job_addr = job as usize;
+    let stopper = std::thread::spawn(move || {
+        // Meanwhile the test's thread blocks in bp_job_wait.
+        std::thread::sleep(Duration::from_millis(100));
+        let job = job_addr as *mut bp_job;
+        unsafe { [bp_job_stop(job), bp_job_stop(job)] }
+    });
+    let started = Instant::now();
+    unsafe {
+        assert_eq!(bp_job_wait(job, 1), bp_status::BP_PENDING);
+        assert_eq!(bp_job_wait(job, BP_WAIT_FOREVER), bp_status::BP_OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            stopper.join().unwrap(),
+            [bp_status::BP_OK, bp_status::BP_OK]
+        );
+        let p = poll(job);
+        assert_eq!(p.state, bp_job_state::BP_JOB_STOPPED);
+        assert_eq!(p.error, bp_status::BP_STOPPED);
+        assert!(job_error(job).contains("stopped"), "{}", job_error(job));
+        let states: Vec<_> = (0..3).map(|i| report(job, i).state).collect();
+        assert_eq!(states[0], bp_file_state::BP_FILE_ABORTED, "{states:?}");
+        for s in &states {
+            assert!(
+                matches!(
+                    s,
+                    bp_file_state::BP_FILE_ABORTED | bp_file_state::BP_FILE_NOT_STARTED
+                ),
+                "{states:?}"
+            );
+        }
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+    assert_nothing_left(&server, &files);
+}
+
+#[test]
+fn freeing_a_running_job_stops_it_first() {
+    let server = support::s3s();
+    let files = slow_job_files();
+    let up = uploader_for(&server, SLOW);
+    let job = start(up, &pairs(&files));
+    wait_until_file_runs(job, 0);
+    let started = Instant::now();
+    unsafe {
+        assert_eq!(poll(job).state, bp_job_state::BP_JOB_RUNNING);
+        bp_job_free(job);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // bp_job_free returned only after the job ended: its uploads are gone now.
+    assert_nothing_left(&server, &files);
+    unsafe { bp_uploader_free(up) };
+}
+
+#[test]
+fn freeing_the_uploader_stops_its_jobs_and_keeps_their_handles() {
+    let server = support::s3s();
+    let files = slow_job_files();
+    let up = uploader_for(&server, SLOW);
+    let job = start(up, &pairs(&files));
+    wait_until_file_runs(job, 0);
+    unsafe {
+        bp_uploader_free(up);
+        // The job ended with the uploader; its handle still answers.
+        assert_eq!(bp_job_wait(job, 0), bp_status::BP_OK);
+        assert_eq!(poll(job).state, bp_job_state::BP_JOB_STOPPED);
+        assert_eq!(report(job, 0).state, bp_file_state::BP_FILE_ABORTED);
+        bp_job_free(job);
+    }
+    assert_nothing_left(&server, &files);
+}
+
+#[test]
+fn pause_keeps_uploads_and_resume_finishes_them() {
+    let server = support::s3s();
+    let files = slow_job_files();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = c(dir.path().join("job.journal").to_str().unwrap());
+    let up = uploader_for(&server, SLOW);
+    let batch = batch_of(&pairs(&files));
+    let mut job = null_mut();
+    unsafe {
+        assert_eq!(
+            bp_batch_set_journal(batch, journal.as_ptr()),
+            bp_status::BP_OK
+        );
+        assert_eq!(
+            bp_start(up, batch, &mut job),
+            bp_status::BP_OK,
+            "{}",
+            last_error()
+        );
+        bp_batch_free(batch);
+        wait_until_file_runs(job, 0);
+        assert_eq!(bp_job_pause(job), bp_status::BP_OK, "{}", last_error());
+        assert_eq!(bp_job_wait(job, 30_000), bp_status::BP_OK);
+        let p = poll(job);
+        assert_eq!(p.state, bp_job_state::BP_JOB_PAUSED);
+        assert_eq!(p.error, bp_status::BP_PAUSED);
+        assert_eq!(report(job, 0).state, bp_file_state::BP_FILE_PAUSED);
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+    assert!(
+        !server.open_uploads().is_empty(),
+        "a pause keeps its uploads"
+    );
+
+    // Another uploader, at full speed, continues from the journal.
+    let up = uploader_for(
+        &server,
+        &[("part_size", "5MiB"), ("multipart_threshold", "1MiB")],
+    );
+    let mut job = null_mut();
+    unsafe {
+        assert_eq!(
+            bp_resume(up, journal.as_ptr(), &mut job),
+            bp_status::BP_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(bp_job_file_count(job), 3);
+        assert_eq!(bp_job_wait(job, 60_000), bp_status::BP_OK);
+        assert_eq!(
+            poll(job).state,
+            bp_job_state::BP_JOB_SUCCEEDED,
+            "{}",
+            job_error(job)
+        );
+        for (i, (path, key, _, _)) in files.items.iter().enumerate() {
+            let r = report(job, i);
+            assert_eq!(
+                CStr::from_ptr(r.path).to_str().unwrap(),
+                path.to_str().unwrap()
+            );
+            assert_eq!(CStr::from_ptr(r.key).to_str().unwrap(), key);
+            assert_eq!(r.state, bp_file_state::BP_FILE_COMPLETED);
+        }
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+    files.verify_all(&server.store());
+    assert!(
+        server.open_uploads().is_empty(),
+        "{:?}",
+        server.open_uploads()
+    );
+}
+
+#[test]
+fn wrong_credentials_fail_the_job_with_the_servers_words() {
+    let server = support::s3s();
+    let files = make_files(&[("ffi/denied".to_string(), 100)]);
+    let up = uploader_for(&server, &[("secret_key", "wrong"), ("retries", "1")]);
+    let job = start(up, &pairs(&files));
+    unsafe {
+        assert_eq!(bp_job_wait(job, 60_000), bp_status::BP_OK);
+        let p = poll(job);
+        assert_eq!(p.state, bp_job_state::BP_JOB_FAILED);
+        assert_eq!(p.error, bp_status::BP_SERVER);
+        let msg = job_error(job);
+        assert!(
+            msg.contains("HTTP 403") && msg.contains("SignatureDoesNotMatch"),
+            "{msg}"
+        );
+        assert!(msg.contains("ffi/denied"), "{msg}");
+        let r = report(job, 0);
+        assert_eq!(r.state, bp_file_state::BP_FILE_FAILED);
+        assert_eq!(r.error, bp_status::BP_SERVER);
+        // bp_job_last_error with a short buffer: cut, full length reported.
+        let mut buf = [0 as c_char; 8];
+        let mut n = 0;
+        assert_eq!(
+            bp_job_last_error(job, buf.as_mut_ptr(), buf.len(), &mut n),
+            bp_status::BP_OK
+        );
+        assert_eq!(n, msg.len());
+        assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), &msg[..7]);
+        bp_job_free(job);
+        bp_uploader_free(up);
+    }
+}
+
+#[test]
+fn resume_of_a_missing_journal_is_a_journal_error() {
+    let up = offline_uploader();
+    let mut job = null_mut();
+    unsafe {
+        let st = bp_resume(up, c("/nonexistent/batchput.journal").as_ptr(), &mut job);
+        assert_fails(
+            st,
+            bp_status::BP_JOURNAL,
+            &["bp_resume", "/nonexistent/batchput.journal"],
+        );
+        assert!(job.is_null());
+        bp_uploader_free(up);
+    }
+}
+
+// ------------------------------------------------------------- C examples
+
+#[test]
+fn c_upload_example_uploads_and_reports() {
+    let server = support::s3s();
+    let bin = tempfile::tempdir().unwrap();
+    build_examples(bin.path());
+    let files = make_files(&[
+        ("a".to_string(), 0),
+        ("b".to_string(), 4000),
+        ("c".to_string(), 6 * MIB + 5),
+    ]);
+    let mut cmd = Command::new(bin.path().join("upload"));
+    cmd.args(server_args(
+        &server,
+        &[("part_size", "5MiB"), ("multipart_threshold", "5MiB")],
+    ))
+    .args(["-p", "c-example/"])
+    .args(files.items.iter().map(|f| &f.0));
+    let out = run(&mut cmd, Duration::from_secs(120));
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert!(so.contains("succeeded: 3 of 3 files"), "{so}");
+    assert_eq!(so.matches("  completed ").count(), 3, "{so}");
+    let store = server.store();
+    for (path, _, len, seed) in &files.items {
+        let key = format!("c-example/{}", path.file_name().unwrap().to_str().unwrap());
+        assert_eq!(
+            store.get_object(&key).unwrap(),
+            pattern(*len, *seed),
+            "{key}"
+        );
+        assert!(so.contains(&format!("-> {key}  {len}/{len} bytes")), "{so}");
+    }
+    assert!(
+        so.contains(&md5_hex(&pattern(4000, files.items[1].3))),
+        "{so}"
+    );
+    assert!(server.open_uploads().is_empty());
+}
+
+#[test]
+fn c_upload_example_exits_non_zero_on_failure() {
+    let server = support::s3s();
+    let bin = tempfile::tempdir().unwrap();
+    build_examples(bin.path());
+    let files = make_files(&[("a".to_string(), 10)]);
+    let out = run(
+        Command::new(bin.path().join("upload"))
+            .args(server_args(
+                &server,
+                &[("secret_key", "wrong"), ("retries", "1")],
+            ))
+            .arg(&files.items[0].0),
+        Duration::from_secs(60),
+    );
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}\n{se}");
+    assert!(so.contains("failed: 0 of 1 files"), "{so}");
+    assert!(se.contains("SignatureDoesNotMatch"), "{se}");
+    // A bad option is named, before anything starts.
+    let out = run(
+        Command::new(bin.path().join("upload"))
+            .args(server_args(&server, &[("part_size", "12 apples")]))
+            .arg(&files.items[0].0),
+        Duration::from_secs(60),
+    );
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains("bp_config_set: option 'part_size'"), "{se}");
+}
+
+#[test]
+fn c_stop_example_aborts_every_upload() {
+    let server = support::s3s();
+    let bin = tempfile::tempdir().unwrap();
+    build_examples(bin.path());
+    let files = slow_job_files();
+    let out = run(
+        Command::new(bin.path().join("stop"))
+            .args(server_args(&server, SLOW))
+            .args(["-p", "ffi/slow/", "-d", "300"])
+            .args(files.items.iter().map(|f| &f.0)),
+        Duration::from_secs(60),
+    );
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert!(so.contains("job stopped"), "{so}");
+    assert!(so.contains("stop returned ok, then ok"), "{so}");
+    assert!(so.contains("every upload was aborted"), "{so}");
+    assert!(so.contains("  aborted     "), "{so}");
+    assert!(!so.contains("completed"), "{so}");
+    assert_nothing_left(&server, &files);
+}
+
+#[test]
+fn c_examples_run_clean_under_valgrind() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "valgrind is required on CI"
+        );
+        eprintln!("SKIPPED: valgrind is not installed");
+        return;
+    }
+    let server = support::s3s();
+    let bin = tempfile::tempdir().unwrap();
+    build_examples(bin.path());
+    let valgrind = |program: &str, args: Vec<String>| -> (String, String) {
+        let out = run(
+            Command::new("valgrind")
+                // "possibly lost" counts too: uploader_free joins every
+                // thread, so none holds memory at exit. The suppressions are
+                // two statics of dependencies (see the file).
+                .args([
+                    "--leak-check=full",
+                    "--show-leak-kinds=definite,indirect,possible",
+                    "--errors-for-leak-kinds=definite,indirect,possible",
+                    "--error-exitcode=99",
+                ])
+                .arg(format!(
+                    "--suppressions={}",
+                    repo().join("examples-c/valgrind.supp").display()
+                ))
+                .arg(bin.path().join(program))
+                .args(args),
+            Duration::from_secs(300),
+        );
+        let (so, se) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{program} under valgrind:\n{so}\n{se}"
+        );
+        assert!(se.contains("ERROR SUMMARY: 0 errors"), "{se}");
+        assert!(se.contains("possibly lost: 0 bytes"), "{se}");
+        (so, se)
+    };
+    let files = make_files(&[("a".to_string(), 100), ("b".to_string(), 6 * MIB)]);
+    let mut args = server_args(
+        &server,
+        &[("part_size", "5MiB"), ("multipart_threshold", "5MiB")],
+    );
+    args.extend(["-p".into(), "valgrind/".into()]);
+    args.extend(
+        files
+            .items
+            .iter()
+            .map(|f| f.0.to_str().unwrap().to_string()),
+    );
+    let (so, _) = valgrind("upload", args);
+    assert!(so.contains("succeeded: 2 of 2 files"), "{so}");
+
+    let slow = slow_job_files();
+    let mut args = server_args(&server, SLOW);
+    args.extend(["-p".into(), "ffi/slow/".into(), "-d".into(), "500".into()]);
+    args.extend(slow.items.iter().map(|f| f.0.to_str().unwrap().to_string()));
+    let (so, _) = valgrind("stop", args);
+    assert!(so.contains("every upload was aborted"), "{so}");
+    assert_nothing_left(&server, &slow);
+}
+
+#[test]
+fn c_program_links_through_pkg_config_static_and_shared() {
+    let server = support::s3s();
+    let prefix = tempfile::tempdir().unwrap();
+    let out = run(
+        Command::new(repo().join("capi/install.sh"))
+            .arg(prefix.path())
+            .arg(lib_dir()),
+        Duration::from_secs(120),
+    );
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}\n{se}");
+    let pc = |args: &[&str]| -> Vec<String> {
+        let out = run(
+            Command::new("pkg-config")
+                .args(args)
+                .env("PKG_CONFIG_PATH", prefix.path().join("lib/pkgconfig")),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "pkg-config {args:?}: {}",
+            text(&out).1
+        );
+        text(&out).0.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(
+        pc(&["--modversion", "batchput"]),
+        [env!("CARGO_PKG_VERSION")]
+    );
+    let files = make_files(&[("x".to_string(), 3000)]);
+    for (lib, extra) in [
+        ("batchput-static", vec![]),
+        (
+            "batchput",
+            vec![format!(
+                "-Wl,-rpath,{}",
+                prefix.path().join("lib").display()
+            )],
+        ),
+    ] {
+        let program = prefix.path().join(format!("upload-{lib}"));
+        let out = run(
+            Command::new("cc")
+                .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+                .args(pc(&["--cflags", lib]))
+                .arg("-o")
+                .arg(&program)
+                .arg(repo().join("examples-c/upload.c"))
+                .args(pc(&["--libs", lib]))
+                .args(extra),
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "cc with {lib}: {}", text(&out).1);
+        let out = run(
+            Command::new(&program)
+                .args(server_args(&server, &[]))
+                .args(["-p", &format!("{lib}/")])
+                .arg(&files.items[0].0),
+            Duration::from_secs(60),
+        );
+        let (so, se) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{lib}: {so}\n{se}");
+        let key = format!(
+            "{lib}/{}",
+            files.items[0].0.file_name().unwrap().to_str().unwrap()
+        );
+        assert_eq!(
+            server.store().get_object(&key).unwrap(),
+            pattern(3000, files.items[0].3)
+        );
+    }
+}
+
+// ------------------------------------------------------------- Python, Go
+
+#[test]
+fn python_ctypes_module_passes_its_tests() {
+    let server = support::s3s();
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("capi/python/test_batchput.py"))
+        .env("BATCHPUT_LIB", lib_dir().join("libbatchput.so"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    server_env(&mut cmd, &server, work.path());
+    let out = run(&mut cmd, Duration::from_secs(180));
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}\n{se}");
+    let last = so.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{so}\n{se}");
+    let passed: u32 = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 6, "{so}");
+    verify_caller_uploads(&server, work.path(), "python");
+}
+
+#[test]
+fn go_package_passes_its_tests() {
+    if Command::new("go").arg("version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Go is required on CI: scripts/test.sh installs golang-go"
+        );
+        eprintln!("SKIPPED: go is not installed (apt-get install golang-go)");
+        return;
+    }
+    let server = support::s3s();
+    let work = tempfile::tempdir().unwrap();
+    let lib = lib_dir();
+    let mut cmd = Command::new("go");
+    cmd.args(["test", "-count=1", "-v", "."])
+        .current_dir(repo().join("capi/go/batchput"))
+        // This build's library first, whatever else target/ holds.
+        .env(
+            "CGO_LDFLAGS",
+            format!("-L{0} -Wl,-rpath,{0}", lib.display()),
+        )
+        .env("LD_LIBRARY_PATH", &lib)
+        // Build caches under target/, not $HOME (CI may not set it).
+        .env("GOCACHE", lib.join("../../go/cache"))
+        .env("GOPATH", lib.join("../../go/path"))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local");
+    server_env(&mut cmd, &server, work.path());
+    let out = run(&mut cmd, Duration::from_secs(300));
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}\n{se}");
+    assert!(!so.contains("--- SKIP"), "{so}");
+    for t in [
+        "TestVersionMatchesHeader",
+        "TestUploadSucceeds",
+        "TestStopFromAnotherGoroutine",
+        "TestBadKey",
+        "TestBadOption",
+        "TestClosedHandlesAreMisuse",
+    ] {
+        assert!(so.contains(&format!("--- PASS: {t}")), "{t}:\n{so}");
+    }
+    verify_caller_uploads(&server, work.path(), "go");
+}
+
+// ------------------------------------------------------------- README
+
+/// The first fenced block of `lang` after the README heading `section`.
+fn readme_block(section: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find(&format!("\n## {section}\n"))
+        .unwrap_or_else(|| panic!("no section {section:?} in the README"));
+    let fence = format!("\n```{lang}\n");
+    let from = readme[start..].find(&fence).unwrap() + start + fence.len();
+    let to = readme[from..].find("\n```").unwrap() + from;
+    readme[from..to].to_string()
+}
+
+/// The README's examples, as a newcomer would copy them, with the server,
+/// bucket, credentials and file names replaced: each uploads both files.
+#[test]
+fn readme_examples_run_against_a_server() {
+    let server = support::s3s();
+    let files = make_files(&[
+        ("2026/a.jpg".to_string(), 3000),
+        ("2026/b.jpg".to_string(), 70_000),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let lib = lib_dir();
+    let adapt = |code: String, bucket: &str| -> String {
+        code.replace("http://127.0.0.1:9000", &server.endpoint)
+            .replace("\"photos\"", &format!("\"{bucket}\""))
+            .replace("AKID", &server.access_key)
+            .replace("SECRET", &server.secret_key)
+            .replace("/data/a.jpg", files.items[0].0.to_str().unwrap())
+            .replace("/data/b.jpg", files.items[1].0.to_str().unwrap())
+    };
+    let check = |bucket: &str, what: &str, out: Output| {
+        let (so, se) = text(&out);
+        assert!(out.status.success(), "{what}:\n{so}\n{se}");
+        let store = batchput::store::Store::new(&server.config().bucket(bucket)).unwrap();
+        for (_, key, len, seed) in &files.items {
+            assert_eq!(
+                store.get_object(key).unwrap(),
+                pattern(*len, *seed),
+                "{what}: {key}"
+            );
+        }
+    };
+
+    let bucket = server.new_bucket();
+    std::fs::write(
+        dir.path().join("app.c"),
+        adapt(readme_block("C ABI", "c"), &bucket),
+    )
+    .unwrap();
+    let out = run(
+        Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+            .arg(format!("-I{}", repo().join("include").display()))
+            .arg(dir.path().join("app.c"))
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lbatchput")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(dir.path().join("app")),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "the README's C example: {}",
+        text(&out).1
+    );
+    check(
+        &bucket,
+        "C",
+        run(
+            &mut Command::new(dir.path().join("app")),
+            Duration::from_secs(60),
+        ),
+    );
+
+    let bucket = server.new_bucket();
+    std::fs::write(
+        dir.path().join("example.py"),
+        adapt(readme_block("Python", "python"), &bucket),
+    )
+    .unwrap();
+    let out = run(
+        Command::new("python3")
+            .arg(dir.path().join("example.py"))
+            .env("PYTHONPATH", repo().join("capi/python"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("BATCHPUT_LIB", lib.join("libbatchput.so")),
+        Duration::from_secs(60),
+    );
+    check(&bucket, "Python", out);
+
+    if Command::new("go").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "Go is required on CI");
+        eprintln!("SKIPPED: the README's Go example (go is not installed)");
+        return;
+    }
+    let bucket = server.new_bucket();
+    let module = dir.path().join("goexample");
+    std::fs::create_dir(&module).unwrap();
+    let requires = readme_block("Go", "").replace(
+        "/path/to/batchput/capi/go/batchput",
+        repo().join("capi/go/batchput").to_str().unwrap(),
+    );
+    std::fs::write(
+        module.join("go.mod"),
+        format!("module example\n\ngo 1.19\n\n{requires}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        module.join("main.go"),
+        adapt(readme_block("Go", "go"), &bucket),
+    )
+    .unwrap();
+    let out = run(
+        Command::new("go")
+            .args(["run", "."])
+            .current_dir(&module)
+            .env(
+                "CGO_LDFLAGS",
+                format!("-L{0} -Wl,-rpath,{0}", lib.display()),
+            )
+            .env("GOCACHE", lib.join("../../go/cache"))
+            .env("GOPATH", lib.join("../../go/path"))
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local"),
+        Duration::from_secs(300),
+    );
+    check(&bucket, "Go", out);
+}
