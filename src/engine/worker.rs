@@ -3,8 +3,9 @@
 //! complete an upload; retry with backoff; report exactly one [`Msg`].
 //!
 //! The per-chunk loop of [`PartBody::read`] is the hottest code of the
-//! crate: one pread into a per-thread buffer, one hash update, one atomic
-//! add, one cancel check. No allocation, no lock (unless a rate limit is set).
+//! crate: one pread straight into the HTTP client's send buffer, one hash
+//! update, one atomic add, one cancel check. No allocation, no copy, no
+//! lock (unless a rate limit is set).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,7 +27,8 @@ use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Body, SentChecksum, Store, CANCELLED};
 
-/// Bytes read from the file per pread, hashed and handed to the socket.
+/// Bytes read per pread when a checksum is computed before sending; the
+/// send path reads in the HTTP client's pieces (`store::http::WRITE_CHUNK`).
 pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// How many times cleanup tries to abort an upload and see it gone.
@@ -241,9 +243,6 @@ fn send_data(
                 path: &task.path,
                 offset: *offset,
                 remaining: *len,
-                buf: &mut buf[..],
-                start: 0,
-                end: 0,
                 md5: (ctx.integrity == Integrity::EtagMd5).then(Md5::new),
                 ctx,
                 failure: None,
@@ -272,20 +271,19 @@ fn send_data(
 }
 
 thread_local! {
-    /// One chunk buffer per pool thread, reused by every part it sends.
+    /// One chunk buffer per pool thread, for the checksum a mode computes
+    /// before sending (content-md5, crc32c).
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A part's bytes as a reader: pread from the shared descriptor in chunks,
-/// hashed once as they pass.
+/// A part's bytes as a reader: each read is one pread from the shared
+/// descriptor straight into the caller's buffer (the HTTP client's send
+/// buffer), hashed once as it passes.
 struct PartBody<'a> {
     source: &'a Source,
     path: &'a Path,
     offset: u64,
     remaining: u64,
-    buf: &'a mut [u8],
-    start: usize,
-    end: usize,
     md5: Option<Md5>,
     ctx: &'a JobContext,
     /// Why reading failed, when the cause is local (not the network).
@@ -294,37 +292,30 @@ struct PartBody<'a> {
 
 impl Read for PartBody<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.start == self.end {
-            if self.remaining == 0 {
-                return Ok(0);
-            }
-            if self.ctx.cancelled() {
+        if self.remaining == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        if self.ctx.cancelled() {
+            return Err(std::io::Error::other(CANCELLED));
+        }
+        let n = (self.remaining as usize).min(out.len());
+        if let Some(rate) = &self.ctx.rate {
+            if !rate.take(n as u64, &self.ctx.cancel) {
                 return Err(std::io::Error::other(CANCELLED));
             }
-            let n = (self.remaining as usize).min(self.buf.len());
-            if let Some(rate) = &self.ctx.rate {
-                if !rate.take(n as u64, &self.ctx.cancel) {
-                    return Err(std::io::Error::other(CANCELLED));
-                }
-            }
-            if let Err(e) = pread_exact(self.source, self.offset, &mut self.buf[..n], self.path) {
-                let msg = e.to_string();
-                self.failure = Some(e);
-                return Err(std::io::Error::other(msg));
-            }
-            if let Some(h) = &mut self.md5 {
-                h.update(&self.buf[..n]);
-            }
-            self.offset += n as u64;
-            self.remaining -= n as u64;
-            self.start = 0;
-            self.end = n;
-            self.ctx.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
         }
-        let k = out.len().min(self.end - self.start);
-        out[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
-        self.start += k;
-        Ok(k)
+        if let Err(e) = pread_exact(self.source, self.offset, &mut out[..n], self.path) {
+            let msg = e.to_string();
+            self.failure = Some(e);
+            return Err(std::io::Error::other(msg));
+        }
+        if let Some(h) = &mut self.md5 {
+            h.update(&out[..n]);
+        }
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        self.ctx.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

@@ -8,18 +8,19 @@
 //! `Content-Length` always set: never chunked, never aws-chunked, which OBS,
 //! OSS and older MinIO reject.
 //!
-//! One `ureq::Agent` is shared by the workers; its idle pool is sized to the
-//! worker count, so each worker in practice keeps its own connection.
+//! One HTTP client (see `http`) is shared by the workers; its pool of idle
+//! connections is sized to the worker count, so each worker in practice
+//! keeps its own connection.
 //! Several endpoints (the nodes of one cluster) are spread over by a hint
 //! the caller passes (its worker index); a connection-level failure marks an
 //! endpoint down for a while, and the next request goes elsewhere.
 
 mod encode;
+mod http;
 mod sign;
 mod xml;
 
 use std::io::Read;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -112,6 +113,10 @@ impl Endpoint {
         s
     }
 
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.https { 443 } else { 80 })
+    }
+
     fn scheme(&self) -> &'static str {
         if self.https {
             "https"
@@ -191,16 +196,6 @@ pub enum Body<'a> {
     Reader(&'a mut dyn Read, u64),
 }
 
-impl Body<'_> {
-    fn len(&self) -> u64 {
-        match self {
-            Body::Empty => 0,
-            Body::Bytes(b) => b.len() as u64,
-            Body::Reader(_, len) => *len,
-        }
-    }
-}
-
 /// One answer: status, the headers we use, and the whole body.
 struct Reply {
     etag: Option<String>,
@@ -237,7 +232,7 @@ struct Inner {
     bucket: String,
     addressing: Addressing,
     signer: Signer,
-    agent: ureq::Agent,
+    client: http::Client,
     /// Headers every new object gets: ACL, content type, storage class, metadata.
     object_headers: Vec<(&'static str, String)>,
     meta_headers: Vec<(String, String)>,
@@ -279,29 +274,34 @@ impl Store {
                 .or_else(|| env("AWS_SESSION_TOKEN"))
         };
 
-        let pool = cfg.workers * 2 + 4;
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout_connect(cfg.connect_timeout)
-            .timeout_read(cfg.request_timeout)
-            .timeout_write(cfg.request_timeout)
-            .max_idle_connections(pool)
-            .max_idle_connections_per_host(pool)
-            .redirects(0)
-            .no_delay(true)
-            .user_agent(concat!("batchput/", env!("CARGO_PKG_VERSION")))
-            .resolver(LoopbackResolver);
-        if endpoints.iter().any(|e| e.https) {
+        let tls = if endpoints.iter().any(|e| e.https) {
             let ca_file = cfg
                 .ca_file
                 .clone()
                 .or_else(|| env("AWS_CA_BUNDLE").map(Into::into));
-            builder = builder.tls_config(Arc::new(tls_config(ca_file.as_deref())?));
-        }
-        if let Some(proxy) = &cfg.proxy {
-            let p = ureq::Proxy::new(proxy)
-                .map_err(|e| Error::config(format!("option 'proxy': {e}")))?;
-            builder = builder.proxy(p);
-        }
+            Some(Arc::new(tls_config(ca_file.as_deref())?))
+        } else {
+            None
+        };
+        let proxy = match &cfg.proxy {
+            Some(url) => {
+                let p = Endpoint::parse(url)
+                    .map_err(|e| Error::config(format!("option 'proxy': {}", e.message())))?;
+                Some(http::Proxy {
+                    port: p.port(),
+                    host: p.host,
+                })
+            }
+            None => None,
+        };
+        let client = http::Client::new(
+            cfg.connect_timeout,
+            cfg.request_timeout,
+            tls,
+            proxy,
+            cfg.workers * 2 + 4,
+            concat!("batchput/", env!("CARGO_PKG_VERSION")),
+        );
 
         let mut object_headers = Vec::new();
         if let Some(acl) = &cfg.acl {
@@ -335,7 +335,7 @@ impl Store {
                     session_token.as_deref(),
                     &cfg.region,
                 ),
-                agent: builder.build(),
+                client,
                 object_headers,
                 meta_headers,
                 crc32c_uploads: cfg.integrity == crate::Integrity::Crc32c,
@@ -711,18 +711,17 @@ impl Store {
             None if path.is_empty() => path.push('/'),
             None => {}
         }
-        let mut url = format!("{}://{}{}", ep.scheme(), authority, path);
+        let mut path_and_query = path;
         for (i, (k, v)) in req.query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(k);
+            path_and_query.push(if i == 0 { '?' } else { '&' });
+            path_and_query.push_str(k);
             if !v.is_empty() {
-                url.push('=');
-                url.push_str(&encode::query_value(v));
+                path_and_query.push('=');
+                path_and_query.push_str(&encode::query_value(v));
             }
         }
+        let url = format!("{}://{}{}", ep.scheme(), authority, path_and_query);
 
-        let content_length = req.body.len().to_string();
-        let has_body = !matches!(req.body, Body::Empty);
         let mut to_sign: Vec<(&str, &str)> = vec![("host", &authority)];
         to_sign.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
         to_sign.extend_from_slice(extra);
@@ -733,21 +732,28 @@ impl Store {
             Payload::Unsigned,
             SystemTime::now(),
         )?;
+        let mut all: Vec<(&str, &str)> = to_sign;
+        all.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 
-        let mut http = inner.agent.request(req.method, &url);
-        for (k, v) in to_sign.iter() {
-            http = http.set(k, v);
-        }
-        for (k, v) in &signed {
-            http = http.set(k, v);
-        }
-        if has_body {
-            http = http.set("content-length", &content_length);
-        }
-        let result = match req.body {
-            Body::Empty => http.call(),
-            Body::Bytes(b) => http.send_bytes(b),
-            Body::Reader(r, _) => http.send(r),
+        let bucket_host;
+        let host = match inner.addressing {
+            Addressing::Path => ep.host.as_str(),
+            Addressing::Virtual => {
+                bucket_host = format!("{}.{}", inner.bucket, ep.host);
+                bucket_host.as_str()
+            }
+        };
+        let target = http::Target {
+            https: ep.https,
+            host,
+            port: ep.port(),
+            authority: &authority,
+            path_and_query: &path_and_query,
+        };
+        let body = match req.body {
+            Body::Empty => http::ReqBody::Empty,
+            Body::Bytes(b) => http::ReqBody::Bytes(b),
+            Body::Reader(r, n) => http::ReqBody::Reader(r, n),
         };
         let context = |e: Error| {
             let e = e
@@ -760,31 +766,23 @@ impl Store {
                 e.with_key(key_for_errors)
             }
         };
-        match result {
+        match inner.client.send(req.method, &target, &all, body) {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                LAST_ENDPOINT.with(|c| c.set(index));
+                Ok(Reply {
+                    etag: resp.header("etag").map(str::to_string),
+                    content_type: resp.header("content-type").map(str::to_string),
+                    content_length: resp.header("content-length").and_then(|v| v.parse().ok()),
+                    body: resp.body,
+                })
+            }
             Ok(resp) => {
-                let status = resp.status();
-                let reply = read_reply(resp).map_err(|e| {
-                    context(Error::new(
-                        ErrorKind::Network,
-                        format!("reading the answer: {e}"),
-                    ))
-                })?;
-                if (200..300).contains(&status) {
-                    LAST_ENDPOINT.with(|c| c.set(index));
-                    Ok(reply)
-                } else {
-                    // A redirect (wrong region, wrong addressing) or another
-                    // non-success answer ureq did not treat as an error.
-                    Err(context(server_error(status, &reply.body, None)))
-                }
-            }
-            Err(ureq::Error::Status(status, resp)) => {
+                // An error answer, or a redirect (wrong region, wrong addressing).
                 let request_id = resp.header("x-amz-request-id").map(str::to_string);
-                let body = read_reply(resp).map(|r| r.body).unwrap_or_default();
-                Err(context(server_error(status, &body, request_id)))
+                Err(context(server_error(resp.status, &resp.body, request_id)))
             }
-            Err(ureq::Error::Transport(t)) => {
-                let e = transport_error(&t);
+            Err(e) => {
+                let e = transport_error(e);
                 let connection_level = matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout);
                 if connection_level && inner.endpoints.len() > 1 {
                     self.mark_down(index);
@@ -837,22 +835,6 @@ fn add_checksum(headers: &mut Vec<(&'static str, String)>, checksum: SentChecksu
 /// The base64 form of a CRC32C, as S3 lists and expects it.
 pub fn crc32c_base64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
-}
-
-fn read_reply(resp: ureq::Response) -> std::io::Result<Reply> {
-    let etag = resp.header("etag").map(str::to_string);
-    let content_type = resp.header("content-type").map(str::to_string);
-    let content_length = resp.header("content-length").and_then(|v| v.parse().ok());
-    let mut body = Vec::new();
-    // Read to the end even when the body is not needed, so the connection
-    // goes back to the pool.
-    resp.into_reader().read_to_end(&mut body)?;
-    Ok(Reply {
-        etag,
-        content_type,
-        content_length,
-        body,
-    })
 }
 
 fn server_error(status: u16, body: &[u8], request_id: Option<String>) -> Error {
@@ -914,31 +896,16 @@ fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>)
     e
 }
 
-fn transport_error(t: &ureq::Transport) -> Error {
-    use std::error::Error as _;
-    let io = t.source().and_then(|s| s.downcast_ref::<std::io::Error>());
-    if let Some(io) = io {
-        if io.to_string().contains(CANCELLED) {
-            return Error::new(ErrorKind::Stopped, "request cancelled");
+fn transport_error(e: http::HttpError) -> Error {
+    match e {
+        http::HttpError::Body(io) if io.to_string().contains(CANCELLED) => {
+            Error::new(ErrorKind::Stopped, "request cancelled")
         }
-        if matches!(
-            io.kind(),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-        ) {
-            return Error::new(ErrorKind::Timeout, format!("request timed out: {io}"));
+        http::HttpError::Timeout(io) => {
+            Error::new(ErrorKind::Timeout, format!("request timed out: {io}"))
         }
+        other => Error::new(ErrorKind::Network, other.to_string()),
     }
-    let what = match t.kind() {
-        ureq::ErrorKind::Dns => "cannot resolve the host",
-        ureq::ErrorKind::ConnectionFailed => "cannot connect",
-        ureq::ErrorKind::ProxyConnect => "cannot connect through the proxy",
-        _ => "connection failed",
-    };
-    let detail = match io {
-        Some(io) => io.to_string(),
-        None => t.to_string(),
-    };
-    Error::new(ErrorKind::Network, format!("{what}: {detail}"))
 }
 
 fn unquote(etag: String) -> String {
@@ -947,26 +914,6 @@ fn unquote(etag: String) -> String {
 
 fn unquote_str(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()
-}
-
-/// Resolves `localhost` and every `*.localhost` name to the loopback
-/// address, as RFC 6761 asks, so virtual-hosted addressing works against a
-/// local server without touching /etc/hosts. Everything else goes to the
-/// system resolver.
-struct LoopbackResolver;
-
-impl ureq::Resolver for LoopbackResolver {
-    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<SocketAddr>> {
-        if let Some((host, port)) = netloc.rsplit_once(':') {
-            let host = host.to_ascii_lowercase();
-            if host == "localhost" || host.ends_with(".localhost") {
-                if let Ok(port) = port.parse::<u16>() {
-                    return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
-                }
-            }
-        }
-        netloc.to_socket_addrs().map(Iterator::collect)
-    }
 }
 
 /// TLS roots: the bundled Mozilla roots plus the certificates of `ca_file`.
@@ -1040,15 +987,5 @@ mod tests {
         let e = server_error(503, b"", Some("R".into()));
         assert_eq!(e.code(), Some("ServiceUnavailable"));
         assert!(e.is_retryable());
-    }
-
-    #[test]
-    fn loopback_names_resolve_locally() {
-        use ureq::Resolver;
-        let r = LoopbackResolver;
-        assert_eq!(
-            r.resolve("bucket.localhost:9000").unwrap(),
-            vec![SocketAddr::from(([127, 0, 0, 1], 9000))]
-        );
     }
 }
