@@ -238,23 +238,57 @@ fn send_data(
                 }
                 Integrity::EtagMd5 | Integrity::None => (SentChecksum::None, None, None),
             };
-            let mut body = PartBody {
-                source,
-                path: &task.path,
-                offset: *offset,
-                remaining: *len,
-                md5: (ctx.integrity == Integrity::EtagMd5).then(Md5::new),
-                ctx,
-                failure: None,
+            let (result, streamed_md5, failure) = if ctx.integrity == Integrity::EtagMd5 {
+                // Hashed as it streams: one pread per piece, into the send buffer.
+                let mut body = PartBody {
+                    source,
+                    path: &task.path,
+                    offset: *offset,
+                    remaining: *len,
+                    md5: Some(Md5::new()),
+                    ctx,
+                    failure: None,
+                };
+                let result = send(Body::Reader(&mut body, *len), checksum);
+                let md5 = body.md5.take().map(|h| h.finalize().into());
+                (result, md5, body.failure.take())
+            } else {
+                // Nothing to hash while sending: the kernel sends the pages.
+                let mut pace = |n: u64| -> std::io::Result<()> {
+                    if ctx.cancelled() {
+                        return Err(std::io::Error::other(CANCELLED));
+                    }
+                    if let Some(rate) = &ctx.rate {
+                        if !rate.take(n, &ctx.cancel) {
+                            return Err(std::io::Error::other(CANCELLED));
+                        }
+                    }
+                    ctx.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                    Ok(())
+                };
+                let body = Body::File {
+                    file: &source.file,
+                    offset: *offset,
+                    len: *len,
+                    pace: &mut pace,
+                };
+                let result = send(body, checksum);
+                // A file that shrank shows as a body that ended early.
+                let failure = match &result {
+                    Err(e) if e.kind() == ErrorKind::Network => {
+                        check_unchanged(source, &task.path).err()
+                    }
+                    _ => None,
+                };
+                (result, None, failure)
             };
-            let result = send(Body::Reader(&mut body, *len), checksum);
             // A local read failure surfaces as a transport error; report
             // the real cause, which no retry can fix.
-            if let Some(e) = body.failure.take() {
+            if let Some(e) = failure {
                 return Err(local(e));
             }
             let etag = result?;
-            let md5 = pre_md5.or_else(|| body.md5.take().map(|h| h.finalize().into()));
+            let md5 = pre_md5.or(streamed_md5);
             check_unchanged(source, &task.path).map_err(local)?;
             if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
                 let sent = hex(&md5);

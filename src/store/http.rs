@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -46,6 +46,15 @@ pub(crate) enum ReqBody<'a> {
     Empty,
     Bytes(&'a [u8]),
     Reader(&'a mut dyn Read, u64),
+    /// `len` bytes of `file` from `offset`, sent by the kernel (sendfile)
+    /// on plain connections. `pace(n)` runs before each piece of `n` bytes:
+    /// it may wait (rate limit) or refuse (cancel).
+    File {
+        file: &'a std::fs::File,
+        offset: u64,
+        len: u64,
+        pace: &'a mut dyn FnMut(u64) -> io::Result<()>,
+    },
 }
 
 /// An answer, read whole.
@@ -161,12 +170,22 @@ impl Write for Stream {
 struct Conn {
     stream: Stream,
     rbuf: Vec<u8>,
+    /// When its last answer ended.
+    idle_since: Instant,
 }
+
+/// A connection idle for less than this is taken as open without asking
+/// the socket: servers keep idle connections for seconds at least, and the
+/// check costs three system calls per request.
+const TRUST_IDLE: Duration = Duration::from_secs(1);
 
 impl Conn {
     /// Whether an idle connection is still open: the server may have
     /// closed it while it sat in the pool.
     fn still_open(&self) -> bool {
+        if self.idle_since.elapsed() < TRUST_IDLE {
+            return true;
+        }
         let tcp = self.stream.tcp();
         if tcp.set_nonblocking(true).is_err() {
             return false;
@@ -223,6 +242,7 @@ impl Client {
         };
         let (response, reusable) = self.exchange(&mut conn, method, target, headers, body)?;
         if reusable {
+            conn.idle_since = Instant::now();
             let mut idle = self.idle.lock();
             if idle.len() < self.max_idle {
                 idle.push((key, conn));
@@ -257,6 +277,7 @@ impl Client {
         let mut conn = Conn {
             stream: Stream::Plain(tcp),
             rbuf: Vec::new(),
+            idle_since: Instant::now(),
         };
         if !target.https {
             return Ok(conn);
@@ -321,54 +342,73 @@ impl Client {
         body: ReqBody<'_>,
     ) -> Result<(Response, bool), HttpError> {
         let plain_proxy = self.proxy.is_some() && !target.https;
-        let sent = SEND_BUF.with(|cell| -> Result<(), HttpError> {
-            let mut buf = cell.borrow_mut();
-            buf.clear();
-            buf.reserve(WRITE_CHUNK + 2048);
-            buf.extend_from_slice(method.as_bytes());
-            buf.push(b' ');
-            if plain_proxy {
-                // A plain proxy takes the absolute form.
-                buf.extend_from_slice(b"http://");
-                buf.extend_from_slice(target.authority.as_bytes());
+        let mut head = Vec::with_capacity(512 + 64 * headers.len());
+        head.extend_from_slice(method.as_bytes());
+        head.push(b' ');
+        if plain_proxy {
+            // A plain proxy takes the absolute form.
+            head.extend_from_slice(b"http://");
+            head.extend_from_slice(target.authority.as_bytes());
+        }
+        head.extend_from_slice(target.path_and_query.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        head.extend_from_slice(target.authority.as_bytes());
+        head.extend_from_slice(b"\r\nuser-agent: ");
+        head.extend_from_slice(self.user_agent.as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("host") {
+                continue;
             }
-            buf.extend_from_slice(target.path_and_query.as_bytes());
-            buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-            buf.extend_from_slice(target.authority.as_bytes());
-            buf.extend_from_slice(b"\r\nuser-agent: ");
-            buf.extend_from_slice(self.user_agent.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-            for (k, v) in headers {
-                if k.eq_ignore_ascii_case("host") {
-                    continue;
+            head.extend_from_slice(k.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        let len = match &body {
+            ReqBody::Empty => None,
+            ReqBody::Bytes(b) => Some(b.len() as u64),
+            ReqBody::Reader(_, n) => Some(*n),
+            ReqBody::File { len, .. } => Some(*len),
+        };
+        if let Some(n) = len {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(n.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let sent = match body {
+            ReqBody::Empty => conn.stream.write_all(&head).map_err(io_error),
+            ReqBody::Bytes(b) => {
+                head.extend_from_slice(b);
+                conn.stream.write_all(&head).map_err(io_error)
+            }
+            ReqBody::Reader(reader, total) => {
+                send_streamed(&mut conn.stream, &head, |buf| read_full(reader, buf), total)
+            }
+            ReqBody::File {
+                file,
+                offset,
+                len,
+                pace,
+            } => match &conn.stream {
+                Stream::Plain(tcp) => send_file(tcp, &head, file, offset, len, pace),
+                Stream::Tls(_) => {
+                    let mut at = offset;
+                    send_streamed(
+                        &mut conn.stream,
+                        &head,
+                        |buf| {
+                            pace(buf.len() as u64).map_err(HttpError::Body)?;
+                            pread_full(file, at, buf)?;
+                            at += buf.len() as u64;
+                            Ok(())
+                        },
+                        len,
+                    )
                 }
-                buf.extend_from_slice(k.as_bytes());
-                buf.extend_from_slice(b": ");
-                buf.extend_from_slice(v.as_bytes());
-                buf.extend_from_slice(b"\r\n");
-            }
-            let len = match &body {
-                ReqBody::Empty => None,
-                ReqBody::Bytes(b) => Some(b.len() as u64),
-                ReqBody::Reader(_, n) => Some(*n),
-            };
-            if let Some(n) = len {
-                buf.extend_from_slice(b"content-length: ");
-                buf.extend_from_slice(n.to_string().as_bytes());
-                buf.extend_from_slice(b"\r\n");
-            }
-            buf.extend_from_slice(b"\r\n");
-            match body {
-                ReqBody::Empty => conn.stream.write_all(&buf).map_err(io_error),
-                ReqBody::Bytes(b) => {
-                    buf.extend_from_slice(b);
-                    conn.stream.write_all(&buf).map_err(io_error)
-                }
-                ReqBody::Reader(reader, total) => {
-                    send_streamed(&mut conn.stream, &mut buf, reader, total)
-                }
-            }
-        });
+            },
+        };
         match sent.and_then(|_| conn.stream.flush().map_err(io_error)) {
             Ok(()) => {}
             // A server may answer (403, 404) and close before taking the
@@ -433,41 +473,135 @@ fn read_answer(conn: &mut Conn, method: &str) -> Result<(Response, bool), HttpEr
     ))
 }
 
-/// Sends the head (already in `buf`) and a streamed body: each piece of
-/// body is read straight into the send buffer and written with one call;
-/// the first piece shares its write with the head.
+/// Sends the head and a body produced piece by piece: `fill(buf)` fills
+/// the send buffer with the next piece (the reader writes straight into
+/// it), which then goes out in one write; the first piece shares its write
+/// with the head.
 fn send_streamed(
     stream: &mut Stream,
-    buf: &mut Vec<u8>,
-    reader: &mut dyn Read,
+    head: &[u8],
+    mut fill: impl FnMut(&mut [u8]) -> Result<(), HttpError>,
     total: u64,
 ) -> Result<(), HttpError> {
-    let mut sent = 0u64;
-    loop {
-        let head = buf.len();
-        let want = ((total - sent) as usize).min(WRITE_CHUNK);
-        buf.resize(head + want, 0);
-        let mut filled = 0;
-        while filled < want {
-            match reader.read(&mut buf[head + filled..head + want]) {
-                Ok(0) => {
-                    return Err(HttpError::Body(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the body ended before its Content-Length",
-                    )))
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(HttpError::Body(e)),
+    SEND_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        // Zeroed once per thread, then reused: no memset per piece.
+        if buf.len() < head.len() + WRITE_CHUNK {
+            buf.resize(head.len() + WRITE_CHUNK, 0);
+        }
+        buf[..head.len()].copy_from_slice(head);
+        let mut start = head.len();
+        let mut sent = 0u64;
+        loop {
+            let want = ((total - sent) as usize).min(WRITE_CHUNK);
+            fill(&mut buf[start..start + want])?;
+            stream.write_all(&buf[..start + want]).map_err(io_error)?;
+            sent += want as u64;
+            start = 0;
+            if sent == total {
+                return Ok(());
             }
         }
-        stream.write_all(&buf[..head + want]).map_err(io_error)?;
-        sent += want as u64;
-        buf.clear();
-        if sent == total {
-            return Ok(());
+    })
+}
+
+/// Fills `buf` from a reader; an early end is an error.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<(), HttpError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Err(HttpError::Body(body_ended())),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HttpError::Body(e)),
         }
     }
+    Ok(())
+}
+
+fn body_ended() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the body ended before its Content-Length (the file shrank?)",
+    )
+}
+
+/// Fills `buf` from `file` at `offset`.
+fn pread_full(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(), HttpError> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => return Err(HttpError::Body(body_ended())),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HttpError::Body(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Sends the head, then the file range with sendfile(2): the kernel moves
+/// page-cache pages to the socket, with no copy through user space.
+fn send_file(
+    tcp: &TcpStream,
+    head: &[u8],
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    pace: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> Result<(), HttpError> {
+    use std::os::unix::io::AsRawFd;
+    // MSG_MORE: the head waits to leave with the first pages of the file.
+    let mut written = 0;
+    while written < head.len() {
+        // SAFETY: the slice is valid for its length during the call.
+        let n = unsafe {
+            libc::send(
+                tcp.as_raw_fd(),
+                head[written..].as_ptr().cast(),
+                head.len() - written,
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io_error(e));
+        }
+        written += n as usize;
+    }
+    let mut off = offset as libc::off_t;
+    let end = offset + len;
+    while (off as u64) < end {
+        let piece = ((end - off as u64) as usize).min(WRITE_CHUNK);
+        pace(piece as u64).map_err(HttpError::Body)?;
+        let mut left = piece;
+        while left > 0 {
+            // SAFETY: both descriptors are open for the duration of the
+            // call; `off` is ours and the kernel advances it.
+            let n = unsafe { libc::sendfile(tcp.as_raw_fd(), file.as_raw_fd(), &mut off, left) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(match e.raw_os_error() {
+                    // The socket's side: the connection, or its idle timeout.
+                    Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::EAGAIN) => io_error(e),
+                    // The file's side.
+                    _ => HttpError::Body(e),
+                });
+            }
+            if n == 0 {
+                return Err(HttpError::Body(body_ended()));
+            }
+            left -= n as usize;
+        }
+    }
+    Ok(())
 }
 
 /// Reads more bytes into the connection's buffer; EOF is an error.

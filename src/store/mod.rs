@@ -194,6 +194,20 @@ pub enum Body<'a> {
     Bytes(&'a [u8]),
     /// `len` bytes streamed from `reader`; `Content-Length` is `len`.
     Reader(&'a mut dyn Read, u64),
+    /// `len` bytes of `file` from `offset`, sent by the kernel (sendfile)
+    /// over plain http, read and written over https. `pace(n)` runs before
+    /// each piece of `n` bytes: it may wait (a rate limit) or refuse (an
+    /// error, such as a cancel).
+    File {
+        /// The open file.
+        file: &'a std::fs::File,
+        /// Where the range starts.
+        offset: u64,
+        /// How many bytes; `Content-Length`.
+        len: u64,
+        /// Called before each piece.
+        pace: &'a mut dyn FnMut(u64) -> std::io::Result<()>,
+    },
 }
 
 /// One answer: status, the headers we use, and the whole body.
@@ -754,6 +768,17 @@ impl Store {
             Body::Empty => http::ReqBody::Empty,
             Body::Bytes(b) => http::ReqBody::Bytes(b),
             Body::Reader(r, n) => http::ReqBody::Reader(r, n),
+            Body::File {
+                file,
+                offset,
+                len,
+                pace,
+            } => http::ReqBody::File {
+                file,
+                offset,
+                len,
+                pace,
+            },
         };
         let context = |e: Error| {
             let e = e
