@@ -126,7 +126,10 @@ impl Default for Config {
             addressing: Addressing::Path,
             workers: 16,
             part_size: 16 * 1024 * 1024,
-            multipart_threshold: 16 * 1024 * 1024,
+            // Measured (bench/RESULTS.md): a file of a few dozen MiB costs
+            // the server half as much as one PUT as in parts, and a batch
+            // keeps every worker busy across files anyway.
+            multipart_threshold: 64 * 1024 * 1024,
             retries: 5,
             stall_timeout: Duration::from_secs(60),
             deadline: None,
@@ -158,7 +161,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("addressing", "path", "path | virtual (OBS and OSS need virtual)"),
     ("workers", "16", "parts in flight at once (threads of the pool)"),
     ("part_size", "16MiB", "multipart part size, 5MiB..5GiB; grown to stay within 10,000 parts"),
-    ("multipart_threshold", "16MiB", "files of this size or more upload in parts"),
+    ("multipart_threshold", "64MiB", "files of this size or more upload in parts"),
     ("retries", "5", "attempts per request before its error is fatal"),
     ("stall_timeout_ms", "60000", "fail the job when no bytes or parts are acknowledged for this long"),
     ("deadline_ms", "0", "fail the job when it runs longer than this (0: no deadline)"),

@@ -339,7 +339,7 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
             bytes_per_sec: MIB as u64,
         },
     ));
-    // Parts of 16 MiB (the default), more than loopback socket buffers
+    // Parts of 16 MiB (the default part size), more than loopback socket buffers
     // hold: a part the client abandons can never arrive whole. (A smaller
     // one could sit complete in the buffers and, forwarded by the proxy
     // after the abort, be stored by s3s-fs as a stray part.)
@@ -355,7 +355,7 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
     );
     let mut args: Vec<String> = vec!["upload".into(), dir.path().to_string_lossy().into()];
     args.extend(dest(&server, &proxy.endpoint()));
-    args.extend(["--workers", "4"].map(String::from));
+    args.extend(["--workers", "4", "--multipart-threshold", "16MiB"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let child = batchput(&args).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
