@@ -887,6 +887,7 @@ impl<'a> Coordinator<'a> {
                 // A part whose body was already on the wire can land after
                 // its upload's abort and the check that followed. Once
                 // every request has ended, look again.
+                // `handle` must see the job as ending while it drains.
                 self.ending = ending;
                 self.drain_in_flight();
                 let ending_back = self.ending.take();
@@ -908,8 +909,16 @@ impl<'a> Coordinator<'a> {
     fn drain_in_flight(&mut self) {
         let until = Instant::now() + self.engine.cfg.request_timeout + Duration::from_secs(2);
         while self.in_flight > 0 && Instant::now() < until {
-            if let Ok(msg) = self.rx.recv_timeout(TICK) {
-                self.handle(msg);
+            match self.rx.recv_timeout(TICK) {
+                // Their uploads are aborted: a failure now is a
+                // consequence of the end, not a cause to report.
+                Ok(Msg::Failed { file, part, .. }) => self.handle(Msg::Failed {
+                    file,
+                    part,
+                    error: Error::new(ErrorKind::Stopped, "cut off by the end of the job"),
+                }),
+                Ok(msg) => self.handle(msg),
+                Err(_) => {}
             }
         }
     }
