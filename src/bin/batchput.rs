@@ -431,16 +431,24 @@ fn collect(paths: &[PathBuf], prefix: &str) -> Result<Batch, String> {
     Ok(batch)
 }
 
+/// The configuration, the uploader and where it writes, for `command`; a
+/// bad option is a usage error.
+fn open(
+    command: &str,
+    store: &StoreArgs,
+    tuning: &TuningArgs,
+) -> Result<(Uploader, Destination), ExitCode> {
+    let cfg = build_config(store, Some(tuning)).map_err(|m| usage_error(command, &m))?;
+    let up = uploader(command, cfg)?;
+    let dest = destination(store, &up);
+    Ok((up, dest))
+}
+
 fn upload(args: UploadArgs) -> ExitCode {
-    let cfg = match build_config(&args.store, Some(&args.tuning)) {
-        Ok(c) => c,
-        Err(m) => return usage_error("upload", &m),
-    };
-    let up = match uploader("upload", cfg) {
-        Ok(u) => u,
+    let (up, dest) = match open("upload", &args.store, &args.tuning) {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
-    let dest = destination(&args.store, &up);
     let mut batch = match collect(&args.paths, &args.prefix) {
         Ok(b) => b,
         Err(m) => return failure(&m, None),
@@ -458,15 +466,10 @@ fn upload(args: UploadArgs) -> ExitCode {
 }
 
 fn resume(args: ResumeArgs) -> ExitCode {
-    let cfg = match build_config(&args.store, Some(&args.tuning)) {
-        Ok(c) => c,
-        Err(m) => return usage_error("resume", &m),
-    };
-    let up = match uploader("resume", cfg) {
-        Ok(u) => u,
+    let (up, dest) = match open("resume", &args.store, &args.tuning) {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
-    let dest = destination(&args.store, &up);
     ui::catch_interrupts();
     let job = match up.resume(&args.journal) {
         Ok(j) => j,

@@ -245,13 +245,13 @@ fn send_data(
                     path: &task.path,
                     offset: *offset,
                     remaining: *len,
-                    md5: Some(Md5::new()),
+                    md5: Md5::new(),
                     ctx,
                     failure: None,
                 };
                 let result = send(Body::Reader(&mut body, *len), checksum);
-                let md5 = body.md5.take().map(|h| h.finalize().into());
-                (result, md5, body.failure.take())
+                let failure = body.failure.take();
+                (result, Some(body.md5.finalize().into()), failure)
             } else {
                 // Nothing to hash while sending: the kernel sends the pages.
                 let mut pace = |n: u64| -> std::io::Result<()> {
@@ -318,7 +318,7 @@ struct PartBody<'a> {
     path: &'a Path,
     offset: u64,
     remaining: u64,
-    md5: Option<Md5>,
+    md5: Md5,
     ctx: &'a JobContext,
     /// Why reading failed, when the cause is local (not the network).
     failure: Option<Error>,
@@ -343,9 +343,7 @@ impl Read for PartBody<'_> {
             self.failure = Some(e);
             return Err(std::io::Error::other(msg));
         }
-        if let Some(h) = &mut self.md5 {
-            h.update(&out[..n]);
-        }
+        self.md5.update(&out[..n]);
         self.offset += n as u64;
         self.remaining -= n as u64;
         self.ctx.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
