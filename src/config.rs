@@ -739,9 +739,43 @@ mod tests {
         assert_eq!(c.rate_limit, 100 << 20);
         assert_eq!(c.deadline, Some(Duration::from_secs(600)));
         assert_eq!(c.metadata, vec![("owner".into(), "mts".into())]);
-        // Every key that `set` accepts is documented in OPTIONS.
+    }
+
+    #[test]
+    fn every_documented_option_is_accepted() {
+        // One valid value per documented key: a key listed in OPTIONS that
+        // `set` refuses, or one with no sample here, fails the test.
+        let sample = |key: &str| match key {
+            "endpoint" => "http://127.0.0.1:9000",
+            "addressing" => "virtual",
+            "bucket" => "my-bucket",
+            "part_size" | "multipart_threshold" | "rate_limit" => "8MiB",
+            "integrity" => "none",
+            "acl" => "private",
+            "region" | "access_key" | "secret_key" | "session_token" | "content_type"
+            | "storage_class" | "ca_file" | "meta.NAME" => "x",
+            "proxy" => "http://127.0.0.1:3128",
+            k if k.ends_with("_ms")
+                || k.starts_with("max_")
+                || k == "workers"
+                || k == "retries" =>
+            {
+                "5"
+            }
+            other => panic!("no sample value for documented option '{other}'"),
+        };
         for (key, _, _) in OPTIONS {
-            assert!(!key.is_empty());
+            let mut c = Config::new();
+            let key = if *key == "meta.NAME" {
+                "meta.name"
+            } else {
+                key
+            };
+            c.set(
+                key,
+                sample(if key == "meta.name" { "meta.NAME" } else { key }),
+            )
+            .unwrap_or_else(|e| panic!("documented option '{key}' is refused: {e}"));
         }
     }
 

@@ -177,7 +177,7 @@ fn upload_keys_a_tree_by_relative_path_whatever_the_names() {
         got == pattern(4321, 9),
         "a file given directly is keyed by its name"
     );
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -383,11 +383,7 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
         "stopping took {took:?}: in-flight parts should be cut"
     );
     assert!(proxy.count(|e| e.is_abort()) >= 1, "uploads were aborted");
-    assert!(
-        server.open_uploads().is_empty(),
-        "open uploads left: {:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -619,11 +615,7 @@ fn a_killed_upload_continues_with_resume() {
         let got = store.get_object(&format!("r/{rel}")).unwrap();
         assert!(got == *data, "bytes of 'r/{rel}' differ");
     }
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]

@@ -10,6 +10,15 @@ use batchput::{Batch, Config, ErrorKind, FileState, Integrity, JobState, Uploade
 use crate::support::proxy::{peak_in_flight, Action, Match, Proxy, Rule};
 use crate::support::{self, finish, make_files, md5_hex, multipart_etag, pattern, Kind, MIB};
 
+/// A batch of (path, key) pairs.
+fn batch_of<K: AsRef<str>>(files: &[(&std::path::PathBuf, K)]) -> Batch {
+    let mut b = Batch::new();
+    for (path, key) in files {
+        b.add(*path, key.as_ref());
+    }
+    b
+}
+
 fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
     list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
@@ -48,7 +57,7 @@ fn every_part_of_every_file_is_in_flight_at_once() {
     assert_eq!(log.iter().filter(|e| e.is_upload_part()).count(), 50);
     assert_eq!(peak_in_flight(&log, |e| e.is_upload_part()), 50);
     files.verify_all(&server.store());
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -119,11 +128,7 @@ fn sizes_at_the_edges_round_trip() {
             assert_eq!(reports[i].etag.as_deref(), Some(expected.as_str()), "{key}");
             assert_eq!(reports[i].bytes_done, *len as u64);
         }
-        assert!(
-            server.open_uploads().is_empty(),
-            "{:?}",
-            server.open_uploads()
-        );
+        server.assert_no_open_uploads();
     }
 }
 
@@ -239,11 +244,7 @@ fn a_part_failing_every_attempt_fails_the_job_and_cleans_up() {
             proxy.count(|x| x.key() == "ff/later-199") == 0,
             "nothing of a never-started file was sent"
         );
-        assert!(
-            server.open_uploads().is_empty(),
-            "{:?}",
-            server.open_uploads()
-        );
+        server.assert_no_open_uploads();
         assert!(proxy.count(|x| x.is_abort()) >= 1);
     }
 }
@@ -294,11 +295,7 @@ fn stop_during_a_big_upload_aborts_every_upload() {
             }
         }
         assert!(job.files().iter().any(|r| r.state == FileState::Aborted));
-        assert!(
-            server.open_uploads().is_empty(),
-            "{:?}",
-            server.open_uploads()
-        );
+        server.assert_no_open_uploads();
         job.stop(); // on a finished job: nothing happens
         assert_eq!(job.state(), JobState::Stopped);
     }
@@ -324,7 +321,7 @@ fn a_black_hole_fails_the_job_after_the_stall_timeout() {
         assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
         assert!(e.to_string().contains("stall"), "{e}");
         assert!(t.elapsed() >= Duration::from_millis(1000));
-        assert!(server.open_uploads().is_empty());
+        server.assert_no_open_uploads();
         files.assert_absent(&server.store(), 0);
         files.assert_absent(&server.store(), 1);
     }
@@ -352,7 +349,7 @@ fn a_deadline_fails_the_job_with_a_timeout() {
     let e = p.error.unwrap();
     assert_eq!(e.kind(), ErrorKind::Timeout);
     assert!(e.to_string().contains("deadline"), "{e}");
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -535,11 +532,7 @@ fn a_file_that_changes_while_uploading_fails_and_is_aborted() {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         assert!(e.to_string().contains("changed while uploading"), "{e}");
         assert_eq!(job.files()[0].state, FileState::Failed);
-        assert!(
-            server.open_uploads().is_empty(),
-            "{:?}",
-            server.open_uploads()
-        );
+        server.assert_no_open_uploads();
         files.assert_absent(&server.store(), 0);
     }
 }
@@ -595,56 +588,32 @@ fn bad_input_fails_before_anything_is_sent() {
         let cases: Vec<(Batch, ErrorKind, &str)> = vec![
             (Batch::new(), ErrorKind::InvalidInput, "empty"),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&missing, "k");
-                    b
-                },
+                batch_of(&[(&missing, "k")]),
                 ErrorKind::LocalIo,
                 "does-not-exist: no such file",
             ),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&dir, "k");
-                    b
-                },
+                batch_of(&[(&dir, "k")]),
                 ErrorKind::InvalidInput,
                 "is a directory",
             ),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&good, "same").add(&other, "same");
-                    b
-                },
+                batch_of(&[(&good, "same"), (&other, "same")]),
                 ErrorKind::InvalidInput,
                 "duplicate key 'same'",
             ),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&good, "k".repeat(1025));
-                    b
-                },
+                batch_of(&[(&good, "k".repeat(1025))]),
                 ErrorKind::InvalidInput,
                 "1025 bytes",
             ),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&good, "");
-                    b
-                },
+                batch_of(&[(&good, "")]),
                 ErrorKind::InvalidInput,
                 "must not be empty",
             ),
             (
-                {
-                    let mut b = Batch::new();
-                    b.add(&good, "a/../b");
-                    b
-                },
+                batch_of(&[(&good, "a/../b")]),
                 ErrorKind::InvalidInput,
                 "'..'",
             ),
@@ -707,11 +676,7 @@ fn dropping_the_uploader_stops_its_jobs_and_cleans_up() {
         .files()
         .iter()
         .all(|r| r.state == FileState::NotStarted));
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]

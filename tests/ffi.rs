@@ -299,11 +299,7 @@ fn verify_caller_uploads(server: &Server, workdir: &Path, lang: &str) {
             "{key} exists after stop"
         );
     }
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 // ------------------------------------------------------------- header
@@ -1010,11 +1006,7 @@ fn assert_nothing_left(server: &Server, files: &support::Files) {
     for i in 0..files.items.len() {
         files.assert_absent(&store, i);
     }
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -1175,11 +1167,7 @@ fn pause_keeps_uploads_and_resume_finishes_them() {
         bp_uploader_free(up);
     }
     files.verify_all(&server.store());
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -1270,7 +1258,7 @@ fn c_upload_example_uploads_and_reports() {
         so.contains(&md5_hex(&pattern(4000, files.items[1].3))),
         "{so}"
     );
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 }
 
 #[test]

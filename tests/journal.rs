@@ -209,11 +209,7 @@ fn kill_during_part_uploads_then_resume_in_a_new_process() {
         let state = run_child(&server, &proxy.endpoint(), "resume", &files, &journal);
         assert_eq!(state, "Succeeded", "{:?}", server.kind);
         files.verify_all(&server.store());
-        assert!(
-            server.open_uploads().is_empty(),
-            "{:?}",
-            server.open_uploads()
-        );
+        server.assert_no_open_uploads();
         // A part answered just before the kill may not have reached the
         // journal; moto and Garage list part ETags, so resume proves it is
         // ours and keeps it. s3s-fs lists none: such a part is sent again, while
@@ -261,11 +257,7 @@ fn kill_between_the_last_part_and_complete_then_resume() {
             );
             assert_no_part_resent(&before, &after);
             files.verify_all(&server.store());
-            assert!(
-                server.open_uploads().is_empty(),
-                "{:?}",
-                server.open_uploads()
-            );
+            server.assert_no_open_uploads();
         }
     }
 }
@@ -299,11 +291,7 @@ fn kill_during_creation_of_uploads_leaves_no_orphan() {
     let state = run_child(&server, &proxy.endpoint(), "resume", &files, &journal);
     assert_eq!(state, "Succeeded");
     files.verify_all(&server.store());
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -351,7 +339,7 @@ fn pause_then_resume_in_the_same_process() {
     assert_eq!(p.bytes_done, p.bytes_total);
     assert_no_part_resent(&before, &proxy.log());
     files.verify_all(&server.store());
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 
     // Everything is done now: resuming again succeeds at once, sending nothing.
     proxy.reset_log();
@@ -378,7 +366,7 @@ fn pause_in_one_process_and_resume_in_another() {
     assert_eq!(finish(&job, 60).state, JobState::Succeeded);
     assert_no_part_resent(&before, &proxy.log());
     files.verify_all(&server.store());
-    assert!(server.open_uploads().is_empty());
+    server.assert_no_open_uploads();
 }
 
 #[test]
@@ -418,11 +406,7 @@ fn a_file_modified_while_paused_is_uploaded_again_whole() {
         .iter()
         .all(|e| !e.is_upload_part()
             || e.query_param("uploadId").as_deref() != Some(old_id.as_str())));
-    assert!(
-        server.open_uploads().is_empty(),
-        "{:?}",
-        server.open_uploads()
-    );
+    server.assert_no_open_uploads();
     // ...or it fails clearly if the new size cannot be planned in the old
     // parts; either way the object never mixes old and new bytes.
     match p.state {

@@ -115,6 +115,17 @@ impl Server {
         }
     }
 
+    /// Fails the test, listing them, if any multipart upload or stray part
+    /// is left on the server: what a user is billed for.
+    pub fn assert_no_open_uploads(&self) {
+        let open = self.open_uploads();
+        assert!(
+            open.is_empty(),
+            "{:?}: uploads left open: {open:?}",
+            self.kind
+        );
+    }
+
     /// Whether the server implements ListMultipartUploads (s3s-fs does not).
     pub fn lists_uploads(&self) -> bool {
         self.kind != Kind::S3s
