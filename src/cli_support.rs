@@ -77,6 +77,8 @@ pub fn file_state_name(s: FileState) -> &'static str {
         FileState::Failed => "failed",
         FileState::Aborted => "aborted",
         FileState::Paused => "paused",
+        FileState::AbortFailed => "abort_failed",
+        FileState::Unknown => "unknown",
     }
 }
 
@@ -441,6 +443,8 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str) -> String {
         (FileState::Failed, "failed"),
         (FileState::Aborted, "aborted"),
         (FileState::Paused, "paused (kept for resume)"),
+        (FileState::AbortFailed, "NOT aborted (upload still open on the server)"),
+        (FileState::Unknown, "unknown (the server could not be asked)"),
         (FileState::NotStarted, "not started"),
         (FileState::Running, "still running"),
     ] {

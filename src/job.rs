@@ -56,6 +56,15 @@ pub enum FileState {
     /// Started, then paused: its upload id and finished parts are kept in
     /// the journal for resume.
     Paused,
+    /// Started, then cut off by the job's end, and its multipart upload
+    /// could not be aborted within the cleanup budget: the upload (see
+    /// [`FileReport::upload_id`]) is still open on the server and billed
+    /// until `cleanup` or a resume of the journal aborts it.
+    AbortFailed,
+    /// Cut off while the server may have been acting on it (a PutObject or
+    /// CompleteMultipartUpload without an answer), and the server could not
+    /// be asked afterwards: the object may or may not exist.
+    Unknown,
 }
 
 /// A snapshot of a job's progress. Bytes count only what the server
@@ -78,6 +87,10 @@ pub struct Progress {
     pub bytes_total: u64,
     /// Bytes acknowledged by the server.
     pub bytes_done: u64,
+    /// Bytes written to the network, acknowledged or not: runs ahead of
+    /// `bytes_done` while parts are on the wire, and is rolled back when a
+    /// part is retried.
+    pub bytes_sent: u64,
     /// Current speed, bytes per second, smoothed over the last seconds.
     pub speed_bps: f64,
     /// Average speed since the job started running.
@@ -201,6 +214,7 @@ impl JobShared {
                     parts_done: 0,
                     bytes_total,
                     bytes_done: 0,
+                    bytes_sent: 0,
                     speed_bps: 0.0,
                     avg_speed_bps: 0.0,
                     peak_speed_bps: 0.0,
