@@ -573,6 +573,10 @@ fn send_file(
         }
         written += n as usize;
     }
+    // sendfile cannot take MSG_NOSIGNAL: a peer that closed makes it raise
+    // SIGPIPE, whose default action kills a C host. Blocked here, and a
+    // SIGPIPE raised meanwhile is consumed before the mask is restored.
+    let _sigpipe = SigpipeBlocked::new();
     let mut off = offset as libc::off_t;
     let end = offset + len;
     while (off as u64) < end {
@@ -602,6 +606,56 @@ fn send_file(
         }
     }
     Ok(())
+}
+
+/// SIGPIPE blocked in the calling thread for the guard's life, as libcurl
+/// does around writes that cannot say MSG_NOSIGNAL. On drop, a SIGPIPE that
+/// became pending meanwhile is consumed (unless one was pending before: that
+/// one is not ours), then the thread's signal mask is restored.
+struct SigpipeBlocked {
+    old_mask: libc::sigset_t,
+    pending_before: bool,
+}
+
+impl SigpipeBlocked {
+    fn new() -> SigpipeBlocked {
+        // SAFETY: plain signal-set manipulation on values we own; the
+        // calls only read and write these sets and this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            let mut old_mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut pending);
+            SigpipeBlocked {
+                old_mask,
+                pending_before: libc::sigismember(&pending, libc::SIGPIPE) == 1,
+            }
+        }
+    }
+}
+
+impl Drop for SigpipeBlocked {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; the zero timeout makes sigtimedwait a poll.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            if !self.pending_before {
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
+            }
+            if libc::sigismember(&self.old_mask, libc::SIGPIPE) == 0 {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
+            }
+        }
+    }
 }
 
 /// Reads more bytes into the connection's buffer; EOF is an error.
