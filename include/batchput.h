@@ -177,6 +177,18 @@ typedef enum bp_file_state {
      journal for bp_resume.
      */
     BP_FILE_PAUSED = 5,
+    /*
+     Started, then cut off, and its multipart upload could not be aborted
+     within the cleanup budget: the upload is still open on the server
+     (its id is in bp_job_last_error and the journal); bp_cleanup or
+     bp_resume will find it.
+     */
+    BP_FILE_ABORT_FAILED = 6,
+    /*
+     Cut off while the server may have been acting on it, and the server
+     could not be asked afterwards: the object may or may not exist.
+     */
+    BP_FILE_UNKNOWN = 7,
 } bp_file_state;
 
 /*

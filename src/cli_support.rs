@@ -443,8 +443,14 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str) -> String {
         (FileState::Failed, "failed"),
         (FileState::Aborted, "aborted"),
         (FileState::Paused, "paused (kept for resume)"),
-        (FileState::AbortFailed, "NOT aborted (upload still open on the server)"),
-        (FileState::Unknown, "unknown (the server could not be asked)"),
+        (
+            FileState::AbortFailed,
+            "NOT aborted (upload still open on the server)",
+        ),
+        (
+            FileState::Unknown,
+            "unknown (the server could not be asked)",
+        ),
         (FileState::NotStarted, "not started"),
         (FileState::Running, "still running"),
     ] {

@@ -85,6 +85,7 @@ pub struct Config {
     pub(crate) deadline: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) cleanup_timeout: Duration,
     pub(crate) max_open_files: Option<usize>,
     pub(crate) max_pending_uploads: usize,
     pub(crate) rate_limit: u64,
@@ -135,6 +136,7 @@ impl Default for Config {
             deadline: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            cleanup_timeout: Duration::from_secs(30),
             max_open_files: None,
             max_pending_uploads: 64,
             rate_limit: 0,
@@ -167,6 +169,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("deadline_ms", "0", "fail the job when it runs longer than this (0: no deadline)"),
     ("connect_timeout_ms", "10000", "TCP/TLS connect timeout per request"),
     ("request_timeout_ms", "30000", "idle timeout of one request: longest wait for a read or write"),
+    ("cleanup_timeout_ms", "30000", "budget for aborting a failed or stopped job's open uploads; what it cannot abort in time is reported by upload id"),
     ("max_open_files", "from RLIMIT_NOFILE", "most source files open at once"),
     ("max_pending_uploads", "64", "most multipart uploads initiated and not yet completed (OBS stops answering past ~100)"),
     ("rate_limit", "0", "bytes per second for the whole uploader, e.g. 100MiB (0: unlimited)"),
@@ -267,6 +270,14 @@ impl Config {
     /// Idle timeout of each request (longest wait for one read or write).
     pub fn request_timeout(mut self, timeout: Duration) -> Config {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How long cleanup after a failure or stop may take in all (aborts and
+    /// their checks, retries included). Uploads it cannot abort in time are
+    /// reported by id ([`FileState::AbortFailed`](crate::FileState::AbortFailed)).
+    pub fn cleanup_timeout(mut self, timeout: Duration) -> Config {
+        self.cleanup_timeout = timeout;
         self
     }
 
@@ -371,6 +382,9 @@ impl Config {
             "request_timeout_ms" => {
                 self.request_timeout = parse_millis(value).map_err(|w| bad(&w))?
             }
+            "cleanup_timeout_ms" => {
+                self.cleanup_timeout = parse_millis(value).map_err(|w| bad(&w))?
+            }
             "max_open_files" => {
                 self.max_open_files = Some(parse_count(value).map_err(|w| bad(&w))? as usize)
             }
@@ -426,6 +440,7 @@ impl Config {
             "stall_timeout_ms",
             "connect_timeout_ms",
             "request_timeout_ms",
+            "cleanup_timeout_ms",
             "max_open_files",
             "max_pending_uploads",
             "acl",
@@ -446,6 +461,18 @@ impl Config {
         }
         if self.bucket.is_empty() {
             return Err(Error::config("option 'bucket': not set"));
+        }
+        if self.addressing == Addressing::Virtual {
+            for url in &self.endpoints {
+                if crate::store::Endpoint::parse(url)?.host_is_ip() {
+                    return Err(Error::config(format!(
+                        "option 'addressing': virtual-hosted addressing puts the bucket in the \
+                         host name ({}.HOST), which the IP address of endpoint '{url}' cannot \
+                         carry: use path addressing, or a DNS name (such as localhost)",
+                        self.bucket
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -494,6 +521,9 @@ impl Config {
                 return fail("must be more than 0".into());
             }
             "request_timeout_ms" if self.request_timeout.is_zero() => {
+                return fail("must be more than 0".into());
+            }
+            "cleanup_timeout_ms" if self.cleanup_timeout.is_zero() => {
                 return fail("must be more than 0".into());
             }
             "max_open_files" if self.max_open_files == Some(0) => {
@@ -704,7 +734,10 @@ mod tests {
     fn set_accepts_every_documented_key() {
         let mut c = Config::new();
         for (key, value) in [
-            ("endpoint", "http://127.0.0.1:9000,http://127.0.0.2:9000"),
+            (
+                "endpoint",
+                "http://node1.localhost:9000,http://node2.localhost:9000",
+            ),
             ("region", "eu-west-1"),
             ("bucket", "my-bucket"),
             ("access_key", "AK"),
@@ -719,6 +752,7 @@ mod tests {
             ("deadline_ms", "600000"),
             ("connect_timeout_ms", "2000"),
             ("request_timeout_ms", "20000"),
+            ("cleanup_timeout_ms", "10000"),
             ("max_open_files", "100"),
             ("max_pending_uploads", "90"),
             ("rate_limit", "100MiB"),
@@ -738,7 +772,32 @@ mod tests {
         assert_eq!(c.part_size, 64 << 20);
         assert_eq!(c.rate_limit, 100 << 20);
         assert_eq!(c.deadline, Some(Duration::from_secs(600)));
+        assert_eq!(c.cleanup_timeout, Duration::from_secs(10));
         assert_eq!(c.metadata, vec![("owner".into(), "mts".into())]);
+    }
+
+    #[test]
+    fn virtual_hosted_addressing_refuses_an_ip_endpoint() {
+        let cfg = |endpoint: &str| {
+            Config::new()
+                .endpoint(endpoint)
+                .bucket("photos")
+                .addressing(Addressing::Virtual)
+        };
+        for ip in ["http://127.0.0.1:9000", "https://[::1]:9000"] {
+            let e = cfg(ip).validate().unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("option 'addressing'")
+                    && text.contains(ip)
+                    && text.contains("photos.HOST"),
+                "{text}"
+            );
+        }
+        cfg("http://localhost:9000").validate().unwrap();
+        cfg("https://obs.cn-north-4.myhuaweicloud.com")
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -26,8 +26,11 @@ pub enum ErrorKind {
     FileChanged,
     /// The server answered with an error status (see `status` and `code`).
     Server,
-    /// The connection failed: refused, reset, DNS, TLS, proxy.
+    /// The connection failed: refused, reset, DNS, proxy, a TLS handshake.
     Network,
+    /// The server's TLS certificate is not trusted or not valid for its
+    /// name: retrying cannot help; a CA file (`ca_file`) may.
+    Tls,
     /// A request, the stall timeout or the deadline ran out.
     Timeout,
     /// The data the server acknowledged does not match what was sent.
@@ -69,6 +72,11 @@ struct Inner {
     request_id: Option<String>,
     endpoint: Option<String>,
     attempts: Option<u32>,
+    /// The whole request was sent and no answer came: the server may have
+    /// acted on it.
+    outcome_unknown: bool,
+    /// It failed on a reused idle connection before any answer byte.
+    stale_connection: bool,
 }
 
 impl Error {
@@ -88,6 +96,8 @@ impl Error {
                 request_id: None,
                 endpoint: None,
                 attempts: None,
+                outcome_unknown: false,
+                stale_connection: false,
             }),
         }
     }
@@ -162,6 +172,29 @@ impl Error {
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
         self.inner.attempts = Some(attempts);
         self
+    }
+
+    pub(crate) fn with_outcome_unknown(mut self, unknown: bool) -> Error {
+        self.inner.outcome_unknown = unknown;
+        self
+    }
+
+    pub(crate) fn with_stale_connection(mut self, stale: bool) -> Error {
+        self.inner.stale_connection = stale;
+        self
+    }
+
+    /// Whether the request was sent in full and its answer never came, so
+    /// the server may have acted on it (an object may exist).
+    pub fn outcome_unknown(&self) -> bool {
+        self.inner.outcome_unknown
+    }
+
+    /// Whether it failed on a reused keep-alive connection before any
+    /// answer byte (the server closed it while idle): a retry on a new
+    /// connection is free.
+    pub(crate) fn is_stale_connection(&self) -> bool {
+        self.inner.stale_connection
     }
 
     /// Adds a sentence to the message (what cleanup could not do, say).

@@ -7,7 +7,7 @@
 //! upload and never sees a reference into live state.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -187,6 +187,9 @@ pub(crate) struct JobShared {
     /// Set once by stop/pause or a fatal error: workers check it between
     /// chunks and before each attempt.
     pub cancel: Arc<AtomicBool>,
+    /// Sets `cancel` and shuts down the socket of every request in flight,
+    /// so none of them waits for its server.
+    pub interrupt: Arc<crate::store::interrupt::Interrupt>,
     /// The caller's request, read by the coordinator.
     pub halt: Mutex<Option<Halt>>,
     /// Whether a journal records the job (pause needs one).
@@ -203,6 +206,7 @@ impl JobShared {
         let files = (0..identities.len())
             .map(|_| FileStatus::default())
             .collect();
+        let cancel = Arc::new(AtomicBool::new(false));
         JobShared {
             published: Mutex::new(Published {
                 progress: Progress {
@@ -225,7 +229,8 @@ impl JobShared {
             }),
             identities,
             finished: Condvar::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: cancel.clone(),
+            interrupt: Arc::new(crate::store::interrupt::Interrupt::with_flag(cancel)),
             halt: Mutex::new(None),
             has_journal,
         }
@@ -236,7 +241,8 @@ impl JobShared {
         let mut h = self.halt.lock();
         if h.is_none() && !self.published.lock().progress.state.is_finished() {
             *h = Some(halt);
-            self.cancel.store(true, Ordering::SeqCst);
+            // Cut what is in flight now, not at the coordinator's next tick.
+            self.interrupt.cancel();
         }
     }
 }

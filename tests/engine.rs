@@ -531,7 +531,7 @@ fn a_file_that_changes_while_uploading_fails_and_is_aborted() {
         assert_eq!(e.kind(), ErrorKind::FileChanged, "{e}");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         assert!(e.to_string().contains("changed while uploading"), "{e}");
-        assert_eq!(job.files()[0].state, FileState::Failed);
+        assert_eq!(job.files()[0].state, FileState::Failed, "{e}");
         server.assert_no_open_uploads();
         files.assert_absent(&server.store(), 0);
     }

@@ -90,4 +90,26 @@ pub(crate) enum Msg {
         part: Option<u32>,
         error: Error,
     },
+    /// A request that creates something was sent in full and its answer
+    /// never came (cut off, timed out): the server may have acted on it.
+    /// The coordinator asks the server before it reports the file.
+    Unsettled {
+        file: usize,
+        error: Error,
+        what: Unsettled,
+    },
+}
+
+/// What a request without an answer may have left on the server.
+#[derive(Debug, Clone)]
+pub(crate) enum Unsettled {
+    /// A PutObject: the object may exist. The MD5 of the bytes sent, when
+    /// the integrity mode computed it, tells ours from an older object.
+    Put { md5: Option<[u8; 16]> },
+    /// A CompleteMultipartUpload: the object may exist and the upload be
+    /// gone. The multipart ETag expected, when every part's MD5 is known.
+    Complete { expected_etag: Option<String> },
+    /// A CreateMultipartUpload: an upload whose id we never learned may
+    /// exist under the key.
+    Create,
 }

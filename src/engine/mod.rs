@@ -66,24 +66,15 @@ pub(crate) struct Runner {
 /// Worker tasks hold no `Arc<Engine>`, so once the coordinator is joined the
 /// runner's is the last and the pool drops with it.
 ///
-/// A worker still blocked in an abandoned request (a dead connection that
-/// never answers) would hold the drop up to `request_timeout`, so each
-/// gets [`JOIN_GRACE`]; one still running then is left to end by itself.
+/// The join waits as long as it takes: by then every job has ended, and a
+/// job's end cut off its requests (their sockets shut down), so a worker
+/// still busy is at most finishing a local read.
 struct WorkerThreads(Arc<Mutex<Vec<JoinHandle<()>>>>);
-
-/// How long dropping an uploader waits for a stuck worker thread.
-const JOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for WorkerThreads {
     fn drop(&mut self) {
-        let deadline = std::time::Instant::now() + JOIN_GRACE;
         for t in std::mem::take(&mut *self.0.lock()) {
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 }
@@ -137,9 +128,7 @@ impl Runner {
                     }));
                     if run.is_err() {
                         // A coordinator bug must still end the job visibly.
-                        shared
-                            .cancel
-                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        shared.interrupt.cancel();
                         let mut p = shared.published.lock();
                         p.progress.state = crate::JobState::Failed;
                         p.progress.error = Some(Error::internal("the coordinator panicked"));

@@ -21,10 +21,11 @@ use crossbeam_channel::Sender;
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
-use super::messages::{Msg, Source, Task, Work};
+use super::messages::{Msg, Source, Task, Unsettled, Work};
 use super::rate::{sleep_unless_cancelled, TokenBucket};
 use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::interrupt::{in_scope, Interrupt, Scope};
 use crate::store::{Body, SentChecksum, Store, CANCELLED};
 
 /// Bytes read per pread when a checksum is computed before sending; the
@@ -33,6 +34,19 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// How many times cleanup tries to abort an upload and see it gone.
 const ABORT_ATTEMPTS: u32 = 6;
+
+/// CompleteMultipartUpload's idle timeout grows by this much per part: the
+/// server assembles the object before it answers, which takes minutes for
+/// thousands of parts (S3 streams whitespace meanwhile; some stores send
+/// nothing at all).
+const COMPLETE_WAIT_PER_PART: Duration = Duration::from_millis(250);
+
+/// The idle timeout of a CompleteMultipartUpload of `parts` parts: the
+/// request timeout plus [`COMPLETE_WAIT_PER_PART`] per part (384 parts and
+/// the default 30 s: 126 s; 10,000 parts: 42 minutes).
+pub(crate) fn complete_timeout(request_timeout: Duration, parts: usize) -> Duration {
+    request_timeout + COMPLETE_WAIT_PER_PART * parts.min(10_000) as u32
+}
 
 /// Multipart uploads created and not yet completed, by file index: the
 /// airtight hand-off between workers that create uploads and the
@@ -52,9 +66,18 @@ pub(crate) struct JobContext {
     /// Attempts per request (the `retries` option, at least 1).
     pub attempts: u32,
     pub cancel: Arc<AtomicBool>,
-    /// Bytes handed to the network, acknowledged or not: the stall
-    /// detector's sign of life while a big part is on the wire.
+    /// What every request of the job obeys: the job's interrupt, which a
+    /// stop, pause or failure cancels.
+    pub scope: Scope,
+    /// The request timeout, which CompleteMultipartUpload stretches.
+    pub request_timeout: Duration,
+    /// Bytes written to the network and not taken back: acknowledged ones
+    /// plus those of requests in flight. An attempt that fails subtracts
+    /// what it had sent.
     pub bytes_sent: AtomicU64,
+    /// Bytes ever handed to the network, never decreasing: the stall
+    /// detector's sign of life while a big part is on the wire.
+    pub activity: AtomicU64,
     pub rate: Option<Arc<TokenBucket>>,
     pub tx: Sender<Msg>,
     pub uploads: Mutex<OpenUploads>,
@@ -63,6 +86,12 @@ pub(crate) struct JobContext {
 impl JobContext {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` bytes handed to the network.
+    fn note_sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        self.activity.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -73,7 +102,9 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
         Work::Part { part, .. } => Some(*part),
         _ => None,
     };
-    let msg = match catch_unwind(AssertUnwindSafe(|| execute(ctx, &task))) {
+    let msg = match catch_unwind(AssertUnwindSafe(|| {
+        in_scope(&ctx.scope, || execute(ctx, &task))
+    })) {
         Ok(Ok(msg)) => msg,
         Ok(Err(error)) => Msg::Failed { file, part, error },
         Err(panic) => {
@@ -108,34 +139,34 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
     let file = task.file;
     match &task.work {
         Work::Put => {
-            let (etag, _, _) = send_data(ctx, task, None, |body, checksum| {
+            let mut unsettled = None;
+            let sent = send_data(ctx, task, None, &mut unsettled, |body, checksum| {
                 ctx.store.put_object(key, body, checksum, hint)
-            })?;
-            Ok(Msg::PutDone {
-                file,
-                etag,
-                endpoint: ctx.store.last_endpoint_url(),
-            })
-        }
-        Work::Create => {
-            let upload_id = retrying(ctx, |_| ctx.store.create_multipart_upload(key, hint))?;
-            let mut reg = ctx.uploads.lock();
-            if reg.closed {
-                drop(reg);
-                // Cleanup already ran: nobody else will abort this one.
-                if let Err(e) = abort_and_verify(&ctx.store, key, &upload_id) {
-                    log::error!("{e}");
-                }
-                return Err(stopped());
+            });
+            match (sent, unsettled) {
+                (Ok((etag, _, _)), _) => Ok(Msg::PutDone {
+                    file,
+                    etag,
+                    endpoint: ctx.store.last_endpoint_url(),
+                }),
+                // An attempt went out in full and got no answer: the
+                // object may exist whatever the last attempt said.
+                (Err(error), Some(md5)) => Ok(Msg::Unsettled {
+                    file,
+                    error,
+                    what: Unsettled::Put { md5 },
+                }),
+                (Err(e), None) => Err(e),
             }
-            reg.open.insert(file, (task.key.clone(), upload_id.clone()));
-            Ok(Msg::Created { file, upload_id })
         }
+        Work::Create => create(ctx, task, hint),
         Work::Part { part, upload_id } => {
-            let (etag, md5, crc32c) = send_data(ctx, task, Some(*part), |body, checksum| {
-                ctx.store
-                    .upload_part(key, upload_id, *part, body, checksum, hint)
-            })?;
+            let mut unsettled = None;
+            let (etag, md5, crc32c) =
+                send_data(ctx, task, Some(*part), &mut unsettled, |body, checksum| {
+                    ctx.store
+                        .upload_part(key, upload_id, *part, body, checksum, hint)
+                })?;
             Ok(Msg::PartDone {
                 file,
                 part: *part,
@@ -148,58 +179,218 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
             upload_id,
             parts,
             expected_etag,
-        } => {
-            let etag = retrying(ctx, |attempt| {
-                match ctx
-                    .store
-                    .complete_multipart_upload(key, upload_id, parts, hint)
-                {
-                    // An earlier attempt may have completed it and lost the
-                    // answer: then the object is there with our ETag.
-                    Err(e) if attempt > 1 && e.code() == Some("NoSuchUpload") => {
-                        match ctx.store.head_object(key)? {
-                            Some(obj) if expected_etag.as_deref().is_none_or(|x| x == obj.etag) => {
-                                Ok(obj.etag)
-                            }
-                            _ => Err(e),
-                        }
-                    }
-                    other => other,
-                }
-            })?;
-            let endpoint = ctx.store.last_endpoint_url();
-            ctx.uploads.lock().open.remove(&file);
-            if let Some(expected) = expected_etag {
-                if is_multipart_etag(&etag) && etag != *expected {
-                    // The server assembled other bytes than we sent: the
-                    // object must not pretend to be complete.
-                    let _ = ctx.store.delete_object(key);
-                    return Err(Error::new(
-                        ErrorKind::Integrity,
+        } => complete(ctx, task, upload_id, parts, expected_etag.as_deref(), hint),
+    }
+}
+
+/// CreateMultipartUpload, with retries. An attempt that went out and got
+/// no answer may have created an upload we never learn the id of: once a
+/// later attempt succeeds, uploads of the exact key initiated since are
+/// looked for and aborted (where the store lists uploads).
+fn create(ctx: &JobContext, task: &Task, hint: usize) -> Result<Msg> {
+    let key = &*task.key;
+    let file = task.file;
+    let started = std::time::SystemTime::now();
+    let mut unclear = false;
+    let result = retrying(ctx, |_| {
+        ctx.store
+            .create_multipart_upload(key, hint)
+            .inspect_err(|e| unclear |= e.outcome_unknown())
+    });
+    let upload_id = match result {
+        Ok(id) => id,
+        Err(error) if unclear => {
+            return Ok(Msg::Unsettled {
+                file,
+                error,
+                what: Unsettled::Create,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    if unclear {
+        // Best effort: the warning says where a stray can still be found.
+        let _ = abort_strays(&ctx.store, key, Some(&upload_id), started);
+    }
+    let mut reg = ctx.uploads.lock();
+    if reg.closed {
+        drop(reg);
+        // Cleanup already ran: nobody else will abort this one. The job's
+        // own requests are cut off by now, so this gets a scope of its own.
+        let scope = cleanup_scope(Arc::new(Interrupt::new()), ctx.request_timeout);
+        if let Err(e) = in_scope(&scope, || abort_and_verify(&ctx.store, key, &upload_id)) {
+            log::error!("{e}");
+        }
+        return Err(stopped());
+    }
+    reg.open.insert(file, (task.key.clone(), upload_id.clone()));
+    Ok(Msg::Created { file, upload_id })
+}
+
+/// Aborts the uploads of exactly `key` initiated since `since` (a minute of
+/// clock skew allowed), except `keep`: the ones a CreateMultipartUpload
+/// whose answer was lost may have made. Best effort: a store that cannot
+/// list uploads (OSS, s3s) leaves them to `batchput cleanup`. Returns how
+/// many it aborted.
+pub(crate) fn abort_strays(
+    store: &Store,
+    key: &str,
+    keep: Option<&str>,
+    since: std::time::SystemTime,
+) -> Result<usize> {
+    let since = since - Duration::from_secs(60);
+    let listed = store.list_multipart_uploads(key).inspect_err(|e| {
+        log::warn!(
+            "CreateMultipartUpload of '{key}' got no answer and the uploads of that key cannot be \
+             listed ({e}): if the server made one, `batchput cleanup --prefix '{key}'` will find it"
+        )
+    })?;
+    let mut aborted = 0;
+    for u in listed {
+        let recent = u.initiated.is_none_or(|t| t >= since);
+        if u.key == key && Some(u.upload_id.as_str()) != keep && recent {
+            log::warn!(
+                "aborting upload {} of '{key}', made by a CreateMultipartUpload whose answer was lost",
+                u.upload_id
+            );
+            abort_and_verify(store, key, &u.upload_id)?;
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
+}
+
+/// CompleteMultipartUpload, patiently (its idle timeout grows with the part
+/// count) and idempotently: after an attempt that got no answer, the next
+/// one first looks for the object, and a 403 or 404 for an upload that such
+/// an attempt may have completed is not taken as the server's verdict.
+fn complete(
+    ctx: &JobContext,
+    task: &Task,
+    upload_id: &str,
+    parts: &[crate::store::CompletedPart],
+    expected_etag: Option<&str>,
+    hint: usize,
+) -> Result<Msg> {
+    let key = &*task.key;
+    let file = task.file;
+    let scope = ctx
+        .scope
+        .with_io_timeout(complete_timeout(ctx.request_timeout, parts.len()));
+    let mut unclear = false;
+    let result = retrying(ctx, |_| {
+        if unclear {
+            // The earlier attempt may have completed it and lost the answer.
+            if let Some(etag) = completed_object(&ctx.store, key, parts.len(), expected_etag)? {
+                return Ok(etag);
+            }
+        }
+        match in_scope(&scope, || {
+            ctx.store
+                .complete_multipart_upload(key, upload_id, parts, hint)
+        }) {
+            Err(e) if e.outcome_unknown() => {
+                unclear = true;
+                Err(e)
+            }
+            Err(e) if unclear && matches!(e.status(), Some(403) | Some(404)) => {
+                match completed_object(&ctx.store, key, parts.len(), expected_etag)? {
+                    Some(etag) => Ok(etag),
+                    None => Err(Error::new(
+                        ErrorKind::Server,
                         format!(
-                            "the completed object's ETag {etag} differs from {expected}, \
-                             computed from the parts sent; the object was deleted"
+                            "an earlier attempt got no answer, and now the server answers HTTP {} {} \
+                             for upload {upload_id}: the upload is gone and no object of ours is at the key",
+                            e.status().unwrap_or(0),
+                            e.code().unwrap_or("")
                         ),
                     )
                     .with_operation("CompleteMultipartUpload")
-                    .with_key(key));
+                    .with_key(key)),
                 }
             }
-            Ok(Msg::Completed {
+            other => other,
+        }
+    });
+    let etag = match result {
+        Ok(etag) => etag,
+        Err(error) if unclear => {
+            return Ok(Msg::Unsettled {
                 file,
-                etag,
-                endpoint,
+                error,
+                what: Unsettled::Complete {
+                    expected_etag: expected_etag.map(str::to_string),
+                },
             })
         }
+        Err(e) => return Err(e),
+    };
+    let endpoint = ctx.store.last_endpoint_url();
+    ctx.uploads.lock().open.remove(&file);
+    if let Some(expected) = expected_etag {
+        if is_multipart_etag(&etag) && etag != *expected {
+            // The server assembled other bytes than we sent: the object
+            // must not pretend to be complete.
+            let _ = ctx.store.delete_object(key);
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "the completed object's ETag {etag} differs from {expected}, \
+                     computed from the parts sent; the object was deleted"
+                ),
+            )
+            .with_operation("CompleteMultipartUpload")
+            .with_key(key));
+        }
+    }
+    Ok(Msg::Completed {
+        file,
+        etag,
+        endpoint,
+    })
+}
+
+/// The ETag of the object at `key` if it is the one a CompleteMultipartUpload
+/// of `parts` parts made: its ETag is the one expected, or (when no MD5 was
+/// computed) has the multipart shape with that part count.
+pub(crate) fn completed_object(
+    store: &Store,
+    key: &str,
+    parts: usize,
+    expected_etag: Option<&str>,
+) -> Result<Option<String>> {
+    Ok(store.head_object(key)?.and_then(|obj| {
+        let ours = match expected_etag {
+            Some(x) => obj.etag == x,
+            None => obj.etag.ends_with(&format!("-{parts}")),
+        };
+        ours.then_some(obj.etag)
+    }))
+}
+
+/// The scope cleanup requests run in: their own interrupt (the budget's),
+/// new connections (pooled ones may lead to the server that just failed),
+/// and short timeouts so one hung request cannot eat the budget.
+pub(crate) fn cleanup_scope(interrupt: Arc<Interrupt>, request_timeout: Duration) -> Scope {
+    let short = request_timeout.min(Duration::from_secs(5));
+    Scope {
+        interrupt,
+        io_timeout: Some(short),
+        connect_timeout: Some(short),
+        fresh_connections: true,
     }
 }
 
 /// Sends a byte range with retries. Returns the ETag, the MD5 of the bytes
 /// (when the integrity mode computes it) and the CRC32C (crc32c mode).
+///
+/// `unsettled` becomes `Some(md5 of the bytes, when computed)` when an
+/// attempt went out in full and its answer never came.
 fn send_data(
     ctx: &JobContext,
     task: &Task,
     part: Option<u32>,
+    unsettled: &mut Option<Option<[u8; 16]>>,
     send: impl Fn(Body<'_>, SentChecksum) -> Result<String>,
 ) -> Result<(String, Option<[u8; 16]>, Option<u32>)> {
     let (source, offset, len) = task
@@ -238,6 +429,8 @@ fn send_data(
                 }
                 Integrity::EtagMd5 | Integrity::None => (SentChecksum::None, None, None),
             };
+            // What this attempt sent, taken back from `bytes_sent` if it fails.
+            let sent = std::cell::Cell::new(0u64);
             let (result, streamed_md5, failure) = if ctx.integrity == Integrity::EtagMd5 {
                 // Hashed as it streams: one pread per piece, into the send buffer.
                 let mut body = PartBody {
@@ -247,6 +440,7 @@ fn send_data(
                     remaining: *len,
                     md5: Md5::new(),
                     ctx,
+                    sent: &sent,
                     failure: None,
                 };
                 let result = send(Body::Reader(&mut body, *len), checksum);
@@ -263,7 +457,8 @@ fn send_data(
                             return Err(std::io::Error::other(CANCELLED));
                         }
                     }
-                    ctx.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                    ctx.note_sent(n);
+                    sent.set(sent.get() + n);
                     Ok(())
                 };
                 let body = Body::File {
@@ -282,13 +477,20 @@ fn send_data(
                 };
                 (result, None, failure)
             };
+            if result.is_err() {
+                ctx.bytes_sent.fetch_sub(sent.get(), Ordering::Relaxed);
+            }
             // A local read failure surfaces as a transport error; report
             // the real cause, which no retry can fix.
             if let Some(e) = failure {
                 return Err(local(e));
             }
-            let etag = result?;
             let md5 = pre_md5.or(streamed_md5);
+            let etag = result.inspect_err(|e| {
+                if e.outcome_unknown() {
+                    *unsettled = Some(md5);
+                }
+            })?;
             check_unchanged(source, &task.path).map_err(local)?;
             if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
                 let sent = hex(&md5);
@@ -320,6 +522,8 @@ struct PartBody<'a> {
     remaining: u64,
     md5: Md5,
     ctx: &'a JobContext,
+    /// Bytes this attempt has handed to the network.
+    sent: &'a std::cell::Cell<u64>,
     /// Why reading failed, when the cause is local (not the network).
     failure: Option<Error>,
 }
@@ -346,7 +550,8 @@ impl Read for PartBody<'_> {
         self.md5.update(&out[..n]);
         self.offset += n as u64;
         self.remaining -= n as u64;
-        self.ctx.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.ctx.note_sent(n as u64);
+        self.sent.set(self.sent.get() + n as u64);
         Ok(n)
     }
 }
@@ -426,11 +631,16 @@ fn check_unchanged(source: &Source, path: &Path) -> Result<()> {
 /// Runs `attempt` until it succeeds, fails for good, or the job is
 /// cancelled. Waits between attempts with exponential backoff and full
 /// jitter; a throttling answer (SlowDown, 503) backs off longer.
+///
+/// A failure on a reused keep-alive connection before any answer byte (the
+/// server closed it while idle) is retried once at once, without counting
+/// as an attempt: it says nothing about the server.
 pub(crate) fn retrying<T>(
     ctx: &JobContext,
     mut attempt: impl FnMut(u32) -> Result<T>,
 ) -> Result<T> {
     let mut n = 1;
+    let mut free_retry = true;
     loop {
         if ctx.cancelled() {
             return Err(stopped());
@@ -440,6 +650,11 @@ pub(crate) fn retrying<T>(
             Err(e) => {
                 if e.kind() == ErrorKind::Stopped || ctx.cancelled() {
                     return Err(stopped());
+                }
+                if e.is_stale_connection() && free_retry {
+                    log::debug!("retrying on a new connection: {e}");
+                    free_retry = false;
+                    continue;
                 }
                 if !e.is_retryable() || n >= ctx.attempts {
                     return Err(e.with_attempts(n));
@@ -488,26 +703,55 @@ fn random_below(n: u64) -> u64 {
     })
 }
 
+/// How an abort ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AbortOutcome {
+    /// We aborted it, and ListParts confirms it is gone.
+    Aborted,
+    /// The server did not know the upload at our first abort: someone (a
+    /// CompleteMultipartUpload whose answer was lost, say) ended it first.
+    AlreadyGone,
+}
+
 /// Aborts an upload and checks it is gone with ListParts, repeating both
 /// until the server confirms: an abort racing an in-flight part can leave
 /// that part behind, billed. NoSuchUpload (or, on servers that list an
 /// unknown upload as empty, no parts) is the confirmation.
 pub(crate) fn abort_and_verify(store: &Store, key: &str, upload_id: &str) -> Result<()> {
-    let never = AtomicBool::new(false);
+    abort_and_verify_until(store, key, upload_id, &AtomicBool::new(false)).map(|_| ())
+}
+
+/// [`abort_and_verify`] that gives up when `give_up` is set (cleanup's
+/// budget ran out), and says whether it was us who ended the upload.
+pub(crate) fn abort_and_verify_until(
+    store: &Store,
+    key: &str,
+    upload_id: &str,
+    give_up: &AtomicBool,
+) -> Result<AbortOutcome> {
     let mut last = None;
+    let mut outcome = None;
     for attempt in 1..=ABORT_ATTEMPTS {
+        if give_up.load(Ordering::Relaxed) {
+            break;
+        }
         match store.abort_multipart_upload(key, upload_id, attempt as usize) {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("NoSuchUpload") => {}
+            Ok(()) => {
+                outcome.get_or_insert(AbortOutcome::Aborted);
+            }
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                outcome.get_or_insert(AbortOutcome::AlreadyGone);
+            }
             Err(e) => {
                 last = Some(e);
-                sleep_unless_cancelled(backoff(attempt, false), &never);
+                sleep_unless_cancelled(backoff(attempt, false), give_up);
                 continue;
             }
         }
+        let done = outcome.unwrap_or(AbortOutcome::Aborted);
         match store.list_parts(key, upload_id, attempt as usize) {
-            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
-            Ok(parts) if parts.is_empty() => return Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(done),
+            Ok(parts) if parts.is_empty() => return Ok(done),
             Ok(parts) => {
                 log::warn!(
                     "upload {upload_id} of '{key}' still lists {} part(s) after abort; aborting again",
@@ -520,28 +764,23 @@ pub(crate) fn abort_and_verify(store: &Store, key: &str, upload_id: &str) -> Res
             }
             Err(e) => last = Some(e),
         }
-        sleep_unless_cancelled(backoff(attempt, false), &never);
+        sleep_unless_cancelled(backoff(attempt, false), give_up);
     }
-    let why = last.map(|e| e.to_string()).unwrap_or_default();
+    let why = match (&last, give_up.load(Ordering::Relaxed)) {
+        (Some(e), true) => format!("the cleanup budget ran out; last: {e}"),
+        (None, true) => "the cleanup budget ran out".to_string(),
+        (Some(e), false) => format!("after {ABORT_ATTEMPTS} attempts: {e}"),
+        (None, false) => format!("after {ABORT_ATTEMPTS} attempts"),
+    };
     Err(Error::new(
         ErrorKind::Server,
         format!(
-            "could not abort upload {upload_id} of '{key}' after {ABORT_ATTEMPTS} attempts ({why}); \
-             `batchput cleanup` will find it"
+            "could not abort upload {upload_id} of '{key}' ({why}); it is still open and billed: \
+             `batchput cleanup` or a resume of the journal will find it"
         ),
     )
     .with_operation("AbortMultipartUpload")
     .with_key(key))
-}
-
-/// Checks that an aborted upload lists no part (a late one may have
-/// landed), aborting it again if it does.
-pub(crate) fn verify_gone(store: &Store, key: &str, upload_id: &str) -> Result<()> {
-    match store.list_parts(key, upload_id, 0) {
-        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
-        Ok(parts) if parts.is_empty() => Ok(()),
-        _ => abort_and_verify(store, key, upload_id),
-    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -95,7 +95,7 @@ impl bp_status {
             ErrorKind::LocalIo => bp_status::BP_LOCAL_IO,
             ErrorKind::FileChanged => bp_status::BP_FILE_CHANGED,
             ErrorKind::Server => bp_status::BP_SERVER,
-            ErrorKind::Network => bp_status::BP_NETWORK,
+            ErrorKind::Network | ErrorKind::Tls => bp_status::BP_NETWORK,
             ErrorKind::Timeout => bp_status::BP_TIMEOUT,
             ErrorKind::Integrity => bp_status::BP_INTEGRITY,
             ErrorKind::Stopped => bp_status::BP_STOPPED,

@@ -1,6 +1,7 @@
-//! A small HTTP/1.1 client for the S3 requests: keep-alive connections in
-//! a pool, plain TCP or rustls, an optional HTTP proxy, idle timeouts on
-//! every read and write, `Content-Length` bodies only.
+//! The transport: a small HTTP/1.1 client for the S3 requests. Keep-alive
+//! connections in a pool, plain TCP or rustls, an optional HTTP proxy,
+//! idle timeouts on every read and write, `Content-Length` bodies only,
+//! requests that a stop cuts off at once (see `interrupt`).
 //!
 //! Why not ureq, which the design named: ureq 2 sends a streamed body
 //! through `std::io::copy` on a boxed reader, which writes 8 KiB at a time.
@@ -12,18 +13,44 @@
 //! have. Here the body is read straight into the send buffer (the part's
 //! pread lands where the socket write takes it from), the request head
 //! goes out in the same write as the first piece of body, and every socket
-//! read or write waits at most `request_timeout`.
+//! read or write waits at most the idle timeout.
+//!
+//! ## Bodies over [`EXPECT_CONTINUE_MIN`]
+//! They send `Expect: 100-continue` and wait up to [`CONTINUE_WAIT`] for the
+//! interim answer before the body, as curl does: a server that refuses the
+//! request (403, a redirect) says so before a byte of the body moves,
+//! instead of leaving a write blocked until the idle timeout. A server that
+//! never answers the expectation costs that wait once: the endpoint is then
+//! remembered and sent bodies at once.
+//!
+//! ## What a failure tells the caller ([`SendError`])
+//! Whether the whole request had been written (then the server may have
+//! acted on it: the outcome is unknown, not a failure), and whether it
+//! failed on a reused keep-alive connection before any answer byte (the
+//! server closed an idle connection as we used it: retry on a new one
+//! without holding it against the server).
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
+use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::connect::{self, cancelled, Resolver};
+use super::interrupt::{self, Interrupt};
+
 /// Body bytes handed to one socket write.
 pub(crate) const WRITE_CHUNK: usize = 256 * 1024;
+
+/// Bodies larger than this ask the server first (`Expect: 100-continue`).
+pub(crate) const EXPECT_CONTINUE_MIN: u64 = 1024 * 1024;
+
+/// How long a request with `Expect: 100-continue` waits for the interim
+/// answer before it sends the body anyway (curl waits 1 s too).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
 
 /// The largest response body read into memory (GetObject in tests reads
 /// whole objects; S3's XML answers are small).
@@ -57,6 +84,17 @@ pub(crate) enum ReqBody<'a> {
     },
 }
 
+impl ReqBody<'_> {
+    fn len(&self) -> Option<u64> {
+        match self {
+            ReqBody::Empty => None,
+            ReqBody::Bytes(b) => Some(b.len() as u64),
+            ReqBody::Reader(_, n) => Some(*n),
+            ReqBody::File { len, .. } => Some(*len),
+        }
+    }
+}
+
 /// An answer, read whole.
 pub(crate) struct Response {
     pub status: u16,
@@ -79,21 +117,50 @@ impl Response {
 pub(crate) enum HttpError {
     /// Could not resolve or connect (nothing was sent).
     Connect(io::Error),
+    /// The TLS handshake failed on the server's certificate: retrying the
+    /// same server cannot help.
+    Tls(io::Error),
     /// A read or write waited longer than the idle timeout.
     Timeout(io::Error),
     /// The request body's reader failed (a local file, or a cancel).
     Body(io::Error),
     /// The connection broke, or the server spoke something else than HTTP/1.1.
     Io(io::Error),
+    /// The request's interrupt was cancelled (a stop, pause or failure).
+    Cancelled(io::Error),
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::Connect(e) => write!(f, "cannot connect: {e}"),
+            HttpError::Tls(e) => write!(f, "{e}"),
             HttpError::Timeout(e) => write!(f, "request timed out: {e}"),
             HttpError::Body(e) => write!(f, "{e}"),
             HttpError::Io(e) => write!(f, "connection failed: {e}"),
+            HttpError::Cancelled(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A failed request: why, and how far it got.
+#[derive(Debug)]
+pub(crate) struct SendError {
+    pub cause: HttpError,
+    /// The whole request had been written: the server may have acted on it.
+    pub request_sent: bool,
+    /// It failed on a reused keep-alive connection before any byte of an
+    /// answer: most likely the server closed that idle connection as we
+    /// sent, which says nothing about the server's health.
+    pub stale: bool,
+}
+
+impl SendError {
+    fn early(cause: HttpError) -> SendError {
+        SendError {
+            cause,
+            request_sent: false,
+            stale: false,
         }
     }
 }
@@ -109,22 +176,44 @@ fn protocol(what: &str) -> HttpError {
     HttpError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
 }
 
+/// Whether a failure looks like the peer closing the connection.
+fn is_connection_drop(e: &HttpError) -> bool {
+    matches!(e, HttpError::Io(io) if matches!(
+        io.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    ))
+}
+
 /// An HTTP proxy for every request.
 pub(crate) struct Proxy {
     pub host: String,
     pub port: u16,
 }
 
+/// The client's settings.
+pub(crate) struct Settings {
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub proxy: Option<Proxy>,
+    pub max_idle: usize,
+    pub user_agent: &'static str,
+    /// Body bytes per write (and per `pace` call): smaller than
+    /// [`WRITE_CHUNK`] under a low rate limit, so progress stays smooth.
+    pub piece: usize,
+}
+
 /// The client: settings and the pool of idle connections.
 pub(crate) struct Client {
-    connect_timeout: Duration,
-    io_timeout: Duration,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    proxy: Option<Proxy>,
-    max_idle: usize,
+    settings: Settings,
     /// Idle connections, by "scheme://host:port".
     idle: Mutex<Vec<(String, Conn)>>,
-    user_agent: &'static str,
+    resolver: Resolver,
+    /// Endpoints that did not answer an `Expect: 100-continue` in time.
+    no_continue: Mutex<Vec<String>>,
 }
 
 enum Stream {
@@ -151,6 +240,8 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
+    // TcpStream's writes are send(2) with MSG_NOSIGNAL: a closed peer is an
+    // EPIPE error, never a SIGPIPE for the host process.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
@@ -170,29 +261,37 @@ impl Write for Stream {
 struct Conn {
     stream: Stream,
     rbuf: Vec<u8>,
-    /// When its last answer ended.
-    idle_since: Instant,
+    /// The idle timeout its socket is set to.
+    io_timeout: Duration,
 }
-
-/// A connection idle for less than this is taken as open without asking
-/// the socket: servers keep idle connections for seconds at least, and the
-/// check costs three system calls per request.
-const TRUST_IDLE: Duration = Duration::from_secs(1);
 
 impl Conn {
     /// Whether an idle connection is still open: the server may have
-    /// closed it while it sat in the pool.
+    /// closed it while it sat in the pool. One non-blocking peek (a single
+    /// system call, so every reuse can afford it): nothing to read means
+    /// open; EOF, an error or stray bytes mean closed or unusable.
     fn still_open(&self) -> bool {
-        if self.idle_since.elapsed() < TRUST_IDLE {
-            return true;
-        }
-        let tcp = self.stream.tcp();
-        if tcp.set_nonblocking(true).is_err() {
-            return false;
-        }
         let mut b = [0u8; 1];
-        let open = matches!(tcp.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        tcp.set_nonblocking(false).is_ok() && open
+        // SAFETY: a one-byte buffer valid for the call.
+        let n = unsafe {
+            libc::recv(
+                self.stream.tcp().as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+
+    fn set_io_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.io_timeout != timeout {
+            let tcp = self.stream.tcp();
+            tcp.set_read_timeout(Some(timeout))?;
+            tcp.set_write_timeout(Some(timeout))?;
+            self.io_timeout = timeout;
+        }
+        Ok(())
     }
 }
 
@@ -201,54 +300,109 @@ thread_local! {
     static SEND_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// How far a request got before it failed.
+#[derive(Default)]
+struct Reached {
+    request_sent: bool,
+    answer_started: bool,
+}
+
 impl Client {
-    pub fn new(
-        connect_timeout: Duration,
-        io_timeout: Duration,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        proxy: Option<Proxy>,
-        max_idle: usize,
-        user_agent: &'static str,
-    ) -> Client {
+    pub fn new(settings: Settings) -> Client {
         Client {
-            connect_timeout,
-            io_timeout,
-            tls,
-            proxy,
-            max_idle,
+            settings,
             idle: Mutex::new(Vec::new()),
-            user_agent,
+            resolver: Resolver::default(),
+            no_continue: Mutex::new(Vec::new()),
         }
     }
 
     /// Sends one request and reads its whole answer. The connection goes
-    /// back to the pool when the answer allows it.
+    /// back to the pool when the answer allows it. The calling thread's
+    /// [`Scope`](interrupt::Scope), if any, can cut the request off and
+    /// sets its timeouts.
     pub fn send(
         &self,
         method: &str,
         target: &Target<'_>,
         headers: &[(&str, &str)],
         body: ReqBody<'_>,
-    ) -> Result<Response, HttpError> {
+    ) -> Result<Response, SendError> {
+        let scope = interrupt::current();
+        let interrupt = scope.as_ref().map(|s| &*s.interrupt);
+        if interrupt.is_some_and(Interrupt::is_cancelled) {
+            return Err(SendError::early(HttpError::Cancelled(cancelled())));
+        }
+        let io_timeout = scope
+            .as_ref()
+            .and_then(|s| s.io_timeout)
+            .unwrap_or(self.settings.io_timeout);
+        let connect_timeout = scope
+            .as_ref()
+            .and_then(|s| s.connect_timeout)
+            .unwrap_or(self.settings.connect_timeout);
+        let fresh = scope.as_ref().is_some_and(|s| s.fresh_connections);
         let key = format!(
             "{}://{}:{}",
             if target.https { "https" } else { "http" },
             target.host,
             target.port
         );
-        let mut conn = match self.take_idle(&key) {
+        let pooled = if fresh { None } else { self.take_idle(&key) };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
             Some(c) => c,
-            None => self.connect(target)?,
+            None => self
+                .connect(target, connect_timeout, io_timeout, interrupt)
+                .map_err(SendError::early)?,
         };
-        let (response, reusable) = self.exchange(&mut conn, method, target, headers, body)?;
-        if reusable {
-            conn.idle_since = Instant::now();
-            let mut idle = self.idle.lock();
-            if idle.len() < self.max_idle {
-                idle.push((key, conn));
+        conn.set_io_timeout(io_timeout)
+            .map_err(|e| SendError::early(HttpError::Connect(e)))?;
+        let registration = match interrupt {
+            Some(i) => Some(
+                i.register(conn.stream.tcp().as_raw_fd())
+                    .ok_or_else(|| SendError::early(HttpError::Cancelled(cancelled())))?,
+            ),
+            None => None,
+        };
+        let mut reached = Reached::default();
+        let result = self.exchange(&mut conn, method, target, headers, body, &key, &mut reached);
+        // Unregistered before the connection can close (see `interrupt`).
+        drop(registration);
+        match result {
+            Ok((response, reusable)) => {
+                if reusable && !fresh {
+                    let mut idle = self.idle.lock();
+                    if idle.len() < self.settings.max_idle {
+                        idle.push((key, conn));
+                    }
+                }
+                Ok(response)
+            }
+            Err(cause) => {
+                let cut_off = interrupt.is_some_and(Interrupt::is_cancelled)
+                    && !matches!(cause, HttpError::Body(_));
+                let cause = match cause {
+                    _ if cut_off => HttpError::Cancelled(cancelled()),
+                    // "Resource temporarily unavailable" is what a socket
+                    // timeout reads as; say what happened instead.
+                    HttpError::Timeout(_) => HttpError::Timeout(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "nothing received or sent for {} s (the idle timeout, request_timeout_ms)",
+                            io_timeout.as_secs_f64()
+                        ),
+                    )),
+                    other => other,
+                };
+                let stale = reused && !reached.answer_started && is_connection_drop(&cause);
+                Err(SendError {
+                    cause,
+                    request_sent: reached.request_sent,
+                    stale,
+                })
             }
         }
-        Ok(response)
     }
 
     fn take_idle(&self, key: &str) -> Option<Conn> {
@@ -264,25 +418,62 @@ impl Client {
         }
     }
 
-    fn connect(&self, target: &Target<'_>) -> Result<Conn, HttpError> {
-        let (host, port) = match &self.proxy {
+    fn connect(
+        &self,
+        target: &Target<'_>,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Conn, HttpError> {
+        let (host, port) = match &self.settings.proxy {
             Some(p) => (p.host.as_str(), p.port),
             None => (target.host, target.port),
         };
-        let tcp = connect_tcp(host, port, self.connect_timeout).map_err(HttpError::Connect)?;
+        let addrs = self
+            .resolver
+            .resolve(host, port)
+            .map_err(HttpError::Connect)?;
+        let tcp = connect::connect(&addrs, connect_timeout, interrupt).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                HttpError::Cancelled(e)
+            } else {
+                // The name may lead elsewhere now: ask again next time.
+                self.resolver.forget(host, port);
+                HttpError::Connect(e)
+            }
+        })?;
         let _ = tcp.set_nodelay(true);
-        tcp.set_read_timeout(Some(self.io_timeout))
-            .and_then(|_| tcp.set_write_timeout(Some(self.io_timeout)))
+        // The tunnel and the handshake are part of connecting: they get the
+        // connect timeout, and the interrupt can cut them off.
+        let first_timeout = if target.https {
+            connect_timeout
+        } else {
+            io_timeout
+        };
+        tcp.set_read_timeout(Some(first_timeout))
+            .and_then(|_| tcp.set_write_timeout(Some(first_timeout)))
             .map_err(HttpError::Connect)?;
         let mut conn = Conn {
             stream: Stream::Plain(tcp),
             rbuf: Vec::new(),
-            idle_since: Instant::now(),
+            io_timeout: first_timeout,
         };
         if !target.https {
             return Ok(conn);
         }
-        if self.proxy.is_some() {
+        let fd = conn.stream.tcp().as_raw_fd();
+        let _registration = match interrupt {
+            Some(i) => Some(
+                i.register(fd)
+                    .ok_or_else(|| HttpError::Cancelled(cancelled()))?,
+            ),
+            None => None,
+        };
+        let cut = |e: HttpError| match interrupt {
+            Some(i) if i.is_cancelled() => HttpError::Cancelled(cancelled()),
+            _ => e,
+        };
+        if self.settings.proxy.is_some() {
             // A tunnel to the endpoint, then TLS inside it.
             let connect = format!(
                 "CONNECT {h}:{p} HTTP/1.1\r\nHost: {h}:{p}\r\n\r\n",
@@ -291,10 +482,12 @@ impl Client {
             );
             conn.stream
                 .write_all(connect.as_bytes())
-                .map_err(HttpError::Connect)?;
-            let (status, _) = read_head(&mut conn).map_err(|e| match e {
-                HttpError::Io(e) | HttpError::Timeout(e) => HttpError::Connect(e),
-                other => other,
+                .map_err(|e| cut(HttpError::Connect(e)))?;
+            let (status, _) = read_head(&mut conn).map_err(|e| {
+                cut(match e {
+                    HttpError::Io(e) | HttpError::Timeout(e) => HttpError::Connect(e),
+                    other => other,
+                })
             })?;
             if status != 200 {
                 return Err(HttpError::Connect(io::Error::other(format!(
@@ -303,17 +496,13 @@ impl Client {
             }
         }
         let tls = self
+            .settings
             .tls
             .clone()
             .ok_or_else(|| HttpError::Connect(io::Error::other("no TLS configuration")))?;
-        let name = rustls_pki_types::ServerName::try_from(
-            target
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-        )
-        .map_err(|e| HttpError::Connect(io::Error::other(e.to_string())))?;
+        let server_name = target.host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| HttpError::Connect(io::Error::other(e.to_string())))?;
         let session = rustls::ClientConnection::new(tls, name)
             .map_err(|e| HttpError::Connect(io::Error::other(e.to_string())))?;
         let Stream::Plain(tcp) = conn.stream else {
@@ -325,14 +514,22 @@ impl Client {
             tls_stream
                 .conn
                 .complete_io(&mut tls_stream.sock)
-                .map_err(HttpError::Connect)?;
+                .map_err(|e| cut(tls_failure(server_name, e)))?;
         }
         conn.stream = Stream::Tls(Box::new(tls_stream));
+        conn.set_io_timeout(io_timeout)
+            .map_err(HttpError::Connect)?;
         Ok(conn)
+    }
+
+    /// Whether requests to `key` may ask `Expect: 100-continue`.
+    fn continue_works(&self, key: &str) -> bool {
+        !self.no_continue.lock().iter().any(|k| k == key)
     }
 
     /// Writes the request and reads the answer. Returns whether the
     /// connection may be used again.
+    #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
         conn: &mut Conn,
@@ -340,64 +537,69 @@ impl Client {
         target: &Target<'_>,
         headers: &[(&str, &str)],
         body: ReqBody<'_>,
+        key: &str,
+        reached: &mut Reached,
     ) -> Result<(Response, bool), HttpError> {
-        let plain_proxy = self.proxy.is_some() && !target.https;
-        let mut head = Vec::with_capacity(512 + 64 * headers.len());
-        head.extend_from_slice(method.as_bytes());
-        head.push(b' ');
-        if plain_proxy {
-            // A plain proxy takes the absolute form.
-            head.extend_from_slice(b"http://");
-            head.extend_from_slice(target.authority.as_bytes());
-        }
-        head.extend_from_slice(target.path_and_query.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        head.extend_from_slice(target.authority.as_bytes());
-        head.extend_from_slice(b"\r\nuser-agent: ");
-        head.extend_from_slice(self.user_agent.as_bytes());
-        head.extend_from_slice(b"\r\n");
-        for (k, v) in headers {
-            if k.eq_ignore_ascii_case("host") {
-                continue;
-            }
-            head.extend_from_slice(k.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(v.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        let len = match &body {
-            ReqBody::Empty => None,
-            ReqBody::Bytes(b) => Some(b.len() as u64),
-            ReqBody::Reader(_, n) => Some(*n),
-            ReqBody::File { len, .. } => Some(*len),
+        let body_len = body.len();
+        // A bodiless POST or PUT still says its length: some front ends
+        // answer 411 Length Required otherwise.
+        let content_length = match body_len {
+            None if method == "POST" || method == "PUT" => Some(0),
+            other => other,
         };
-        if let Some(n) = len {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(n.to_string().as_bytes());
-            head.extend_from_slice(b"\r\n");
+        let expect = body_len.is_some_and(|n| n > EXPECT_CONTINUE_MIN) && self.continue_works(key);
+        let head = request_head(
+            method,
+            target,
+            headers,
+            content_length,
+            expect,
+            self.settings.proxy.is_some() && !target.https,
+            self.settings.user_agent,
+        );
+        let mut head: &[u8] = &head;
+        if expect {
+            conn.stream
+                .write_all(head)
+                .and_then(|_| conn.stream.flush())
+                .map_err(io_error)?;
+            head = &[];
+            match self.await_continue(conn, method, key, reached)? {
+                Some(final_answer) => {
+                    // Refused before the body: the server still waits for
+                    // a body it will not get, so the connection is done.
+                    return Ok((final_answer, false));
+                }
+                None => {}
+            }
         }
-        head.extend_from_slice(b"\r\n");
+        let piece = self.settings.piece;
         let sent = match body {
-            ReqBody::Empty => conn.stream.write_all(&head).map_err(io_error),
+            ReqBody::Empty => conn.stream.write_all(head).map_err(io_error),
             ReqBody::Bytes(b) => {
-                head.extend_from_slice(b);
-                conn.stream.write_all(&head).map_err(io_error)
+                let mut all = head.to_vec();
+                all.extend_from_slice(b);
+                conn.stream.write_all(&all).map_err(io_error)
             }
-            ReqBody::Reader(reader, total) => {
-                send_streamed(&mut conn.stream, &head, |buf| read_full(reader, buf), total)
-            }
+            ReqBody::Reader(reader, total) => send_streamed(
+                &mut conn.stream,
+                head,
+                |buf| read_full(reader, buf),
+                total,
+                piece,
+            ),
             ReqBody::File {
                 file,
                 offset,
                 len,
                 pace,
             } => match &conn.stream {
-                Stream::Plain(tcp) => send_file(tcp, &head, file, offset, len, pace),
+                Stream::Plain(tcp) => send_file(tcp, head, file, offset, len, pace, piece),
                 Stream::Tls(_) => {
                     let mut at = offset;
                     send_streamed(
                         &mut conn.stream,
-                        &head,
+                        head,
                         |buf| {
                             pace(buf.len() as u64).map_err(HttpError::Body)?;
                             pread_full(file, at, buf)?;
@@ -405,36 +607,195 @@ impl Client {
                             Ok(())
                         },
                         len,
+                        piece,
                     )
                 }
             },
         };
         match sent.and_then(|_| conn.stream.flush().map_err(io_error)) {
-            Ok(()) => {}
+            Ok(()) => reached.request_sent = true,
             // A server may answer (403, 404) and close before taking the
             // whole body: its answer says more than the broken pipe.
             Err(HttpError::Io(e)) => {
-                return match read_answer(conn, method) {
+                return match read_answer(conn, method, reached) {
                     Ok((response, _)) => Ok((response, false)),
                     Err(_) => Err(HttpError::Io(e)),
                 };
             }
             Err(e) => return Err(e),
         }
-        read_answer(conn, method)
+        read_answer(conn, method, reached)
+    }
+
+    /// After a head with `Expect: 100-continue`: waits up to
+    /// [`CONTINUE_WAIT`] for the server's word. `None`: send the body (100
+    /// Continue came, or nothing did); `Some`: the server's final answer,
+    /// given before the body.
+    fn await_continue(
+        &self,
+        conn: &mut Conn,
+        method: &str,
+        key: &str,
+        reached: &mut Reached,
+    ) -> Result<Option<Response>, HttpError> {
+        if conn.rbuf.is_empty() && !readable_within(conn.stream.tcp(), CONTINUE_WAIT)? {
+            // This server does not answer expectations (or is slow to):
+            // later requests to it send their bodies at once.
+            let mut no_continue = self.no_continue.lock();
+            if !no_continue.iter().any(|k| k == key) {
+                no_continue.push(key.to_string());
+            }
+            return Ok(None);
+        }
+        let (status, headers) = read_head(conn)?;
+        reached.answer_started = true;
+        if (100..200).contains(&status) {
+            // 100 Continue (or another interim answer): go on.
+            return Ok(None);
+        }
+        let body = read_body(conn, method, status, &headers)?.0;
+        Ok(Some(Response {
+            status,
+            headers,
+            body,
+        }))
     }
 }
 
-/// Reads an answer: head, then the body its headers announce. Returns it
-/// and whether the connection may carry another request.
-fn read_answer(conn: &mut Conn, method: &str) -> Result<(Response, bool), HttpError> {
+/// Whether `tcp` has something to read (or was closed) within `wait`.
+fn readable_within(tcp: &TcpStream, wait: Duration) -> Result<bool, HttpError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: tcp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted && !left.is_zero() {
+                continue;
+            }
+            return Err(HttpError::Io(e));
+        }
+        return Ok(n > 0);
+    }
+}
+
+/// The request head: request line, Host, User-Agent, the headers given,
+/// Content-Length, and the expectation.
+fn request_head(
+    method: &str,
+    target: &Target<'_>,
+    headers: &[(&str, &str)],
+    content_length: Option<u64>,
+    expect_continue: bool,
+    absolute_form: bool,
+    user_agent: &str,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512 + 64 * headers.len());
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    if absolute_form {
+        // A plain proxy takes the absolute form.
+        head.extend_from_slice(b"http://");
+        head.extend_from_slice(target.authority.as_bytes());
+    }
+    head.extend_from_slice(target.path_and_query.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(target.authority.as_bytes());
+    head.extend_from_slice(b"\r\nuser-agent: ");
+    head.extend_from_slice(user_agent.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        head.extend_from_slice(k.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = content_length {
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(n.to_string().as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if expect_continue {
+        head.extend_from_slice(b"expect: 100-continue\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A handshake failure, in words that say what to do about it.
+fn tls_failure(host: &str, e: io::Error) -> HttpError {
+    use rustls::{CertificateError, Error as TlsError};
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) else {
+        return io_error(e);
+    };
+    let why = match tls {
+        TlsError::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => format!(
+                "TLS certificate of {host} is not trusted (unknown issuer): \
+                 pass --ca-file (option ca_file) with the CA that signed it"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("TLS certificate of {host} is not valid for {host}")
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("TLS certificate of {host} has expired")
+            }
+            other => format!("TLS certificate of {host} is not valid: {other:?}"),
+        },
+        other => {
+            return HttpError::Connect(io::Error::other(format!(
+                "TLS handshake with {host} failed: {other}"
+            )))
+        }
+    };
+    HttpError::Tls(io::Error::new(io::ErrorKind::InvalidData, why))
+}
+
+/// Reads an answer: head (interim 1xx answers skipped), then the body its
+/// headers announce. Returns it and whether the connection may carry
+/// another request.
+fn read_answer(
+    conn: &mut Conn,
+    method: &str,
+    reached: &mut Reached,
+) -> Result<(Response, bool), HttpError> {
     let (status, headers) = loop {
-        let (status, headers) = read_head(conn)?;
+        let head = read_head(conn);
+        reached.answer_started |= head.is_ok() || !conn.rbuf.is_empty();
+        let (status, headers) = head?;
         // An interim answer (100 Continue) comes before the real one.
         if !(100..200).contains(&status) {
             break (status, headers);
         }
     };
+    let (body, reusable) = read_body(conn, method, status, &headers)?;
+    Ok((
+        Response {
+            status,
+            headers,
+            body,
+        },
+        reusable,
+    ))
+}
+
+/// Reads the body a head announces; returns it and whether the connection
+/// may carry another request.
+fn read_body(
+    conn: &mut Conn,
+    method: &str,
+    status: u16,
+    headers: &[(String, String)],
+) -> Result<(Vec<u8>, bool), HttpError> {
     let header = |name: &str| {
         headers
             .iter()
@@ -463,25 +824,19 @@ fn read_answer(conn: &mut Conn, method: &str) -> Result<(Response, bool), HttpEr
         // Bytes past the answer: nothing can be trusted on this connection.
         reusable = false;
     }
-    Ok((
-        Response {
-            status,
-            headers,
-            body,
-        },
-        reusable,
-    ))
+    Ok((body, reusable))
 }
 
 /// Sends the head and a body produced piece by piece: `fill(buf)` fills
 /// the send buffer with the next piece (the reader writes straight into
 /// it), which then goes out in one write; the first piece shares its write
-/// with the head.
+/// with the head (which may be empty: already sent).
 fn send_streamed(
     stream: &mut Stream,
     head: &[u8],
     mut fill: impl FnMut(&mut [u8]) -> Result<(), HttpError>,
     total: u64,
+    piece: usize,
 ) -> Result<(), HttpError> {
     SEND_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
@@ -493,7 +848,7 @@ fn send_streamed(
         let mut start = head.len();
         let mut sent = 0u64;
         loop {
-            let want = ((total - sent) as usize).min(WRITE_CHUNK);
+            let want = ((total - sent) as usize).min(piece);
             fill(&mut buf[start..start + want])?;
             stream.write_all(&buf[..start + want]).map_err(io_error)?;
             sent += want as u64;
@@ -541,8 +896,9 @@ fn pread_full(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(), H
     Ok(())
 }
 
-/// Sends the head, then the file range with sendfile(2): the kernel moves
-/// page-cache pages to the socket, with no copy through user space.
+/// Sends the head (unless empty: already sent), then the file range with
+/// sendfile(2): the kernel moves page-cache pages to the socket, with no
+/// copy through user space.
 fn send_file(
     tcp: &TcpStream,
     head: &[u8],
@@ -550,6 +906,7 @@ fn send_file(
     offset: u64,
     len: u64,
     pace: &mut dyn FnMut(u64) -> io::Result<()>,
+    piece: usize,
 ) -> Result<(), HttpError> {
     use std::os::unix::io::AsRawFd;
     // MSG_MORE: the head waits to leave with the first pages of the file.
@@ -580,7 +937,7 @@ fn send_file(
     let mut off = offset as libc::off_t;
     let end = offset + len;
     while (off as u64) < end {
-        let piece = ((end - off as u64) as usize).min(WRITE_CHUNK);
+        let piece = ((end - off as u64) as usize).min(piece);
         pace(piece as u64).map_err(HttpError::Body)?;
         let mut left = piece;
         while left > 0 {
@@ -772,26 +1129,4 @@ fn read_to_close(conn: &mut Conn) -> Result<Vec<u8>, HttpError> {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Resolves and connects, trying each address in turn. `localhost` and
-/// every `*.localhost` name are the loopback address (RFC 6761), so
-/// virtual-hosted addressing works against a local server without
-/// /etc/hosts entries.
-fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let lower = bare.to_ascii_lowercase();
-    let addrs: Vec<SocketAddr> = if lower == "localhost" || lower.ends_with(".localhost") {
-        vec![SocketAddr::from(([127, 0, 0, 1], port))]
-    } else {
-        (bare, port).to_socket_addrs()?.collect()
-    };
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }

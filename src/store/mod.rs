@@ -15,8 +15,10 @@
 //! the caller passes (its worker index); a connection-level failure marks an
 //! endpoint down for a while, and the next request goes elsewhere.
 
+mod connect;
 mod encode;
 mod http;
+pub(crate) mod interrupt;
 mod sign;
 mod xml;
 
@@ -32,6 +34,16 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub(crate) use encode::parse_timestamp;
 use sign::{Payload, Signer};
+
+/// Body bytes per socket write: the transport's 256 KiB, or a quarter of a
+/// second's worth under a low rate limit (at least 1 KiB), so a limited
+/// upload moves (and shows progress) several times a second.
+fn piece_size(rate_limit: u64) -> usize {
+    if rate_limit == 0 {
+        return http::WRITE_CHUNK;
+    }
+    ((rate_limit / 4) as usize).clamp(1024, http::WRITE_CHUNK)
+}
 
 /// How long an endpoint that failed at the connection level is skipped.
 const ENDPOINT_DOWN_FOR: Duration = Duration::from_secs(10);
@@ -123,6 +135,13 @@ impl Endpoint {
         } else {
             "http"
         }
+    }
+
+    /// Whether the host is an IP address (which cannot carry a bucket name
+    /// in front of it, as virtual-hosted addressing needs).
+    pub(crate) fn host_is_ip(&self) -> bool {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// The URL as a person would write it.
@@ -308,14 +327,15 @@ impl Store {
             }
             None => None,
         };
-        let client = http::Client::new(
-            cfg.connect_timeout,
-            cfg.request_timeout,
+        let client = http::Client::new(http::Settings {
+            connect_timeout: cfg.connect_timeout,
+            io_timeout: cfg.request_timeout,
             tls,
             proxy,
-            cfg.workers * 2 + 4,
-            concat!("batchput/", env!("CARGO_PKG_VERSION")),
-        );
+            max_idle: cfg.workers * 2 + 4,
+            user_agent: concat!("batchput/", env!("CARGO_PKG_VERSION")),
+            piece: piece_size(cfg.rate_limit),
+        });
 
         let mut object_headers = Vec::new();
         if let Some(acl) = &cfg.acl {
@@ -808,7 +828,10 @@ impl Store {
             }
             Err(e) => {
                 let e = transport_error(e);
-                let connection_level = matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout);
+                // A stale keep-alive connection or our own cancel says
+                // nothing about the endpoint's health.
+                let connection_level = matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout)
+                    && !e.is_stale_connection();
                 if connection_level && inner.endpoints.len() > 1 {
                     self.mark_down(index);
                 }
@@ -921,16 +944,21 @@ fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>)
     e
 }
 
-fn transport_error(e: http::HttpError) -> Error {
-    match e {
+fn transport_error(e: http::SendError) -> Error {
+    let error = match e.cause {
         http::HttpError::Body(io) if io.to_string().contains(CANCELLED) => {
             Error::new(ErrorKind::Stopped, "request cancelled")
         }
+        http::HttpError::Cancelled(_) => Error::new(ErrorKind::Stopped, "request cancelled"),
         http::HttpError::Timeout(io) => {
             Error::new(ErrorKind::Timeout, format!("request timed out: {io}"))
         }
+        http::HttpError::Tls(io) => Error::new(ErrorKind::Tls, io.to_string()),
         other => Error::new(ErrorKind::Network, other.to_string()),
-    }
+    };
+    error
+        .with_outcome_unknown(e.request_sent)
+        .with_stale_connection(e.stale)
 }
 
 fn unquote(etag: String) -> String {

@@ -20,10 +20,16 @@
 //! flag, so dropping the proxy ends every thread within a tick even while
 //! clients keep connections open or requests are being held.
 //!
-//! Not supported: `Expect: 100-continue` from the client (the proxy waits
-//! for the body before reading upstream's `100`, so such a client would
-//! stall until its own expect timeout), pipelined requests behind a held
-//! one, and TLS.
+//! A request with `Expect: 100-continue` gets the proxy's own `100
+//! Continue` as soon as the proxy decides to take its body (forwarded
+//! requests, and requests it holds); a rule that answers at once
+//! ([`Action::Respond`], [`Action::RespondEarly`]) answers without it, as a
+//! server refusing the expectation does. A frozen proxy ([`Proxy::freeze`])
+//! moves no byte in either direction, as a server stopped with SIGSTOP: the
+//! kernel still accepts connections, nothing answers.
+//!
+//! Not supported: pipelined requests behind a held one, and TLS (see
+//! `tls.rs` for a TLS front).
 
 #![allow(dead_code)]
 
@@ -72,6 +78,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstream: upstream_addr,
             stop: Arc::new(AtomicBool::new(false)),
+            frozen: Arc::new(AtomicBool::new(false)),
             black_hole: AtomicBool::new(false),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Log::default()),
@@ -103,6 +110,13 @@ impl Proxy {
 
     pub fn clear_rules(&self) {
         lock(&self.shared.rules).clear();
+    }
+
+    /// While frozen, no byte moves in either direction on any connection,
+    /// old or new (connections are still accepted by the kernel): a server
+    /// stopped with SIGSTOP. Thawing lets everything continue where it was.
+    pub fn freeze(&self, on: bool) {
+        self.shared.frozen.store(on, SeqCst);
     }
 
     /// While on, every new request is swallowed and never answered. Turning
@@ -408,6 +422,18 @@ pub enum Action {
     /// answer on: the client waits, as if the answer were lost. The entry
     /// records the server's status and body, with `finished` left `None`.
     SwallowAnswer,
+    /// Forward the request and let the server act on it, but hold its
+    /// answer back this long before passing it on (a slow
+    /// CompleteMultipartUpload, a server whose answers lag).
+    HoldAnswer(Duration),
+    /// Answer this status at once, as soon as the head arrives, without
+    /// reading the body, then close the connection: a server (or front end)
+    /// refusing a request early while the client is still sending.
+    RespondEarly {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl Action {
@@ -427,6 +453,8 @@ struct Shared {
     upstream: SocketAddr,
     /// Set once, by Drop; every loop checks it at least once per TICK.
     stop: Arc<AtomicBool>,
+    /// See [`Proxy::freeze`]; every socket wait looks at it.
+    frozen: Arc<AtomicBool>,
     black_hole: AtomicBool,
     rules: Mutex<Vec<RuleSlot>>,
     log: Mutex<Log>,
@@ -547,7 +575,7 @@ fn accept_loop(sh: &Arc<Shared>, listener: TcpListener) {
 }
 
 fn serve_connection(sh: Arc<Shared>, stream: TcpStream) {
-    let Ok(client) = Sock::new(stream, sh.stop.clone()) else {
+    let Ok(client) = Sock::new(stream, sh.stop.clone(), sh.frozen.clone()) else {
         return;
     };
     let mut conn = Conn {
@@ -567,6 +595,7 @@ enum Fault {
     None,
     Cut(u64),
     Throttle(u64),
+    Hold(Duration),
 }
 
 /// One client connection and the upstream connection serving it.
@@ -600,6 +629,14 @@ impl Conn {
             self.answer(seq, &req, 501, "NotImplemented", msg)?;
             return Ok(false);
         }
+        let answers_at_once = matches!(
+            action,
+            Some(Action::Respond { .. }) | Some(Action::RespondEarly { .. })
+        );
+        if req.expect_continue && !answers_at_once {
+            // The body is wanted: say so, as the server would.
+            self.client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
         if black_hole {
             self.hold(seq, &req, true)?;
             return Ok(false);
@@ -610,11 +647,31 @@ impl Conn {
                 status,
                 code,
                 message,
+            }) if req.expect_continue => {
+                // Refused before the body: the client sends none.
+                self.answer(seq, &req, status, &code, &message)?;
+                Ok(false)
+            }
+            Some(Action::Respond {
+                status,
+                code,
+                message,
             }) => {
                 self.drain_body(seq, &req)?;
                 self.answer(seq, &req, status, &code, &message)?;
                 Ok(!req.close)
             }
+            Some(Action::RespondEarly {
+                status,
+                code,
+                message,
+            }) => {
+                self.answer(seq, &req, status, &code, &message)?;
+                // Close without reading what the client is still sending.
+                let _ = self.client.stream.shutdown(std::net::Shutdown::Both);
+                Ok(false)
+            }
+            Some(Action::HoldAnswer(d)) => self.forward(seq, &req, Fault::Hold(d)),
             Some(Action::BlackHole) => {
                 self.hold(seq, &req, false)?;
                 Ok(false)
@@ -817,6 +874,10 @@ impl Conn {
             // through, the answer never will.
             return Ok(false);
         }
+        if let Fault::Hold(d) = fault {
+            // The server acts now; its answer waits in the socket meanwhile.
+            sleep_until(Instant::now() + d, &self.sh.stop)?;
+        }
         self.relay_response(seq, req)
     }
 
@@ -872,7 +933,11 @@ impl Conn {
         }
         if self.upstream.is_none() {
             let stream = TcpStream::connect_timeout(&self.sh.upstream, Duration::from_secs(5))?;
-            self.upstream = Some(Sock::new(stream, self.sh.stop.clone())?);
+            self.upstream = Some(Sock::new(
+                stream,
+                self.sh.stop.clone(),
+                self.sh.frozen.clone(),
+            )?);
         }
         Ok(())
     }
@@ -1005,10 +1070,11 @@ struct Sock {
     /// its head, say).
     buf: Vec<u8>,
     stop: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
 }
 
 impl Sock {
-    fn new(stream: TcpStream, stop: Arc<AtomicBool>) -> io::Result<Sock> {
+    fn new(stream: TcpStream, stop: Arc<AtomicBool>, frozen: Arc<AtomicBool>) -> io::Result<Sock> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(TICK))?;
         stream.set_write_timeout(Some(TICK))?;
@@ -1016,7 +1082,19 @@ impl Sock {
             stream,
             buf: Vec::new(),
             stop,
+            frozen,
         })
+    }
+
+    /// Waits while the proxy is frozen; fails once it stops.
+    fn thaw(&self) -> io::Result<()> {
+        while self.frozen.load(SeqCst) {
+            if self.stop.load(SeqCst) {
+                return Err(stopped());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     fn has_buffered(&self) -> bool {
@@ -1028,6 +1106,10 @@ impl Sock {
         if self.stop.load(SeqCst) {
             return Err(stopped());
         }
+        if self.frozen.load(SeqCst) {
+            thread::sleep(TICK);
+            return Ok(None);
+        }
         match self.stream.read(out) {
             Ok(n) => Ok(Some(n)),
             Err(e) if is_transient(&e) => Ok(None),
@@ -1037,6 +1119,7 @@ impl Sock {
 
     /// Some bytes, buffered ones first; 0 at EOF.
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.thaw()?;
         if self.has_buffered() {
             let n = out.len().min(self.buf.len());
             out[..n].copy_from_slice(&self.buf[..n]);
@@ -1116,6 +1199,7 @@ impl Sock {
             if self.stop.load(SeqCst) {
                 return Err(stopped());
             }
+            self.thaw()?;
             match self.stream.write(data) {
                 Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer gone")),
                 Ok(n) => data = &data[n..],
@@ -1174,6 +1258,8 @@ struct Request {
     chunked: bool,
     /// The client asked for the connection to close after this exchange.
     close: bool,
+    /// `Expect: 100-continue`: the client waits for a word before its body.
+    expect_continue: bool,
 }
 
 impl Request {
@@ -1201,6 +1287,8 @@ impl Request {
             content_length,
             chunked: is_chunked(&headers),
             close: wants_close(version, &headers),
+            expect_continue: header(&headers, "expect")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")),
             head,
         })
     }
@@ -1427,7 +1515,7 @@ mod tests {
     }
 
     fn serve_upstream(stream: TcpStream, stop: Arc<AtomicBool>, requests: Arc<AtomicUsize>) {
-        let Ok(mut sock) = Sock::new(stream, stop) else {
+        let Ok(mut sock) = Sock::new(stream, stop, Arc::new(AtomicBool::new(false))) else {
             return;
         };
         let mut scratch = vec![0u8; CHUNK];

@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::messages::{Msg, Source, Task, Work};
-use super::worker::{self, abort_and_verify, multipart_etag, verify_gone, JobContext};
+mod cleanup;
+
+use super::messages::{Msg, Source, Task, Unsettled, Work};
+use super::worker::{self, multipart_etag, JobContext};
 use super::Engine;
 use crate::error::{Error, ErrorKind};
 use crate::job::{FileState, FileStatus, Halt, JobShared, JobState};
@@ -39,8 +41,10 @@ const TICK: Duration = Duration::from_millis(100);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// The window the current speed is smoothed over.
 const SPEED_WINDOW: Duration = Duration::from_secs(3);
-/// After a stop or failure, how long in-flight requests get to finish (or
-/// notice the cancel flag) before their uploads are aborted anyway.
+/// After a stop or failure, how long in-flight requests get to report
+/// before cleanup starts anyway. Their sockets were shut down when the end
+/// began, so they end within moments; only a request stuck outside the
+/// network (a name lookup, a slow disk) can take this long.
 const GRACE: Duration = Duration::from_secs(2);
 
 /// Where a multipart file is.
@@ -97,6 +101,9 @@ struct FileRun {
     /// The endpoint that completed it.
     endpoint: Option<String>,
     error: Option<Error>,
+    /// A request of it that may have acted without our knowing; cleanup
+    /// asks the server before the file gets its final state.
+    unsettled: Option<Unsettled>,
 }
 
 /// Why the job is ending early.
@@ -169,7 +176,10 @@ impl<'a> Coordinator<'a> {
             integrity: cfg.integrity,
             attempts: cfg.retries.max(1),
             cancel: shared.cancel.clone(),
+            scope: crate::store::interrupt::Scope::new(shared.interrupt.clone()),
+            request_timeout: cfg.request_timeout,
             bytes_sent: Default::default(),
+            activity: Default::default(),
             rate: engine.rate.clone(),
             tx,
             uploads: Default::default(),
@@ -198,6 +208,7 @@ impl<'a> Coordinator<'a> {
                 etag: None,
                 endpoint: None,
                 error: None,
+                unsettled: None,
             })
             .collect();
         let priors = priors.unwrap_or_else(|| plans.iter().map(|_| Prior::Fresh).collect());
@@ -238,6 +249,8 @@ impl<'a> Coordinator<'a> {
             priors,
         };
         c.apply_priors(now);
+        // What a resumed job already has counts as sent.
+        c.ctx.bytes_sent.store(c.bytes_done, Ordering::Relaxed);
         c
     }
 
@@ -615,6 +628,15 @@ impl<'a> Coordinator<'a> {
                 self.journal_done(file, &etag, true);
                 self.complete_file(file, etag, now);
             }
+            Msg::Unsettled { file, error, what } => {
+                if !self.plans[file].multipart {
+                    self.release_fd(file);
+                }
+                self.files[file].unsettled = Some(what);
+                if error.kind() != ErrorKind::Stopped {
+                    self.fail(file, error);
+                }
+            }
             Msg::Failed { file, part, error } => {
                 if part.is_some() {
                     self.files[file].parts_in_flight -= 1;
@@ -699,7 +721,8 @@ impl<'a> Coordinator<'a> {
     }
 
     fn begin_ending(&mut self, ending: Ending) {
-        self.shared.cancel.store(true, Ordering::SeqCst);
+        // Every request in flight is cut off now: none waits for its server.
+        self.shared.interrupt.cancel();
         self.ending = Some(ending);
         self.ending_since = Some(Instant::now());
         self.to_complete.clear();
@@ -717,7 +740,7 @@ impl<'a> Coordinator<'a> {
         }
         // Bytes on the wire count as life for the stall detector even
         // before the server acknowledges them (a 1 GiB part takes a while).
-        let sent = self.ctx.bytes_sent.load(Ordering::Relaxed);
+        let sent = self.ctx.activity.load(Ordering::Relaxed);
         if sent != self.last_sent {
             self.last_sent = sent;
             self.last_progress = now;
@@ -828,6 +851,13 @@ impl<'a> Coordinator<'a> {
         prog.files_failed = self.files_failed;
         prog.parts_done = self.parts_done;
         prog.bytes_done = self.bytes_done;
+        // At least what is acknowledged: an acknowledgement can land before
+        // the sender's count does.
+        prog.bytes_sent = self
+            .ctx
+            .bytes_sent
+            .load(Ordering::Relaxed)
+            .max(self.bytes_done);
         prog.speed_bps = self.speed;
         prog.elapsed = elapsed;
         prog.avg_speed_bps = if elapsed.as_secs_f64() > 0.0 {
@@ -849,169 +879,6 @@ impl<'a> Coordinator<'a> {
             p.files[f] = status_of(&self.files[f], now);
         }
     }
-
-    // ------------------------------------------------------------ the end
-
-    /// Cleans up after an early end, sets every file's final state and
-    /// publishes the terminal snapshot.
-    fn finish(mut self) {
-        let ending = self.ending.take();
-        let pause = matches!(ending, Some(Ending::Halted(Halt::Pause)));
-        // Close the registry: from here on, a late CreateMultipartUpload
-        // answer is aborted by its own worker.
-        let open: Vec<(usize, (Arc<str>, String))> = {
-            let mut reg = self.ctx.uploads.lock();
-            reg.closed = true;
-            std::mem::take(&mut reg.open).into_iter().collect()
-        };
-        let mut cleanup_failures = Vec::new();
-        if ending.is_some() && !pause {
-            for (f, result) in abort_all(&self.ctx.store, &open) {
-                match result {
-                    Ok(()) => {
-                        if let (Some(j), Some((_, (_, id)))) =
-                            (&mut self.journal, open.iter().find(|(o, _)| *o == f))
-                        {
-                            j.aborted(f, id);
-                        }
-                    }
-                    Err(e) => {
-                        log::error!("{e}");
-                        cleanup_failures.push(e.clone());
-                        self.files[f].error.get_or_insert(e);
-                    }
-                }
-            }
-            let parts_in_flight = open.iter().any(|(f, _)| self.files[*f].parts_in_flight > 0);
-            if parts_in_flight {
-                // A part whose body was already on the wire can land after
-                // its upload's abort and the check that followed. Once
-                // every request has ended, look again.
-                // `handle` must see the job as ending while it drains.
-                self.ending = ending;
-                self.drain_in_flight();
-                let ending_back = self.ending.take();
-                for (f, (key, id)) in &open {
-                    if let Err(e) = verify_gone(&self.ctx.store, key, id) {
-                        log::error!("{e}");
-                        cleanup_failures.push(e.clone());
-                        self.files[*f].error.get_or_insert(e);
-                    }
-                }
-                return self.settle(ending_back, pause, &open, cleanup_failures);
-            }
-        }
-        self.settle(ending, pause, &open, cleanup_failures)
-    }
-
-    /// Waits for the requests still in flight to end (each ends by its
-    /// answer or by the request timeout), handling what they report.
-    fn drain_in_flight(&mut self) {
-        let until = Instant::now() + self.engine.cfg.request_timeout + Duration::from_secs(2);
-        while self.in_flight > 0 && Instant::now() < until {
-            match self.rx.recv_timeout(TICK) {
-                // Their uploads are aborted: a failure now is a
-                // consequence of the end, not a cause to report.
-                Ok(Msg::Failed { file, part, .. }) => self.handle(Msg::Failed {
-                    file,
-                    part,
-                    error: Error::new(ErrorKind::Stopped, "cut off by the end of the job"),
-                }),
-                Ok(msg) => self.handle(msg),
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// Sets every file's final state and publishes the terminal snapshot.
-    fn settle(
-        mut self,
-        ending: Option<Ending>,
-        pause: bool,
-        open: &[(usize, (Arc<str>, String))],
-        cleanup_failures: Vec<Error>,
-    ) {
-        let now = Instant::now();
-        let open_files: Vec<usize> = open.iter().map(|(f, _)| *f).collect();
-        for (f, run) in self.files.iter_mut().enumerate() {
-            match run.state {
-                FileState::Running if pause && open_files.contains(&f) => {
-                    run.state = FileState::Paused;
-                    run.upload_id = open
-                        .iter()
-                        .find(|(o, _)| *o == f)
-                        .map(|(_, (_, id))| Arc::from(id.as_str()));
-                }
-                FileState::Running => {
-                    run.state = FileState::Aborted;
-                    run.upload_id = None;
-                }
-                _ => {}
-            }
-            if run.started.is_some() && run.finished.is_none() {
-                run.finished = Some(now);
-            }
-        }
-        let (state, error) = match ending {
-            None => (JobState::Succeeded, None),
-            Some(Ending::Failed(e)) => (JobState::Failed, Some(e)),
-            Some(Ending::Halted(Halt::Stop)) => (
-                JobState::Stopped,
-                Some(Error::new(ErrorKind::Stopped, "stopped by the caller")),
-            ),
-            Some(Ending::Halted(Halt::Pause)) => (
-                JobState::Paused,
-                Some(Error::new(ErrorKind::Paused, "paused by the caller")),
-            ),
-        };
-        let error = error.map(|mut e| {
-            for c in &cleanup_failures {
-                e = e.with_note(&c.to_string());
-            }
-            e
-        });
-        if let Some(j) = &mut self.journal {
-            // The uploads are settled whatever the journal says; a resume
-            // of a journal without its end record checks with the server.
-            if let Err(e) = j.ended(state) {
-                log::error!("{e}");
-            }
-        }
-        // Release the journal's lock before anyone can see the job end.
-        drop(self.journal.take());
-        self.dirty.extend(0..self.files.len());
-        self.publish();
-        {
-            let mut p = self.shared.published.lock();
-            p.progress.state = state;
-            p.progress.error = error;
-        }
-        self.shared.finished.notify_all();
-    }
-}
-
-/// Aborts every open upload, a few at a time, and says how each went.
-fn abort_all(
-    store: &crate::store::Store,
-    open: &[(usize, (Arc<str>, String))],
-) -> Vec<(usize, Result<(), Error>)> {
-    const PARALLEL: usize = 8;
-    let mut results = Vec::with_capacity(open.len());
-    for chunk in open.chunks(PARALLEL) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(f, (key, id))| (*f, s.spawn(move || abort_and_verify(store, key, id))))
-                .collect();
-            for (f, h) in handles {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::internal("abort thread panicked")));
-                results.push((f, r));
-            }
-        });
-    }
-    results
 }
 
 fn status_of(run: &FileRun, now: Instant) -> FileStatus {
