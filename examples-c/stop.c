@@ -96,6 +96,7 @@ int main(int argc, char **argv)
         print_error("stop", "cannot start", st);
         goto out;
     }
+    p.struct_size = sizeof p;
     stopper.job = job;
     stopper.first = stopper.second = BP_INTERNAL;
     if (pthread_create(&thread, NULL, stop_later, &stopper) != 0) {
@@ -112,8 +113,8 @@ int main(int argc, char **argv)
     bp_job_last_error(job, msg, sizeof msg, NULL);
     printf("job %s after %.1f s: %s\n", job_state_name(p.state), (double)p.elapsed_ms / 1000.0,
            msg);
-    printf("stop returned %s, then %s\n", bp_status_str((int)stopper.first),
-           bp_status_str((int)stopper.second));
+    printf("stop returned %s, then %s\n", bp_status_str(stopper.first),
+           bp_status_str(stopper.second));
     print_reports(job);
 
     rc = 0;
@@ -124,6 +125,7 @@ int main(int argc, char **argv)
     n = bp_job_file_count(job);
     for (i = 0; i < n; i++) {
         bp_file_report r;
+        r.struct_size = sizeof r;
         if (bp_job_file(job, i, &r) != BP_OK ||
             (r.state != BP_FILE_ABORTED && r.state != BP_FILE_NOT_STARTED))
             bad++;

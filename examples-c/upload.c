@@ -2,11 +2,12 @@
  * a second and a report per file, and exits non-zero when the job failed.
  *
  *   upload -o endpoint=http://127.0.0.1:9000 -o bucket=photos \
- *          [-o key=value]... [-p key-prefix] FILE...
+ *          [-o key=value]... [-p key-prefix] [-v] FILE...
  *
  * -o sets any bp_config_set option (credentials default to the
  * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables); each
- * file uploads to key-prefix + its base name.
+ * file uploads to key-prefix + its base name. -v prints the library's log
+ * (debug level) to stderr, read with bp_log_next while the job runs.
  * Exit status: 0 succeeded, 1 the job failed, 2 bad usage or setup. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 int main(int argc, char **argv)
 {
     const char *prefix = "";
+    int verbose = 0;
     bp_config *cfg = NULL;
     bp_uploader *up = NULL;
     bp_batch *batch = NULL;
@@ -44,8 +46,10 @@ int main(int argc, char **argv)
                 goto out;
         } else if (strcmp(argv[i], "-p") == 0 && i + 1 < argc) {
             prefix = argv[++i];
+        } else if (strcmp(argv[i], "-v") == 0) {
+            verbose = 1;
         } else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: upload [-o key=value]... [-p key-prefix] FILE...\n");
+            fprintf(stderr, "usage: upload [-o key=value]... [-p key-prefix] [-v] FILE...\n");
             goto out;
         } else {
             if ((size_t)snprintf(key, sizeof key, "%s%s", prefix, base_name(argv[i])) >=
@@ -62,9 +66,18 @@ int main(int argc, char **argv)
         }
     }
     if (files == 0) {
-        fprintf(stderr, "usage: upload [-o key=value]... [-p key-prefix] FILE...\n");
+        fprintf(stderr, "usage: upload [-o key=value]... [-p key-prefix] [-v] FILE...\n");
         goto out;
     }
+    if (verbose) {
+        st = bp_set_log_level(BP_LOG_DEBUG);
+        if (st != BP_OK) {
+            print_error("upload", "cannot turn the log on", st);
+            goto out;
+        }
+    }
+    /* Every bp_job_poll below fills p up to this size. */
+    p.struct_size = sizeof p;
     st = bp_uploader_new(cfg, &up);
     if (st != BP_OK) {
         print_error("upload", "cannot make the uploader", st);
@@ -79,14 +92,19 @@ int main(int argc, char **argv)
 
     /* Progress once a second: wait returns BP_PENDING while the job runs. */
     while (bp_job_wait(job, 1000) == BP_PENDING) {
+        if (verbose)
+            print_log();
         if (bp_job_poll(job, &p) != BP_OK)
             break;
-        printf("[%5.1fs] %s  %llu/%llu parts  %.1f/%.1f MiB  %.1f MiB/s\n",
+        printf("[%5.1fs] %s  %llu/%llu parts  %.1f/%.1f MiB (%.1f MiB sent)  %.1f MiB/s\n",
                (double)p.elapsed_ms / 1000.0, job_state_name(p.state),
                (unsigned long long)p.parts_done, (unsigned long long)p.parts_total,
-               (double)p.bytes_done / MIB, (double)p.bytes_total / MIB, p.speed_bps / MIB);
+               (double)p.bytes_done / MIB, (double)p.bytes_total / MIB,
+               (double)p.bytes_sent / MIB, p.speed_bps / MIB);
         fflush(stdout);
     }
+    if (verbose)
+        print_log();
     if (bp_job_poll(job, &p) != BP_OK) {
         print_error("upload", "cannot poll", BP_INTERNAL);
         goto out;
@@ -100,7 +118,7 @@ int main(int argc, char **argv)
         rc = 0;
     } else {
         bp_job_last_error(job, msg, sizeof msg, NULL);
-        fprintf(stderr, "upload: %s (%s)\n", msg, bp_status_str((int)p.error));
+        fprintf(stderr, "upload: %s (%s)\n", msg, bp_status_str(p.error));
         rc = 1;
     }
 out:

@@ -2,6 +2,20 @@
  * batchput: fail-fast batch uploads of local files to S3-compatible object
  * storage. The C ABI; conventions in README.md ("C ABI").
  *
+ * Fixed-width types: bp_status, bp_job_state, bp_file_state and
+ * bp_log_level are uint32_t typedefs (in C23 and C++, enums whose
+ * underlying type is uint32_t: the same size); their enums only name the
+ * values. No struct or signature depends on the size a compiler gives a
+ * plain C enum (-fshort-enums).
+ *
+ * Extensible structs (bp_progress, bp_file_report): set struct_size to
+ * sizeof the struct before the call that fills it. Fields are only ever
+ * appended; the library writes only the fields that lie wholly within
+ * struct_size, never a byte past it, and sets struct_size to the bytes it
+ * filled (smaller than yours when the library is older than your header:
+ * the fields past it were not written). A struct_size below the struct's
+ * first version gets BP_INVALID_ARGUMENT and nothing written.
+ *
  * SPDX-License-Identifier: Apache-2.0
  */
 
@@ -15,11 +29,11 @@
 
 /* The version of this header; bp_version_number() is the library's. */
 #define BATCHPUT_VERSION_MAJOR 0
-#define BATCHPUT_VERSION_MINOR 1
+#define BATCHPUT_VERSION_MINOR 2
 #define BATCHPUT_VERSION_PATCH 0
 /* MAJOR * 1000000 + MINOR * 1000 + PATCH */
-#define BATCHPUT_VERSION_NUMBER 1000
-#define BATCHPUT_VERSION "0.1.0"
+#define BATCHPUT_VERSION_NUMBER 2000
+#define BATCHPUT_VERSION "0.2.0"
 
 /*
  `timeout_ms` for bp_job_wait: wait until the job ends, however long.
@@ -27,15 +41,21 @@
 #define BP_WAIT_FOREVER UINT32_MAX
 
 /*
- What a call returned. `BP_OK` (0) is success; `BP_PENDING` is not an
- error either (a job still running when bp_job_wait timed out); every other
- value is a failure, whose detail bp_last_error() gives (and, for a job's
- own failure, bp_job_last_error()).
+ What a call returned. `BP_OK` (0) is success; `BP_PENDING` and
+ `BP_EMPTY` are not errors either (a job still running when bp_job_wait
+ timed out; no log record waiting for bp_log_next); every other value is a
+ failure, whose detail bp_last_error() gives (and, for a job's own failure,
+ bp_job_last_error()).
 
- Values are fixed: a new status gets a new number, and a retired number is
- never reused.
+ In C `bp_status` is a `uint32_t` (the enum only names the values), so its
+ size never depends on the compiler (`-fshort-enums`). Values are fixed: a
+ new status gets a new number, and a retired number is never reused.
  */
-typedef enum bp_status {
+enum bp_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
     /*
      Success.
      */
@@ -115,12 +135,34 @@ typedef enum bp_status {
      boundary; the process is fine).
      */
     BP_PANIC = 17,
-} bp_status;
+    /*
+     Not an error: there is nothing to read (bp_log_next, no log record
+     waiting).
+     */
+    BP_EMPTY = 18,
+    /*
+     Another logger is installed in the process (a Rust host set one up
+     with the `log` crate): batchput's records go to it, and
+     bp_set_log_level changed nothing.
+     */
+    BP_LOGGER_IN_USE = 19,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_status bp_status;
+#else
+typedef uint32_t bp_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /*
- Where a job is in its life.
+ Where a job is in its life. In C a `uint32_t`, like bp_status.
  */
-typedef enum bp_job_state {
+enum bp_job_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
     /*
      Waiting for earlier jobs of the same uploader to finish.
      */
@@ -145,12 +187,25 @@ typedef enum bp_job_state {
      Paused by the caller: uploads kept for bp_resume.
      */
     BP_JOB_PAUSED = 5,
-} bp_job_state;
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_job_state bp_job_state;
+#else
+typedef uint32_t bp_job_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /*
- What happened to one file.
+ What happened to one file. In C a `uint32_t`, like bp_status; a caller
+ should treat a value it does not know (from a newer library) as "not
+ finished".
  */
-typedef enum bp_file_state {
+enum bp_file_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
     /*
      Never started (the job ended first): nothing of it was sent.
      */
@@ -180,8 +235,8 @@ typedef enum bp_file_state {
     /*
      Started, then cut off, and its multipart upload could not be aborted
      within the cleanup budget: the upload is still open on the server
-     (its id is in bp_job_last_error and the journal); bp_cleanup or
-     bp_resume will find it.
+     (bp_file_report.upload_id names it, as do bp_job_last_error and the
+     journal); bp_cleanup or bp_resume will find it.
      */
     BP_FILE_ABORT_FAILED = 6,
     /*
@@ -189,7 +244,57 @@ typedef enum bp_file_state {
      could not be asked afterwards: the object may or may not exist.
      */
     BP_FILE_UNKNOWN = 7,
-} bp_file_state;
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_file_state bp_file_state;
+#else
+typedef uint32_t bp_file_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ How much the library logs (bp_set_log_level) and how much a record
+ matters (bp_log_next). In C a `uint32_t`, like bp_status; each level
+ includes the ones above it.
+ */
+enum bp_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /*
+     Nothing.
+     */
+    BP_LOG_OFF = 0,
+    /*
+     A job failed; an abort failed (an upload is left on the server).
+     */
+    BP_LOG_ERROR = 1,
+    /*
+     Something the host should know but that did not fail the job.
+     */
+    BP_LOG_WARN = 2,
+    /*
+     Resumes, orphaned uploads found, and other rare events.
+     */
+    BP_LOG_INFO = 3,
+    /*
+     Retries and their reasons.
+     */
+    BP_LOG_DEBUG = 4,
+    /*
+     Everything, dependencies' details included (TLS): verbose.
+     */
+    BP_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_log_level bp_log_level;
+#else
+typedef uint32_t bp_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /*
  Files to upload, each with its destination key, in upload order.
@@ -238,13 +343,29 @@ typedef struct bp_uploader bp_uploader;
 
 /*
  A snapshot of a job, copied out by bp_job_poll. Bytes and parts count
- only what the server acknowledged.
+ only what the server acknowledged, except `bytes_sent`.
+
+ Set `struct_size = sizeof(bp_progress)` before the call (the rule is at
+ the top of this header). The first version ends with `elapsed_ms`:
+ struct_size must be at least offsetof(bp_progress, bytes_sent). The
+ fields from `bytes_sent` on are appended ones, written only when
+ struct_size covers them.
  */
 typedef struct bp_progress {
     /*
-     The job's state.
+     IN: sizeof(bp_progress) as the caller was compiled. OUT: the bytes
+     the library filled.
      */
-    enum bp_job_state state;
+    size_t struct_size;
+    /*
+     The job's state (a bp_job_state).
+     */
+    bp_job_state state;
+    /*
+     The first fatal error (BP_STOPPED or BP_PAUSED when the caller ended
+     the job); BP_OK if none. bp_job_last_error has its message.
+     */
+    bp_status error;
     /*
      Files in the batch.
      */
@@ -290,25 +411,47 @@ typedef struct bp_progress {
      */
     uint64_t elapsed_ms;
     /*
-     The first fatal error (BP_STOPPED or BP_PAUSED when the caller ended
-     the job); BP_OK if none. bp_job_last_error has its message.
+     Bytes written to the network, acknowledged or not: runs ahead of
+     `bytes_done` while parts are on the wire, and goes back down when a
+     part is retried. (Since 0.2.0.)
      */
-    enum bp_status error;
+    uint64_t bytes_sent;
 } bp_progress;
 
 /*
  What happened to one file, copied out by bp_job_file.
+
+ Set `struct_size = sizeof(bp_file_report)` before the call (the rule is
+ at the top of this header). The first version ends with `error`:
+ struct_size must be at least offsetof(bp_file_report, upload_id). The
+ fields from `upload_id` on are appended ones, written only when
+ struct_size covers them.
+
+ The strings are owned by the job and stay valid, unchanged, until
+ bp_job_free, however often bp_job_file is called and from whichever
+ thread: a later call may return a different pointer (an ETag once the
+ file completes), never change the text behind an earlier one. Never free
+ them.
  */
 typedef struct bp_file_report {
     /*
-     The local file (UTF-8, NUL-terminated). Owned by the job: valid
-     until bp_job_free, never to be freed by the caller.
+     IN: sizeof(bp_file_report) as the caller was compiled. OUT: the bytes
+     the library filled.
+     */
+    size_t struct_size;
+    /*
+     The local file (NUL-terminated).
      */
     const char *path;
     /*
-     The destination key; owned by the job like `path`.
+     The destination key (UTF-8, NUL-terminated).
      */
     const char *key;
+    /*
+     The object's ETag once the file is complete (quotes removed); NULL
+     before.
+     */
+    const char *etag;
     /*
      Size in bytes, as planned.
      */
@@ -326,18 +469,19 @@ typedef struct bp_file_report {
      */
     double peak_speed_bps;
     /*
-     Its state.
+     Its state (a bp_file_state).
      */
-    enum bp_file_state state;
-    /*
-     The object's ETag once complete (quotes removed, NUL-terminated);
-     empty before.
-     */
-    char etag[80];
+    bp_file_state state;
     /*
      This file's own error, when it failed; BP_OK otherwise.
      */
-    enum bp_status error;
+    bp_status error;
+    /*
+     The multipart upload id while the file has one open on the server
+     (running, paused, and BP_FILE_ABORT_FAILED: the upload to abort);
+     NULL when none. (Since 0.2.0.)
+     */
+    const char *upload_id;
 } bp_file_report;
 
 #ifdef __cplusplus
@@ -352,7 +496,7 @@ extern "C" {
 uint32_t bp_version_number(void);
 
 /*
- The library's version as static text ("0.1.0"), like BATCHPUT_VERSION.
+ The library's version as static text ("0.2.0"), like BATCHPUT_VERSION.
  Never to be freed.
  */
 const char *bp_version(void);
@@ -373,7 +517,7 @@ struct bp_batch *bp_batch_new(void);
  or ".." segment); BP_INVALID_UTF8 for a path or key that is not UTF-8.
  The batch is unchanged on failure.
  */
-enum bp_status bp_batch_add(struct bp_batch *batch, const char *path, const char *key);
+bp_status bp_batch_add(struct bp_batch *batch, const char *path, const char *key);
 
 /*
  Records the job started from this batch in a journal file at
@@ -383,7 +527,7 @@ enum bp_status bp_batch_add(struct bp_batch *batch, const char *path, const char
  Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or an empty path;
  BP_INVALID_UTF8 for a path that is not UTF-8.
  */
-enum bp_status bp_batch_set_journal(struct bp_batch *batch, const char *journal_path);
+bp_status bp_batch_set_journal(struct bp_batch *batch, const char *journal_path);
 
 /*
  Frees a batch. NULL is a no-op. Jobs started from it do not need it: it
@@ -419,7 +563,7 @@ struct bp_config *bp_config_new(void);
  keeps its previous value then. BP_INVALID_UTF8 for a string that is not
  UTF-8.
  */
-enum bp_status bp_config_set(struct bp_config *cfg, const char *key, const char *value);
+bp_status bp_config_set(struct bp_config *cfg, const char *key, const char *value);
 
 /*
  Frees a configuration. NULL is a no-op. Uploaders made from it keep their
@@ -445,25 +589,27 @@ void bp_config_free(struct bp_config *cfg);
  Returns BP_OK, or BP_INVALID_ARGUMENT when `buf` is NULL and `len` > 0.
  Thread safety: reads only this thread's state.
  */
-enum bp_status bp_last_error(char *buf, size_t len, size_t *written);
+bp_status bp_last_error(char *buf, size_t len, size_t *written);
 
 /*
  A static, NUL-terminated description of a status ("invalid argument").
- Never NULL, never to be freed. Takes an int rather than a bp_status so that
- any number, even one this version does not know, is safe to pass: an
- unknown one gives "unknown status". Thread safety: any thread.
+ Never NULL, never to be freed. Any number is safe to pass, even one this
+ version does not know: that gives "unknown status". Thread safety: any
+ thread.
  */
-const char *bp_status_str(int status);
+const char *bp_status_str(uint32_t status);
 
 /*
  Copies a snapshot of the job's progress into `*out`. Never blocks on the
  upload; a job that has ended gives its final snapshot, as often as asked.
 
- OUT: `*out`, written only on success.
- Returns BP_OK, or BP_INVALID_ARGUMENT for a NULL argument.
+ IN: `out->struct_size`, sizeof(bp_progress). OUT: `*out`, written only on
+ success, and only as far as struct_size allows.
+ Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or a struct_size
+ below the first bp_progress's.
  Thread safety: any thread, at any time before bp_job_free.
  */
-enum bp_status bp_job_poll(const struct bp_job *job, struct bp_progress *out);
+bp_status bp_job_poll(const struct bp_job *job, struct bp_progress *out);
 
 /*
  Waits until the job ends or `timeout_ms` milliseconds pass
@@ -475,7 +621,7 @@ enum bp_status bp_job_poll(const struct bp_job *job, struct bp_progress *out);
  Thread safety: any thread; several threads may wait at once, while others
  poll or stop.
  */
-enum bp_status bp_job_wait(struct bp_job *job, uint32_t timeout_ms);
+bp_status bp_job_wait(struct bp_job *job, uint32_t timeout_ms);
 
 /*
  Stops the job: in-flight requests are cut, every open multipart upload is
@@ -487,7 +633,7 @@ enum bp_status bp_job_wait(struct bp_job *job, uint32_t timeout_ms);
  Returns BP_OK, or BP_INVALID_ARGUMENT for NULL.
  Thread safety: any thread, at the same time as bp_job_wait or bp_job_poll.
  */
-enum bp_status bp_job_stop(struct bp_job *job);
+bp_status bp_job_stop(struct bp_job *job);
 
 /*
  Pauses the job: like bp_job_stop, but open uploads and their finished
@@ -499,7 +645,7 @@ enum bp_status bp_job_stop(struct bp_job *job);
  BP_INVALID_ARGUMENT for NULL.
  Thread safety: any thread.
  */
-enum bp_status bp_job_pause(struct bp_job *job);
+bp_status bp_job_pause(struct bp_job *job);
 
 /*
  The number of files in the job (0 for NULL, which also sets the last
@@ -509,13 +655,15 @@ size_t bp_job_file_count(const struct bp_job *job);
 
 /*
  Copies the report of file `index` (0-based, batch order) into `*out`.
- Its `path` and `key` point into the job and stay valid until bp_job_free.
+ Its strings point into the job and stay valid until bp_job_free.
 
- OUT: `*out`, written only on success.
- Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or an index past
- the last file. Thread safety: any thread.
+ IN: `out->struct_size`, sizeof(bp_file_report). OUT: `*out`, written only
+ on success, and only as far as struct_size allows.
+ Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument, a struct_size
+ below the first bp_file_report's, or an index past the last file.
+ Thread safety: any thread.
  */
-enum bp_status bp_job_file(const struct bp_job *job, size_t index, struct bp_file_report *out);
+bp_status bp_job_file(const struct bp_job *job, size_t index, struct bp_file_report *out);
 
 /*
  Copies the message of the job's first fatal error (or "stopped by the
@@ -530,7 +678,7 @@ enum bp_status bp_job_file(const struct bp_job *job, size_t index, struct bp_fil
  Returns BP_OK; BP_INVALID_ARGUMENT for a NULL job, or a NULL `buf` with
  `len` > 0. Thread safety: any thread.
  */
-enum bp_status bp_job_last_error(const struct bp_job *job, char *buf, size_t len, size_t *written);
+bp_status bp_job_last_error(const struct bp_job *job, char *buf, size_t len, size_t *written);
 
 /*
  Frees a job. A job still queued or running is stopped first (as by
@@ -542,6 +690,42 @@ enum bp_status bp_job_last_error(const struct bp_job *job, char *buf, size_t len
 void bp_job_free(struct bp_job *job);
 
 /*
+ Sets how much the library logs: `level` is a bp_log_level
+ (BP_LOG_OFF ... BP_LOG_TRACE). Nothing is logged until this is called.
+
+ The first call installs batchput's logger, which keeps the last 1000
+ records in memory for bp_log_next (older ones are dropped, and counted).
+ The library never calls back: read the records from your own thread,
+ e.g. in the loop that polls a job.
+
+ Returns BP_OK; BP_INVALID_ARGUMENT for a level above BP_LOG_TRACE;
+ BP_LOGGER_IN_USE when another logger already serves the process (only a
+ Rust program that links batchput and set up its own `log` logger): the
+ records go to that logger, its level is left alone, and bp_log_next
+ stays empty. Thread safety: any thread.
+ */
+bp_status bp_set_log_level(uint32_t level);
+
+/*
+ Takes the oldest log record waiting, if any.
+
+ OUT: `*level`, the record's bp_log_level (when `level` is not NULL);
+ its text, "target: message" (the target names the part of the library,
+ or the dependency, that logged it), copied into `buf` as bp_last_error
+ copies: at most `len - 1` bytes and a NUL; `*written` (when not NULL) is
+ the full length without the NUL. A record longer than the buffer is cut,
+ and taken all the same: use a buffer of 1024 bytes or more (records are
+ at most 4096 bytes). If records were dropped because the log was full,
+ the next record says how many.
+
+ Returns BP_OK with a record; BP_EMPTY (not an error) when none is
+ waiting, and then writes nothing; BP_INVALID_ARGUMENT for a NULL `buf`
+ with `len` > 0 (no record is taken). Thread safety: any thread; each
+ record goes to one caller.
+ */
+bp_status bp_log_next(uint32_t *level, char *buf, size_t len, size_t *written);
+
+/*
  Validates `cfg` (copied: it may be freed afterwards) and starts the
  uploader's threads.
 
@@ -551,7 +735,7 @@ void bp_job_free(struct bp_job *job);
  inconsistent option (the message names it); BP_LOCAL_IO when ca_file
  cannot be read.
  */
-enum bp_status bp_uploader_new(const struct bp_config *cfg, struct bp_uploader **out);
+bp_status bp_uploader_new(const struct bp_config *cfg, struct bp_uploader **out);
 
 /*
  Stops every job of the uploader that has not ended (aborting their open
@@ -574,7 +758,7 @@ void bp_uploader_free(struct bp_uploader *up);
  that is missing or unreadable; BP_JOURNAL for a journal that cannot be
  created. Nothing is sent when it fails. Thread safety: any thread.
  */
-enum bp_status bp_start(struct bp_uploader *up, const struct bp_batch *batch, struct bp_job **out);
+bp_status bp_start(struct bp_uploader *up, const struct bp_batch *batch, struct bp_job **out);
 
 /*
  Continues the job recorded in the journal at `journal_path` (UTF-8) —
@@ -588,7 +772,7 @@ enum bp_status bp_start(struct bp_uploader *up, const struct bp_batch *batch, st
  BP_JOURNAL_LOCKED when another process is running it.
  Thread safety: any thread.
  */
-enum bp_status bp_resume(struct bp_uploader *up, const char *journal_path, struct bp_job **out);
+bp_status bp_resume(struct bp_uploader *up, const char *journal_path, struct bp_job **out);
 
 /*
  The janitor: aborts every multipart upload in the uploader's bucket under
@@ -601,10 +785,10 @@ enum bp_status bp_resume(struct bp_uploader *up, const char *journal_path, struc
  BP_SERVER, BP_NETWORK or BP_TIMEOUT when listing or aborting failed (the
  uploads aborted before that stay aborted). Thread safety: any thread.
  */
-enum bp_status bp_cleanup(struct bp_uploader *up,
-                          const char *prefix,
-                          uint64_t older_than_secs,
-                          uint64_t *aborted);
+bp_status bp_cleanup(struct bp_uploader *up,
+                     const char *prefix,
+                     uint64_t older_than_secs,
+                     uint64_t *aborted);
 
 #ifdef __cplusplus
 }  // extern "C"

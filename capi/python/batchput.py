@@ -21,12 +21,18 @@ it; the library never calls back into Python.
 Options are the C ABI's string options (bp_config_set): any value is passed
 as str(value). An unknown option or a bad value raises BatchputError naming
 the option.
+
+The library's log goes to Python's logging, pulled, never pushed:
+set_log_level(LogLevel.DEBUG) turns it on, and drain_log() moves the records
+waiting into the "batchput" logger; call it where you poll (Job.wait does not
+call it for you).
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -39,9 +45,12 @@ __all__ = [
     "FileState",
     "Job",
     "JobState",
+    "LogLevel",
     "Progress",
     "Status",
     "Uploader",
+    "drain_log",
+    "set_log_level",
     "version",
     "version_number",
 ]
@@ -68,6 +77,8 @@ class Status(enum.IntEnum):
     JOURNAL_LOCKED = 15
     INTERNAL = 16
     PANIC = 17
+    EMPTY = 18
+    LOGGER_IN_USE = 19
 
 
 class JobState(enum.IntEnum):
@@ -90,6 +101,19 @@ class FileState(enum.IntEnum):
     FAILED = 3
     ABORTED = 4
     PAUSED = 5
+    ABORT_FAILED = 6
+    UNKNOWN = 7
+
+
+class LogLevel(enum.IntEnum):
+    """bp_log_level: how much the library logs."""
+
+    OFF = 0
+    ERROR = 1
+    WARN = 2
+    INFO = 3
+    DEBUG = 4
+    TRACE = 5
 
 
 def _enum(cls, value: int):
@@ -136,9 +160,24 @@ class _Job(_Opaque):
     pass
 
 
-class _Progress(ctypes.Structure):
+# bp_status, bp_job_state, bp_file_state and bp_log_level are uint32_t in C.
+_u32 = ctypes.c_uint32
+
+
+class _Sized(ctypes.Structure):
+    """A struct the library fills: struct_size is set to our sizeof, so a
+    newer library writes only the fields we know."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.struct_size = ctypes.sizeof(self)
+
+
+class _Progress(_Sized):
     _fields_ = [
-        ("state", ctypes.c_int),
+        ("struct_size", ctypes.c_size_t),
+        ("state", _u32),
+        ("error", _u32),
         ("files_total", ctypes.c_uint64),
         ("files_done", ctypes.c_uint64),
         ("files_failed", ctypes.c_uint64),
@@ -150,21 +189,23 @@ class _Progress(ctypes.Structure):
         ("avg_speed_bps", ctypes.c_double),
         ("peak_speed_bps", ctypes.c_double),
         ("elapsed_ms", ctypes.c_uint64),
-        ("error", ctypes.c_int),
+        ("bytes_sent", ctypes.c_uint64),
     ]
 
 
-class _FileReport(ctypes.Structure):
+class _FileReport(_Sized):
     _fields_ = [
+        ("struct_size", ctypes.c_size_t),
         ("path", ctypes.c_char_p),
         ("key", ctypes.c_char_p),
+        ("etag", ctypes.c_char_p),
         ("size", ctypes.c_uint64),
         ("bytes_done", ctypes.c_uint64),
         ("avg_speed_bps", ctypes.c_double),
         ("peak_speed_bps", ctypes.c_double),
-        ("state", ctypes.c_int),
-        ("etag", ctypes.c_char * 80),
-        ("error", ctypes.c_int),
+        ("state", _u32),
+        ("error", _u32),
+        ("upload_id", ctypes.c_char_p),
     ]
 
 
@@ -196,12 +237,14 @@ def _library_path() -> str:
 def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(_library_path())
     P = ctypes.POINTER
-    c_char_p, c_size_t, c_int = ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int
-    status = ctypes.c_int
+    c_char_p, c_size_t = ctypes.c_char_p, ctypes.c_size_t
+    status = _u32
     decls = {
         "bp_version_number": ([], ctypes.c_uint32),
         "bp_version": ([], c_char_p),
-        "bp_status_str": ([c_int], c_char_p),
+        "bp_status_str": ([_u32], c_char_p),
+        "bp_set_log_level": ([_u32], status),
+        "bp_log_next": ([P(_u32), ctypes.c_char_p, c_size_t, P(c_size_t)], status),
         "bp_last_error": ([ctypes.c_char_p, c_size_t, P(c_size_t)], status),
         "bp_config_new": ([], P(_Config)),
         "bp_config_set": ([P(_Config), c_char_p, c_char_p], status),
@@ -267,13 +310,47 @@ def _text(value: Union[str, bytes, os.PathLike], path: bool = False) -> bytes:
 
 
 def version() -> str:
-    """The library's version ("0.1.0")."""
+    """The library's version ("0.2.0")."""
     return lib.bp_version().decode()
 
 
 def version_number() -> int:
     """MAJOR * 1000000 + MINOR * 1000 + PATCH."""
     return lib.bp_version_number()
+
+
+# ---------------------------------------------------------------- logging
+
+_PYTHON_LEVELS = {
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.WARN: logging.WARNING,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.TRACE: logging.DEBUG - 5,
+}
+
+
+def set_log_level(level: Union[LogLevel, int]) -> None:
+    """Sets how much the library logs (LogLevel.OFF .. LogLevel.TRACE); the
+    first call installs its in-memory log, which drain_log() empties. Raises
+    BatchputError (LOGGER_IN_USE) when the process already has a Rust logger."""
+    _check(lib.bp_set_log_level(int(level)))
+
+
+def drain_log(logger: Optional[logging.Logger] = None) -> int:
+    """Moves every library log record waiting into `logger` (default: the
+    "batchput" logger), each at its level ("target: message"), and returns
+    how many. Never blocks; call it from your own loop, any thread."""
+    logger = logger or logging.getLogger("batchput")
+    level = _u32(0)
+    n = ctypes.c_size_t(0)
+    buf = ctypes.create_string_buffer(4096 + 1)  # the longest record fits
+    count = 0
+    while lib.bp_log_next(ctypes.byref(level), buf, len(buf), ctypes.byref(n)) == Status.OK:
+        python_level = _PYTHON_LEVELS.get(_enum(LogLevel, level.value), logging.WARNING)
+        logger.log(python_level, "%s", buf.value.decode("utf-8", "replace"))
+        count += 1
+    return count
 
 
 # ---------------------------------------------------------------- wrapper
@@ -296,6 +373,8 @@ class Progress:
     peak_speed_bps: float
     elapsed_ms: int
     error: Union[Status, int]
+    bytes_sent: int = 0
+    """Bytes written to the network, acknowledged or not (goes back down on a retry)."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +390,8 @@ class FileReport:
     state: FileState
     etag: Optional[str]
     error: Union[Status, int]
+    upload_id: Optional[str] = None
+    """The multipart upload open on the server, if any (paused, ABORT_FAILED)."""
 
 
 Files = Union[Mapping[Union[str, os.PathLike], str], Iterable[Tuple[Union[str, os.PathLike], str]]]
@@ -424,6 +505,7 @@ class Job:
             peak_speed_bps=p.peak_speed_bps,
             elapsed_ms=p.elapsed_ms,
             error=_status(p.error),
+            bytes_sent=p.bytes_sent,
         )
 
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -473,8 +555,9 @@ class Job:
             avg_speed_bps=r.avg_speed_bps,
             peak_speed_bps=r.peak_speed_bps,
             state=_enum(FileState, r.state),
-            etag=r.etag.decode() or None,
+            etag=r.etag.decode() if r.etag is not None else None,
             error=_status(r.error),
+            upload_id=r.upload_id.decode() if r.upload_id is not None else None,
         )
 
     def __iter__(self) -> Iterator[FileReport]:

@@ -13,6 +13,7 @@ Prints "N passed, M failed" last; exits 1 when a test failed.
 
 import ctypes
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -100,6 +101,7 @@ def test_success():
             assert report.path == path and report.key == key, report
             assert report.state == FileState.COMPLETED, report
             assert report.bytes_done == report.size == os.path.getsize(path)
+            assert report.upload_id is None, report  # completed: no upload left open
         # Single PUTs get the MD5 of their bytes as ETag; the multipart one "-2".
         assert reports[1].etag == hashlib.md5(Path(files[1][0]).read_bytes()).hexdigest()
         assert reports[2].etag.endswith("-2"), reports[2].etag
@@ -183,6 +185,73 @@ def test_wait_zero_and_null_handles():
     assert buf.value == b"" and n.value == len(batchput.last_error().encode()) > 0
     assert lib.bp_status_str(999) == b"unknown status"
     assert lib.bp_status_str(Status.STOPPED) == b"stopped"
+
+
+def test_struct_size_rule():
+    files = make_files("structsize", [10])
+    lib = batchput.lib
+    with batchput.Uploader(SERVER) as up:
+        job = up.upload(files)
+        job.check()
+        handle = job._live()
+        # Forgetting struct_size (0), or a size below the first version: refused.
+        for size in (0, 8, batchput._Progress.bytes_sent.offset - 1):
+            p = batchput._Progress()
+            p.struct_size = size
+            assert lib.bp_job_poll(handle, ctypes.byref(p)) == Status.INVALID_ARGUMENT
+            assert "struct_size" in batchput.last_error(), batchput.last_error()
+            assert p.state == 0 and p.files_done == 0, "written although refused"
+        # A caller built before bytes_sent existed: its fields, and not one more.
+        p = batchput._Progress()
+        old = batchput._Progress.bytes_sent.offset
+        p.struct_size = old
+        p.bytes_sent = 0xABABABABABABABAB
+        assert lib.bp_job_poll(handle, ctypes.byref(p)) == Status.OK, batchput.last_error()
+        assert p.struct_size == old and p.state == JobState.SUCCEEDED and p.files_done == 1
+        assert p.bytes_sent == 0xABABABABABABABAB, "wrote past struct_size"
+        r = batchput._FileReport()
+        r.struct_size = batchput._FileReport.upload_id.offset - 1
+        assert lib.bp_job_file(handle, 0, ctypes.byref(r)) == Status.INVALID_ARGUMENT
+
+
+def test_new_states_and_statuses_keep_their_numbers():
+    assert (FileState.ABORT_FAILED, FileState.UNKNOWN) == (6, 7)
+    assert (Status.EMPTY, Status.LOGGER_IN_USE) == (18, 19)
+    assert batchput.lib.bp_status_str(Status.EMPTY) == b"nothing to read (not an error)"
+    expect_error(Status.INVALID_ARGUMENT, ["'level' is 6"], batchput.set_log_level, 6)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG - 5)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_log_bridge_forwards_library_records_to_logging():
+    files = make_files("log", [10])
+    logger = logging.getLogger("batchput.test")
+    logger.setLevel(logging.DEBUG - 5)
+    logger.propagate = False
+    handler = _Collect()
+    logger.addHandler(handler)
+    batchput.set_log_level(batchput.LogLevel.DEBUG)
+    try:
+        with batchput.Uploader(SERVER, secret_key="wrong", retries=1) as up:
+            job = up.upload(files)
+            assert job.wait(timeout=60)
+            assert job.poll().state == JobState.FAILED
+        assert batchput.drain_log(logger) >= 1
+    finally:
+        batchput.set_log_level(batchput.LogLevel.OFF)
+    failed = [r for r in handler.records if "job failed" in r.getMessage()]
+    assert failed, [r.getMessage() for r in handler.records]
+    assert failed[0].levelno == logging.ERROR, failed[0]
+    assert "python/log/file-0.bin" in failed[0].getMessage(), failed[0].getMessage()
+    # Drained: nothing left.
+    assert batchput.drain_log(logger) == 0
 
 
 def main():

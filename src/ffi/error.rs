@@ -3,20 +3,22 @@
 //! lives in `job.rs` but copies out through [`copy_message`]).
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int};
+use std::ffi::c_char;
 use std::fmt::Display;
 
 use super::panic::ffi_panic_boundary;
 use crate::ErrorKind;
 
-/// What a call returned. `BP_OK` (0) is success; `BP_PENDING` is not an
-/// error either (a job still running when bp_job_wait timed out); every other
-/// value is a failure, whose detail bp_last_error() gives (and, for a job's
-/// own failure, bp_job_last_error()).
+/// What a call returned. `BP_OK` (0) is success; `BP_PENDING` and
+/// `BP_EMPTY` are not errors either (a job still running when bp_job_wait
+/// timed out; no log record waiting for bp_log_next); every other value is a
+/// failure, whose detail bp_last_error() gives (and, for a job's own failure,
+/// bp_job_last_error()).
 ///
-/// Values are fixed: a new status gets a new number, and a retired number is
-/// never reused.
-#[repr(C)]
+/// In C `bp_status` is a `uint32_t` (the enum only names the values), so its
+/// size never depends on the compiler (`-fshort-enums`). Values are fixed: a
+/// new status gets a new number, and a retired number is never reused.
+#[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum bp_status {
     /// Success.
@@ -62,10 +64,17 @@ pub enum bp_status {
     /// A bug inside batchput: the call panicked (and was stopped at the
     /// boundary; the process is fine).
     BP_PANIC = 17,
+    /// Not an error: there is nothing to read (bp_log_next, no log record
+    /// waiting).
+    BP_EMPTY = 18,
+    /// Another logger is installed in the process (a Rust host set one up
+    /// with the `log` crate): batchput's records go to it, and
+    /// bp_set_log_level changed nothing.
+    BP_LOGGER_IN_USE = 19,
 }
 
 /// Every status, in numeric order.
-const ALL_STATUSES: [bp_status; 18] = [
+const ALL_STATUSES: [bp_status; 20] = [
     bp_status::BP_OK,
     bp_status::BP_PENDING,
     bp_status::BP_INVALID_ARGUMENT,
@@ -84,6 +93,8 @@ const ALL_STATUSES: [bp_status; 18] = [
     bp_status::BP_JOURNAL_LOCKED,
     bp_status::BP_INTERNAL,
     bp_status::BP_PANIC,
+    bp_status::BP_EMPTY,
+    bp_status::BP_LOGGER_IN_USE,
 ];
 
 impl bp_status {
@@ -127,6 +138,8 @@ impl bp_status {
             bp_status::BP_JOURNAL_LOCKED => c"journal is locked by another process",
             bp_status::BP_INTERNAL => c"internal error (a bug in batchput)",
             bp_status::BP_PANIC => c"panic inside batchput (a bug)",
+            bp_status::BP_EMPTY => c"nothing to read (not an error)",
+            bp_status::BP_LOGGER_IN_USE => c"another logger is installed in the process",
         }
     }
 }
@@ -231,13 +244,15 @@ pub unsafe extern "C" fn bp_last_error(
 }
 
 /// A static, NUL-terminated description of a status ("invalid argument").
-/// Never NULL, never to be freed. Takes an int rather than a bp_status so that
-/// any number, even one this version does not know, is safe to pass: an
-/// unknown one gives "unknown status". Thread safety: any thread.
+/// Never NULL, never to be freed. Any number is safe to pass, even one this
+/// version does not know: that gives "unknown status". Thread safety: any
+/// thread.
 #[no_mangle]
-pub extern "C" fn bp_status_str(status: c_int) -> *const c_char {
+pub extern "C" fn bp_status_str(status: u32) -> *const c_char {
+    // A plain u32, not a bp_status: a Rust enum holding a value it does not
+    // list would be undefined behaviour.
     ALL_STATUSES
         .iter()
-        .find(|s| **s as c_int == status)
+        .find(|s| **s as u32 == status)
         .map_or(c"unknown status".as_ptr(), |s| s.text().as_ptr())
 }

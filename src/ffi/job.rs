@@ -1,13 +1,20 @@
-//! `bp_job`: a started batch, its progress snapshot and file reports.
+//! `bp_job`: a started batch, and the calls that poll, wait on, stop and
+//! report it (the structs they fill are in `report.rs`).
 
 use std::ffi::{c_char, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::error::{bp_status, copy_message, invalid_argument};
 use super::handle::{take_box, try_ref as handle_ref, Castable};
 use super::panic::{check_out, ffi_panic_boundary, try_ref};
-use crate::{FileState, Job, JobState};
+use super::report::{
+    bp_file_report, bp_progress, fill_size, write_file_report, write_progress,
+    FILE_REPORT_MIN_SIZE, PROGRESS_MIN_SIZE,
+};
+use crate::Job;
 
 /// A batch started on an uploader: bp_start or bp_resume make one.
 ///
@@ -24,15 +31,20 @@ pub struct bp_job {
 }
 
 /// What a `bp_job` points to: the job, and the C strings its file reports
-/// lend out, made once so the pointers stay valid until `bp_job_free`.
+/// lend out, kept so the pointers stay valid until `bp_job_free`.
 pub(crate) struct JobHandle {
     pub job: Job,
     names: Vec<(CString, CString)>,
+    /// Per file, every ETag and upload id it has reported so far. A value is
+    /// added once and never changed or dropped, so a pointer handed out
+    /// stays valid whatever another thread asks later; a file has one ETag
+    /// and an upload id per upload, so this stays small.
+    lent: Mutex<Vec<Vec<CString>>>,
 }
 
 impl JobHandle {
     pub fn new(job: Job) -> JobHandle {
-        let names = job
+        let names: Vec<(CString, CString)> = job
             .files()
             .into_iter()
             .map(|f| {
@@ -42,7 +54,27 @@ impl JobHandle {
                 )
             })
             .collect();
-        JobHandle { job, names }
+        let lent = Mutex::new(vec![Vec::new(); names.len()]);
+        JobHandle { job, names, lent }
+    }
+
+    /// A C string of `text` that lives as long as the job: the one lent
+    /// before for the same file and text, or a new one.
+    fn lend(&self, index: usize, text: Option<&str>) -> *const c_char {
+        let Some(text) = text else {
+            return std::ptr::null();
+        };
+        let wanted = c_string(text.as_bytes());
+        let mut lent = self.lent.lock();
+        let strings = &mut lent[index];
+        if let Some(s) = strings.iter().find(|s| **s == wanted) {
+            return s.as_ptr();
+        }
+        // The CString's bytes live on the heap: moving it into the Vec (or
+        // the Vec growing) does not move them.
+        let ptr = wanted.as_ptr();
+        strings.push(wanted);
+        ptr
     }
 }
 
@@ -57,153 +89,27 @@ impl Castable for bp_job {
     type RustType = JobHandle;
 }
 
-/// Where a job is in its life.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum bp_job_state {
-    /// Waiting for earlier jobs of the same uploader to finish.
-    BP_JOB_QUEUED = 0,
-    /// Uploading.
-    BP_JOB_RUNNING = 1,
-    /// Every file is a complete object at its key.
-    BP_JOB_SUCCEEDED = 2,
-    /// A fatal error ended the job (bp_progress.error, bp_job_last_error).
-    BP_JOB_FAILED = 3,
-    /// Stopped by the caller: open uploads were aborted.
-    BP_JOB_STOPPED = 4,
-    /// Paused by the caller: uploads kept for bp_resume.
-    BP_JOB_PAUSED = 5,
-}
-
-impl From<JobState> for bp_job_state {
-    fn from(s: JobState) -> Self {
-        match s {
-            JobState::Queued => bp_job_state::BP_JOB_QUEUED,
-            JobState::Running => bp_job_state::BP_JOB_RUNNING,
-            JobState::Succeeded => bp_job_state::BP_JOB_SUCCEEDED,
-            JobState::Failed => bp_job_state::BP_JOB_FAILED,
-            JobState::Stopped => bp_job_state::BP_JOB_STOPPED,
-            JobState::Paused => bp_job_state::BP_JOB_PAUSED,
-        }
-    }
-}
-
-/// What happened to one file.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum bp_file_state {
-    /// Never started (the job ended first): nothing of it was sent.
-    BP_FILE_NOT_STARTED = 0,
-    /// Uploading.
-    BP_FILE_RUNNING = 1,
-    /// A complete object at its key.
-    BP_FILE_COMPLETED = 2,
-    /// This file's error failed the job.
-    BP_FILE_FAILED = 3,
-    /// Started, then cut off by the job's end: its multipart upload was
-    /// aborted (and checked gone), or its single PUT interrupted. No object.
-    BP_FILE_ABORTED = 4,
-    /// Started, then paused: its upload and finished parts are kept in the
-    /// journal for bp_resume.
-    BP_FILE_PAUSED = 5,
-    /// Started, then cut off, and its multipart upload could not be aborted
-    /// within the cleanup budget: the upload is still open on the server
-    /// (its id is in bp_job_last_error and the journal); bp_cleanup or
-    /// bp_resume will find it.
-    BP_FILE_ABORT_FAILED = 6,
-    /// Cut off while the server may have been acting on it, and the server
-    /// could not be asked afterwards: the object may or may not exist.
-    BP_FILE_UNKNOWN = 7,
-}
-
-impl From<FileState> for bp_file_state {
-    fn from(s: FileState) -> Self {
-        match s {
-            FileState::NotStarted => bp_file_state::BP_FILE_NOT_STARTED,
-            FileState::Running => bp_file_state::BP_FILE_RUNNING,
-            FileState::Completed => bp_file_state::BP_FILE_COMPLETED,
-            FileState::Failed => bp_file_state::BP_FILE_FAILED,
-            FileState::Aborted => bp_file_state::BP_FILE_ABORTED,
-            FileState::Paused => bp_file_state::BP_FILE_PAUSED,
-            FileState::AbortFailed => bp_file_state::BP_FILE_ABORT_FAILED,
-            FileState::Unknown => bp_file_state::BP_FILE_UNKNOWN,
-        }
-    }
-}
-
-/// A snapshot of a job, copied out by bp_job_poll. Bytes and parts count
-/// only what the server acknowledged.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct bp_progress {
-    /// The job's state.
-    pub state: bp_job_state,
-    /// Files in the batch.
-    pub files_total: u64,
-    /// Files that are complete objects.
-    pub files_done: u64,
-    /// Files whose error failed the job.
-    pub files_failed: u64,
-    /// Requests carrying data: one per single-PUT file, plus every part.
-    pub parts_total: u64,
-    /// Of those, acknowledged by the server.
-    pub parts_done: u64,
-    /// Bytes in the batch.
-    pub bytes_total: u64,
-    /// Bytes acknowledged by the server.
-    pub bytes_done: u64,
-    /// Current speed in bytes per second, smoothed over the last seconds.
-    pub speed_bps: f64,
-    /// Average speed since the job started running.
-    pub avg_speed_bps: f64,
-    /// Highest smoothed speed seen.
-    pub peak_speed_bps: f64,
-    /// Milliseconds since the job started running.
-    pub elapsed_ms: u64,
-    /// The first fatal error (BP_STOPPED or BP_PAUSED when the caller ended
-    /// the job); BP_OK if none. bp_job_last_error has its message.
-    pub error: bp_status,
-}
-
-/// What happened to one file, copied out by bp_job_file.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct bp_file_report {
-    /// The local file (UTF-8, NUL-terminated). Owned by the job: valid
-    /// until bp_job_free, never to be freed by the caller.
-    pub path: *const c_char,
-    /// The destination key; owned by the job like `path`.
-    pub key: *const c_char,
-    /// Size in bytes, as planned.
-    pub size: u64,
-    /// Bytes acknowledged by the server.
-    pub bytes_done: u64,
-    /// Average speed while the file uploaded, bytes per second.
-    pub avg_speed_bps: f64,
-    /// Highest speed seen for the file.
-    pub peak_speed_bps: f64,
-    /// Its state.
-    pub state: bp_file_state,
-    /// The object's ETag once complete (quotes removed, NUL-terminated);
-    /// empty before.
-    pub etag: [c_char; 80],
-    /// This file's own error, when it failed; BP_OK otherwise.
-    pub error: bp_status,
-}
-
 /// Copies a snapshot of the job's progress into `*out`. Never blocks on the
 /// upload; a job that has ended gives its final snapshot, as often as asked.
 ///
-/// OUT: `*out`, written only on success.
-/// Returns BP_OK, or BP_INVALID_ARGUMENT for a NULL argument.
+/// IN: `out->struct_size`, sizeof(bp_progress). OUT: `*out`, written only on
+/// success, and only as far as struct_size allows.
+/// Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or a struct_size
+/// below the first bp_progress's.
 /// Thread safety: any thread, at any time before bp_job_free.
 #[no_mangle]
 pub unsafe extern "C" fn bp_job_poll(job: *const bp_job, out: *mut bp_progress) -> bp_status {
     ffi_panic_boundary!("bp_job_poll", {
         let handle = try_ref!(job);
         check_out!(out);
+        // SAFETY: checked not NULL; a bp_progress by the caller's contract.
+        let size = match unsafe { fill_size(FUNCTION, out, PROGRESS_MIN_SIZE, "bp_progress") } {
+            Ok(size) => size,
+            Err(status) => return status,
+        };
         let p = handle.job.progress();
         let progress = bp_progress {
+            struct_size: size,
             state: p.state.into(),
             files_total: p.files_total,
             files_done: p.files_done,
@@ -219,9 +125,10 @@ pub unsafe extern "C" fn bp_job_poll(job: *const bp_job, out: *mut bp_progress) 
             error: p
                 .error
                 .map_or(bp_status::BP_OK, |e| bp_status::from_kind(e.kind())),
+            bytes_sent: p.bytes_sent,
         };
-        // SAFETY: checked not NULL; writable by the caller's contract.
-        unsafe { out.write(progress) };
+        // SAFETY: size bytes of *out are the caller's, by its struct_size.
+        unsafe { write_progress(out, progress, size) };
         bp_status::BP_OK
     })
 }
@@ -304,11 +211,13 @@ pub unsafe extern "C" fn bp_job_file_count(job: *const bp_job) -> usize {
 }
 
 /// Copies the report of file `index` (0-based, batch order) into `*out`.
-/// Its `path` and `key` point into the job and stay valid until bp_job_free.
+/// Its strings point into the job and stay valid until bp_job_free.
 ///
-/// OUT: `*out`, written only on success.
-/// Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or an index past
-/// the last file. Thread safety: any thread.
+/// IN: `out->struct_size`, sizeof(bp_file_report). OUT: `*out`, written only
+/// on success, and only as far as struct_size allows.
+/// Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument, a struct_size
+/// below the first bp_file_report's, or an index past the last file.
+/// Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn bp_job_file(
     job: *const bp_job,
@@ -318,6 +227,12 @@ pub unsafe extern "C" fn bp_job_file(
     ffi_panic_boundary!("bp_job_file", {
         let handle = try_ref!(job);
         check_out!(out);
+        // SAFETY: checked not NULL; a bp_file_report by the caller's contract.
+        let size = match unsafe { fill_size(FUNCTION, out, FILE_REPORT_MIN_SIZE, "bp_file_report") }
+        {
+            Ok(size) => size,
+            Err(status) => return status,
+        };
         let (Some(f), Some((path, key))) = (handle.job.file(index), handle.names.get(index)) else {
             return invalid_argument(
                 FUNCTION,
@@ -327,27 +242,23 @@ pub unsafe extern "C" fn bp_job_file(
                 ),
             );
         };
-        let mut etag = [0 as c_char; 80];
-        if let Some(tag) = &f.etag {
-            for (dst, src) in etag.iter_mut().zip(tag.bytes().take(79)) {
-                *dst = src as c_char;
-            }
-        }
         let report = bp_file_report {
+            struct_size: size,
             path: path.as_ptr(),
             key: key.as_ptr(),
+            etag: handle.lend(index, f.etag.as_deref()),
             size: f.size,
             bytes_done: f.bytes_done,
             avg_speed_bps: f.avg_speed_bps,
             peak_speed_bps: f.peak_speed_bps,
             state: f.state.into(),
-            etag,
             error: f
                 .error
                 .map_or(bp_status::BP_OK, |e| bp_status::from_kind(e.kind())),
+            upload_id: handle.lend(index, f.upload_id.as_deref()),
         };
-        // SAFETY: checked not NULL; writable by the caller's contract.
-        unsafe { out.write(report) };
+        // SAFETY: size bytes of *out are the caller's, by its struct_size.
+        unsafe { write_file_report(out, report, size) };
         bp_status::BP_OK
     })
 }

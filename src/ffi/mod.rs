@@ -4,15 +4,26 @@
 //!
 //! One module per C object: `config` (`bp_config`), `batch` (`bp_batch`),
 //! `uploader` (`bp_uploader`, `bp_start`, `bp_resume`, `bp_cleanup`), `job`
-//! (`bp_job`, `bp_progress`, `bp_file_report`), `error` (`bp_status`,
-//! `bp_last_error`, `bp_status_str`); `panic` and `handle` hold the
-//! machinery every export shares.
+//! (`bp_job` and its calls), `report` (`bp_progress`, `bp_file_report`, the
+//! state enums and the `struct_size` rule), `error` (`bp_status`,
+//! `bp_last_error`, `bp_status_str`), `log` (`bp_set_log_level`,
+//! `bp_log_next`); `panic` and `handle` hold the machinery every export
+//! shares. `capi/cbindgen.toml` carries the header's introduction (the
+//! fixed-width types and the struct_size rule), which cbindgen cannot take
+//! from a module doc.
 //!
 //! # Conventions (the README's "C ABI" section states them for C users)
 //! - Handles are opaque; each constructor names its `_free`; `_free(NULL)`
 //!   does nothing; freeing twice is undefined behaviour.
 //! - A call that can fail returns a [`bp_status`]: `BP_OK` (0) on success.
 //!   Output parameters (marked OUT) are written only on success.
+//! - Statuses and states cross the ABI as `uint32_t` typedefs
+//!   (`#[repr(u32)]` enums: cbindgen writes the enum for the names and
+//!   `typedef uint32_t` for the type), never as C enum types, whose size
+//!   the C compiler picks. An argument C passes is a plain `u32`, never
+//!   one of these enums: an unlisted value would be undefined behaviour.
+//! - Structs the library fills start with `struct_size`, set by the caller
+//!   (`report.rs` states the rule); fields are only ever appended.
 //! - Every pointer argument is checked: NULL gives `BP_INVALID_ARGUMENT`
 //!   (NULL or 0 for the few functions that return no status), never a crash.
 //! - Strings in are UTF-8 and NUL-terminated, copied before the call
@@ -24,8 +35,9 @@
 //!   `bp_last_error` this thread's last failure message, naming the
 //!   function and the argument or option at fault; `bp_job_last_error` a
 //!   job's own failure.
-//! - No callbacks: callers poll, so no library thread ever runs caller
-//!   code (which keeps Python's GIL and Go's scheduler out of trouble).
+//! - No callbacks: callers poll (the log too: bp_log_next), so no library
+//!   thread ever runs caller code (which keeps Python's GIL and Go's
+//!   scheduler out of trouble).
 //!
 //! The exports are `unsafe` in Rust because they trust their pointer
 //! arguments to be NULL or live handles of the right type — the contract
@@ -37,13 +49,17 @@ mod config;
 mod error;
 mod handle;
 mod job;
+mod log;
 mod panic;
+mod report;
 mod uploader;
 
+pub use self::log::*;
 pub use batch::*;
 pub use config::*;
 pub use error::*;
 pub use job::*;
+pub use report::*;
 pub use uploader::*;
 
 /// Parses a decimal version component at compile time.
@@ -72,7 +88,7 @@ pub extern "C" fn bp_version_number() -> u32 {
     VERSION_NUMBER
 }
 
-/// The library's version as static text ("0.1.0"), like BATCHPUT_VERSION.
+/// The library's version as static text ("0.2.0"), like BATCHPUT_VERSION.
 /// Never to be freed.
 #[no_mangle]
 pub extern "C" fn bp_version() -> *const std::ffi::c_char {

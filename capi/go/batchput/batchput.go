@@ -19,7 +19,8 @@
 // The package links -lbatchput from the repository's target/release or
 // target/debug (build the library with cargo first); CGO_LDFLAGS="-L/dir"
 // points it elsewhere. Every method of Job may be called from any goroutine:
-// one may Stop while another Waits. The library never calls back into Go.
+// one may Stop while another Waits. The library never calls back into Go:
+// its log is pulled (SetLogLevel, then DrainLog from your own loop).
 package batchput
 
 /*
@@ -64,11 +65,13 @@ const (
 	JournalLocked   Status = C.BP_JOURNAL_LOCKED
 	Internal        Status = C.BP_INTERNAL
 	Panic           Status = C.BP_PANIC
+	Empty           Status = C.BP_EMPTY
+	LoggerInUse     Status = C.BP_LOGGER_IN_USE
 )
 
 // String is the library's static text for the status.
 func (s Status) String() string {
-	return C.GoString(C.bp_status_str(C.int(s)))
+	return C.GoString(C.bp_status_str(C.uint32_t(s)))
 }
 
 // Error is a failed call or job: its status and the library's message,
@@ -117,10 +120,16 @@ const (
 	FileFailed     FileState = C.BP_FILE_FAILED
 	FileAborted    FileState = C.BP_FILE_ABORTED
 	FilePaused     FileState = C.BP_FILE_PAUSED
+	// FileAbortFailed: the multipart upload could not be aborted in time and
+	// is still open on the server (FileReport.UploadID names it).
+	FileAbortFailed FileState = C.BP_FILE_ABORT_FAILED
+	// FileUnknown: cut off while the server may have been acting on it; the
+	// object may or may not exist.
+	FileUnknown FileState = C.BP_FILE_UNKNOWN
 )
 
 func (s FileState) String() string {
-	names := [...]string{"not started", "running", "completed", "failed", "aborted", "paused"}
+	names := [...]string{"not started", "running", "completed", "failed", "aborted", "paused", "abort failed", "unknown"}
 	if s < 0 || int(s) >= len(names) {
 		return fmt.Sprintf("FileState(%d)", int(s))
 	}
@@ -137,6 +146,9 @@ type Progress struct {
 	SpeedBps, AvgSpeedBps, PeakSpeedBps float64
 	Elapsed                             time.Duration
 	Err                                 Status // first fatal error; OK if none
+	// BytesSent counts bytes written to the network, acknowledged or not;
+	// it goes back down when a part is retried.
+	BytesSent uint64
 }
 
 // FileReport is what happened to one file (bp_file_report).
@@ -145,8 +157,11 @@ type FileReport struct {
 	Size, BytesDone           uint64
 	AvgSpeedBps, PeakSpeedBps float64
 	State                     FileState
-	ETag                      string
+	ETag                      string // "" until the file is complete
 	Err                       Status
+	// UploadID is the multipart upload open on the server for this file
+	// (running, paused, FileAbortFailed); "" when none.
+	UploadID string
 }
 
 // File is a local file and the key it uploads to.
@@ -154,7 +169,7 @@ type File struct {
 	Path, Key string
 }
 
-// Version is the library's version ("0.1.0").
+// Version is the library's version ("0.2.0").
 func Version() string { return C.GoString(C.bp_version()) }
 
 // VersionNumber is MAJOR*1000000 + MINOR*1000 + PATCH of the library loaded.
@@ -166,20 +181,20 @@ const HeaderVersionNumber = C.BATCHPUT_VERSION_NUMBER
 
 // call runs f and turns a failure status into an *Error. The last error is
 // per OS thread in C, so the goroutine stays on its thread until it is read.
-func call(f func() C.enum_bp_status) error {
+func call(f func() C.bp_status) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	st := f()
 	if st == C.BP_OK {
 		return nil
 	}
-	return &Error{Status: Status(st), Message: copyMessage(func(buf *C.char, n C.size_t, w *C.size_t) C.enum_bp_status {
+	return &Error{Status: Status(st), Message: copyMessage(func(buf *C.char, n C.size_t, w *C.size_t) C.bp_status {
 		return C.bp_last_error(buf, n, w)
 	})}
 }
 
 // copyMessage asks for the length first, then copies into a buffer that fits.
-func copyMessage(f func(*C.char, C.size_t, *C.size_t) C.enum_bp_status) string {
+func copyMessage(f func(*C.char, C.size_t, *C.size_t) C.bp_status) string {
 	var n C.size_t
 	if f(nil, 0, &n) != C.BP_OK {
 		return ""
@@ -221,7 +236,7 @@ func NewUploader(options map[string]string) (*Uploader, error) {
 	sort.Strings(keys) // the same error first, every run
 	for _, k := range keys {
 		ck, cv := C.CString(k), C.CString(options[k])
-		err := call(func() C.enum_bp_status { return C.bp_config_set(cfg, ck, cv) })
+		err := call(func() C.bp_status { return C.bp_config_set(cfg, ck, cv) })
 		C.free(unsafe.Pointer(ck))
 		C.free(unsafe.Pointer(cv))
 		if err != nil {
@@ -229,7 +244,7 @@ func NewUploader(options map[string]string) (*Uploader, error) {
 		}
 	}
 	u := &Uploader{}
-	if err := call(func() C.enum_bp_status { return C.bp_uploader_new(cfg, &u.p) }); err != nil {
+	if err := call(func() C.bp_status { return C.bp_uploader_new(cfg, &u.p) }); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(u, (*Uploader).Close)
@@ -259,7 +274,7 @@ func (u *Uploader) start(files []File, journal string) (*Job, error) {
 	defer C.bp_batch_free(batch)
 	for _, f := range files {
 		cp, ck := C.CString(f.Path), C.CString(f.Key)
-		err := call(func() C.enum_bp_status { return C.bp_batch_add(batch, cp, ck) })
+		err := call(func() C.bp_status { return C.bp_batch_add(batch, cp, ck) })
 		C.free(unsafe.Pointer(cp))
 		C.free(unsafe.Pointer(ck))
 		if err != nil {
@@ -268,7 +283,7 @@ func (u *Uploader) start(files []File, journal string) (*Job, error) {
 	}
 	if journal != "" {
 		cj := C.CString(journal)
-		err := call(func() C.enum_bp_status { return C.bp_batch_set_journal(batch, cj) })
+		err := call(func() C.bp_status { return C.bp_batch_set_journal(batch, cj) })
 		C.free(unsafe.Pointer(cj))
 		if err != nil {
 			return nil, err
@@ -280,7 +295,7 @@ func (u *Uploader) start(files []File, journal string) (*Job, error) {
 		return nil, misuse("the uploader is closed")
 	}
 	j := &Job{up: u}
-	if err := call(func() C.enum_bp_status { return C.bp_start(u.p, batch, &j.p) }); err != nil {
+	if err := call(func() C.bp_status { return C.bp_start(u.p, batch, &j.p) }); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(j, (*Job).Close)
@@ -297,7 +312,7 @@ func (u *Uploader) Resume(journal string) (*Job, error) {
 	cj := C.CString(journal)
 	defer C.free(unsafe.Pointer(cj))
 	j := &Job{up: u}
-	if err := call(func() C.enum_bp_status { return C.bp_resume(u.p, cj, &j.p) }); err != nil {
+	if err := call(func() C.bp_status { return C.bp_resume(u.p, cj, &j.p) }); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(j, (*Job).Close)
@@ -315,7 +330,7 @@ func (u *Uploader) Cleanup(prefix string, olderThan time.Duration) (uint64, erro
 	cp := C.CString(prefix)
 	defer C.free(unsafe.Pointer(cp))
 	var n C.uint64_t
-	err := call(func() C.enum_bp_status { return C.bp_cleanup(u.p, cp, C.uint64_t(olderThan/time.Second), &n) })
+	err := call(func() C.bp_status { return C.bp_cleanup(u.p, cp, C.uint64_t(olderThan/time.Second), &n) })
 	return uint64(n), err
 }
 
@@ -350,8 +365,9 @@ func (j *Job) with(f func(p *C.bp_job) error) error {
 // Poll copies a snapshot of the job's progress; it never blocks.
 func (j *Job) Poll() (Progress, error) {
 	var out C.bp_progress
+	out.struct_size = C.sizeof_bp_progress
 	err := j.with(func(p *C.bp_job) error {
-		return call(func() C.enum_bp_status { return C.bp_job_poll(p, &out) })
+		return call(func() C.bp_status { return C.bp_job_poll(p, &out) })
 	})
 	if err != nil {
 		return Progress{}, err
@@ -370,6 +386,7 @@ func (j *Job) Poll() (Progress, error) {
 		PeakSpeedBps: float64(out.peak_speed_bps),
 		Elapsed:      time.Duration(out.elapsed_ms) * time.Millisecond,
 		Err:          Status(out.error),
+		BytesSent:    uint64(out.bytes_sent),
 	}, nil
 }
 
@@ -391,7 +408,7 @@ func (j *Job) Wait(timeout time.Duration) (bool, error) {
 			return nil
 		}
 		ended = true
-		return call(func() C.enum_bp_status { return st })
+		return call(func() C.bp_status { return st })
 	})
 	return ended, err
 }
@@ -400,14 +417,14 @@ func (j *Job) Wait(timeout time.Duration) (bool, error) {
 // Stopping twice, or an ended job, is harmless.
 func (j *Job) Stop() error {
 	return j.with(func(p *C.bp_job) error {
-		return call(func() C.enum_bp_status { return C.bp_job_stop(p) })
+		return call(func() C.bp_status { return C.bp_job_stop(p) })
 	})
 }
 
 // Pause stops the job but keeps its uploads for Resume; it needs a journal.
 func (j *Job) Pause() error {
 	return j.with(func(p *C.bp_job) error {
-		return call(func() C.enum_bp_status { return C.bp_job_pause(p) })
+		return call(func() C.bp_status { return C.bp_job_pause(p) })
 	})
 }
 
@@ -424,12 +441,14 @@ func (j *Job) Len() int {
 // File is the report of file i (batch order).
 func (j *Job) File(i int) (FileReport, error) {
 	var r C.bp_file_report
+	r.struct_size = C.sizeof_bp_file_report
 	var out FileReport
 	err := j.with(func(p *C.bp_job) error {
-		if err := call(func() C.enum_bp_status { return C.bp_job_file(p, C.size_t(i), &r) }); err != nil {
+		if err := call(func() C.bp_status { return C.bp_job_file(p, C.size_t(i), &r) }); err != nil {
 			return err
 		}
-		// Copy while the job is alive: r.path and r.key point into it.
+		// Copy while the job is alive: the strings point into it
+		// (C.GoString of NULL is "").
 		out = FileReport{
 			Path:         C.GoString(r.path),
 			Key:          C.GoString(r.key),
@@ -438,8 +457,9 @@ func (j *Job) File(i int) (FileReport, error) {
 			AvgSpeedBps:  float64(r.avg_speed_bps),
 			PeakSpeedBps: float64(r.peak_speed_bps),
 			State:        FileState(r.state),
-			ETag:         C.GoString(&r.etag[0]),
+			ETag:         C.GoString(r.etag),
 			Err:          Status(r.error),
+			UploadID:     C.GoString(r.upload_id),
 		}
 		return nil
 	})
@@ -473,7 +493,7 @@ func (j *Job) Err() error {
 	}
 	var msg string
 	_ = j.with(func(h *C.bp_job) error {
-		msg = copyMessage(func(buf *C.char, n C.size_t, w *C.size_t) C.enum_bp_status {
+		msg = copyMessage(func(buf *C.char, n C.size_t, w *C.size_t) C.bp_status {
 			return C.bp_job_last_error(h, buf, n, w)
 		})
 		return nil
@@ -491,4 +511,52 @@ func (j *Job) Close() {
 		C.bp_job_free(j.p)
 		j.p = nil
 	}
+}
+
+// LogLevel is how much the library logs (bp_log_level).
+type LogLevel uint32
+
+// Log levels; each includes the ones before it.
+const (
+	LogOff   LogLevel = C.BP_LOG_OFF
+	LogError LogLevel = C.BP_LOG_ERROR
+	LogWarn  LogLevel = C.BP_LOG_WARN
+	LogInfo  LogLevel = C.BP_LOG_INFO
+	LogDebug LogLevel = C.BP_LOG_DEBUG
+	LogTrace LogLevel = C.BP_LOG_TRACE
+)
+
+func (l LogLevel) String() string {
+	names := [...]string{"off", "error", "warn", "info", "debug", "trace"}
+	if int(l) >= len(names) {
+		return fmt.Sprintf("LogLevel(%d)", uint32(l))
+	}
+	return names[l]
+}
+
+// SetLogLevel sets how much the library logs. The first call installs the
+// library's in-memory log (the last 1000 records), which DrainLog empties.
+func SetLogLevel(level LogLevel) error {
+	return call(func() C.bp_status { return C.bp_set_log_level(C.uint32_t(level)) })
+}
+
+// DrainLog hands every log record waiting to f, oldest first, as its
+// level and "target: message", and returns how many. It never blocks and
+// runs f on the calling goroutine: call it from your own loop (the library
+// has no callbacks, so no record ever arrives on a library thread). For
+// log/slog (Go 1.21+): DrainLog(func(l LogLevel, m string) { logger.Log(ctx, slogLevel(l), m) }).
+func DrainLog(f func(level LogLevel, message string)) int {
+	// The longest record (4096 bytes) and its NUL fit; C writes into C
+	// memory, copied out before the next call.
+	const size = 4096 + 1
+	buf := (*C.char)(C.malloc(size))
+	defer C.free(unsafe.Pointer(buf))
+	var level C.uint32_t
+	var n C.size_t
+	count := 0
+	for C.bp_log_next(&level, buf, size, &n) == C.BP_OK {
+		f(LogLevel(level), C.GoString(buf))
+		count++
+	}
+	return count
 }

@@ -8,14 +8,17 @@ package batchput
 // go/stop exists, and that no multipart upload is left open.
 
 import (
+	"bufio"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -136,7 +139,7 @@ func TestUploadSucceeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range reports {
-		if r.Path != files[i].Path || r.Key != files[i].Key || r.State != FileCompleted || r.BytesDone != r.Size {
+		if r.Path != files[i].Path || r.Key != files[i].Key || r.State != FileCompleted || r.BytesDone != r.Size || r.UploadID != "" {
 			t.Fatalf("report %d: %+v", i, r)
 		}
 	}
@@ -253,4 +256,137 @@ func TestClosedHandlesAreMisuse(t *testing.T) {
 	up.Close()
 	_, err = up.Upload(files)
 	wantError(t, err, Misuse, "closed")
+}
+
+func TestNewStatesKeepTheirNumbers(t *testing.T) {
+	if FileAbortFailed != 6 || FileUnknown != 7 || Empty != 18 || LoggerInUse != 19 || LogTrace != 5 {
+		t.Fatal("a value of the C ABI changed")
+	}
+	if FileAbortFailed.String() != "abort failed" || Empty.String() != "nothing to read (not an error)" {
+		t.Fatalf("%q %q", FileAbortFailed, Empty)
+	}
+	wantError(t, SetLogLevel(6), InvalidArgument, "'level' is 6")
+}
+
+func TestDrainLogDeliversLibraryRecords(t *testing.T) {
+	files := makeFiles(t, "log", 10)
+	if err := SetLogLevel(LogDebug); err != nil {
+		t.Fatal(err)
+	}
+	defer SetLogLevel(LogOff)
+	up, err := NewUploader(server(t, map[string]string{"secret_key": "wrong", "retries": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	job, err := up.Upload(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job.Close()
+	if done, err := job.Wait(60 * time.Second); !done || err != nil {
+		t.Fatalf("wait: %v %v", done, err)
+	}
+	var failed []string
+	n := DrainLog(func(level LogLevel, msg string) {
+		if strings.Contains(msg, "job failed") && level == LogError {
+			failed = append(failed, msg)
+		}
+	})
+	if n == 0 || len(failed) == 0 || !strings.Contains(failed[0], files[0].Key) {
+		t.Fatalf("%d records, failures %q", n, failed)
+	}
+	if again := DrainLog(func(LogLevel, string) {}); again != 0 {
+		t.Fatalf("%d records after draining", again)
+	}
+}
+
+// answerEarly is an S3 server at its rudest: it reads a request's head,
+// refuses it (403 AccessDenied, Connection: close) and closes the socket
+// without reading the body, so the kernel resets the connection while the
+// client is still sending.
+func answerEarly(t *testing.T) (endpoint string, requests *int32) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	requests = new(int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				atomic.AddInt32(requests, 1)
+				body := "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>" +
+					"<Message>Access Denied</Message><RequestId>go-early</RequestId></Error>"
+				fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"+
+					"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+				c.(*net.TCPConn).CloseWrite()
+			}(c)
+		}
+	}()
+	return "http://" + ln.Addr().String(), requests
+}
+
+// TestNoSIGPIPEWhenTheServerAnswersEarly uploads 64 MiB in every integrity
+// mode to a server that refuses it and resets the connection mid-body.
+//
+// Why this test can fail: the library's workers are threads Go did not
+// start. The os/signal docs ("Go programs that use cgo or SWIG") say that
+// when Go's handler runs on a non-Go thread not running Go code, it
+// removes itself, unblocks the signal and raises it again, to reach the
+// non-Go handler or the default action. SIGPIPE's default action ends the
+// process, so a SIGPIPE raised in a worker (sendfile on a reset socket)
+// kills this test binary ("signal: broken pipe"), as it would a C host.
+// That is why nothing here calls signal.Notify for SIGPIPE (it would
+// swallow the signal) and why signal.Reset(syscall.SIGPIPE) would prove
+// nothing: Reset only governs delivery to Go's channels, and Go's own
+// threads never see this signal. Passing means the library never let one
+// escape.
+func TestNoSIGPIPEWhenTheServerAnswersEarly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.bin")
+	data := make([]byte, 64*mib)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	endpoint, requests := answerEarly(t)
+	for _, mode := range []string{"none", "crc32c", "content-md5", "etag-md5"} {
+		up, err := NewUploader(map[string]string{
+			"endpoint": endpoint, "bucket": "sigpipe-test", "access_key": "AK", "secret_key": "SK",
+			"integrity": mode, "multipart_threshold": "128MiB", "retries": "1",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := up.Upload([]File{{Path: path, Key: "big-" + mode}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done, err := job.Wait(60 * time.Second); !done || err != nil {
+			t.Fatalf("%s: wait: %v %v", mode, done, err)
+		}
+		wantError(t, job.Err(), Server, "AccessDenied")
+		job.Close()
+		up.Close()
+	}
+	if n := atomic.LoadInt32(requests); n < 4 {
+		t.Fatalf("the server saw %d requests", n)
+	}
 }
