@@ -96,6 +96,7 @@ pub struct Config {
     pub(crate) integrity: Integrity,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) proxy: Option<String>,
+    pub(crate) strict_inputs: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -111,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("part_size", &self.part_size)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("integrity", &self.integrity)
+            .field("strict_inputs", &self.strict_inputs)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +149,7 @@ impl Default for Config {
             integrity: Integrity::EtagMd5,
             ca_file: None,
             proxy: None,
+            strict_inputs: false,
         }
     }
 }
@@ -342,11 +345,27 @@ impl Config {
         self
     }
 
+    /// Whether a directory walk ([`Uploader::start_dir`](crate::Uploader::start_dir))
+    /// fails on an entry it cannot upload (a dangling symbolic link, a
+    /// FIFO, a socket, a device, a link to a directory) instead of skipping
+    /// it with a warning. Off by default.
+    pub fn strict_inputs(mut self, strict: bool) -> Config {
+        self.strict_inputs = strict;
+        self
+    }
+
     /// Sets one option from its string form (see [`OPTIONS`]). Sizes accept
     /// `8388608`, `8MiB`, `1GiB`, `500KB`; durations in `_ms` keys are
-    /// milliseconds. An unknown key or a bad value is an
-    /// [`InvalidConfig`](crate::ErrorKind::InvalidConfig) error naming the key.
+    /// milliseconds; `strict_inputs` takes `true` or `false`. No value may
+    /// hold a control character (CR, LF, NUL, tab, ...). An unknown key or
+    /// a bad value is an [`InvalidConfig`](crate::ErrorKind::InvalidConfig)
+    /// error naming the key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        // Before anything quotes the value: a CR or LF would forge lines in
+        // a message or a header, and the value may be a secret.
+        if let Some(c) = value.chars().find(|c| c.is_control()) {
+            return Err(control_character(key, c));
+        }
         let bad = |why: &str| Error::config(format!("option '{key}': {why} (got '{value}')"));
         match key {
             "endpoint" => self.endpoints = split_endpoints(value),
@@ -391,7 +410,17 @@ impl Config {
             "max_pending_uploads" => {
                 self.max_pending_uploads = parse_count(value).map_err(|w| bad(&w))? as usize
             }
-            "rate_limit" => self.rate_limit = parse_size(value).map_err(|w| bad(&w))?,
+            "rate_limit" => {
+                let rate = parse_size(value).map_err(|w| bad(&w))?;
+                // "0.5" would truncate to 0, which means unlimited: the
+                // opposite of what was asked.
+                if rate == 0 && value.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+                    return Err(bad(
+                        "below 1 byte per second: the smallest limit is 1 (0 means unlimited)",
+                    ));
+                }
+                self.rate_limit = rate;
+            }
             "acl" => self.acl = non_empty(value),
             "content_type" => self.content_type = non_empty(value),
             "storage_class" => self.storage_class = non_empty(value),
@@ -406,6 +435,13 @@ impl Config {
             }
             "ca_file" => self.ca_file = non_empty(value).map(PathBuf::from),
             "proxy" => self.proxy = non_empty(value),
+            "strict_inputs" => {
+                self.strict_inputs = match value {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(bad("expected 'true' or 'false'")),
+                }
+            }
             _ => match key.strip_prefix("meta.") {
                 Some(name) if !name.is_empty() => self
                     .metadata
@@ -429,6 +465,10 @@ impl Config {
     /// Checks every option and the ones that depend on each other. Called by
     /// `Uploader::new`; the error names the key at fault.
     pub fn validate(&self) -> Result<()> {
+        // The typed builders take any string: check them as `set` does.
+        if let Some((key, c)) = self.first_control_character() {
+            return Err(control_character(&key, c));
+        }
         for key in [
             "endpoint",
             "bucket",
@@ -568,6 +608,45 @@ impl Config {
         Ok(())
     }
 
+    /// The first string option holding a control character, by its key.
+    fn first_control_character(&self) -> Option<(String, char)> {
+        let mut fields: Vec<(String, &str)> = vec![
+            ("region".into(), &self.region),
+            ("bucket".into(), &self.bucket),
+        ];
+        fields.extend(
+            self.endpoints
+                .iter()
+                .map(|e| ("endpoint".into(), e.as_str())),
+        );
+        for (key, value) in [
+            ("access_key", &self.access_key),
+            ("secret_key", &self.secret_key),
+            ("session_token", &self.session_token),
+            ("acl", &self.acl),
+            ("content_type", &self.content_type),
+            ("storage_class", &self.storage_class),
+            ("proxy", &self.proxy),
+        ] {
+            fields.extend(value.as_deref().map(|v| (key.into(), v)));
+        }
+        for (name, value) in &self.metadata {
+            fields.push((format!("meta.{name}"), name));
+            fields.push((format!("meta.{name}"), value));
+        }
+        let ca_file = self
+            .ca_file
+            .as_ref()
+            .map(|p| p.as_os_str().to_string_lossy());
+        fields.extend(ca_file.as_deref().map(|p| ("ca_file".into(), p)));
+        fields.into_iter().find_map(|(key, value)| {
+            value
+                .chars()
+                .find(|c| c.is_control())
+                .map(|c| (key.escape_debug().to_string(), c))
+        })
+    }
+
     /// The open-file budget: the option when set, otherwise derived from
     /// RLIMIT_NOFILE, leaving room for the workers' sockets, the process's
     /// own descriptors and a margin.
@@ -589,6 +668,15 @@ fn nofile_soft_limit() -> Option<u64> {
     // SAFETY: getrlimit writes into the struct we own and reads nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// The error for a control character in option `key`; the value is not
+/// quoted (it may be a secret, and the character would garble the message).
+fn control_character(key: &str, c: char) -> Error {
+    Error::config(format!(
+        "option '{}': contains the control character {c:?}; no option may hold one (CR, LF, NUL, tab, ...)",
+        key.escape_debug()
+    ))
 }
 
 fn split_endpoints(value: &str) -> Vec<String> {
@@ -836,6 +924,110 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("documented option '{key}' is refused: {e}"));
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_option() {
+        let strings = [
+            "endpoint",
+            "region",
+            "bucket",
+            "access_key",
+            "secret_key",
+            "session_token",
+            "acl",
+            "content_type",
+            "storage_class",
+            "meta.owner",
+            "ca_file",
+            "proxy",
+        ];
+        for key in strings {
+            for c in ['\r', '\n', '\0', '\t', '\u{1b}', '\u{7f}', '\u{85}'] {
+                let mut cfg = Config::new();
+                let e = cfg.set(key, &format!("x{c}y")).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidConfig);
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(&format!("option '{key}': contains the control character")),
+                    "{msg}"
+                );
+                assert!(
+                    !msg.contains(&format!("x{c}y")),
+                    "the value is not quoted: {msg}"
+                );
+            }
+        }
+        // The typed builders end in the same check.
+        let base = || {
+            Config::new()
+                .endpoint("http://127.0.0.1:9000")
+                .bucket("abc")
+        };
+        for (cfg, key) in [
+            (base().session_token("tok\r\nX-Evil: 1"), "session_token"),
+            (base().credentials("AK\n", "SK"), "access_key"),
+            (base().credentials("AK", "S\0K"), "secret_key"),
+            (base().region("us-east-1\n"), "region"),
+            (base().metadata("owner", "a\rb"), "meta.owner"),
+            (base().ca_file("/etc/ca\n.pem"), "ca_file"),
+            (base().proxy("http://p\r:1"), "proxy"),
+            (base().content_type("text/plain\t"), "content_type"),
+        ] {
+            let e = cfg.validate().unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("option '{key}': contains the control character")),
+                "{e}"
+            );
+        }
+        let e = base()
+            .endpoint("http://127.0.0.1\n:9000")
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("option 'endpoint': contains the control character '\\n'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rate_limits_below_one_byte_per_second_are_refused() {
+        let mut c = Config::new();
+        for value in ["0.5", "0.9", "0.0001KiB"] {
+            let e = c.set("rate_limit", value).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "option 'rate_limit': below 1 byte per second: the smallest limit is 1 \
+                     (0 means unlimited) (got '{value}')"
+                )
+            );
+        }
+        c.set("rate_limit", "0").unwrap();
+        assert_eq!(c.rate_limit, 0, "0 is unlimited");
+        c.set("rate_limit", "0.0").unwrap();
+        assert_eq!(c.rate_limit, 0);
+        c.set("rate_limit", "1").unwrap();
+        assert_eq!(c.rate_limit, 1);
+        c.set("rate_limit", "0.5KiB").unwrap();
+        assert_eq!(c.rate_limit, 512);
+    }
+
+    #[test]
+    fn strict_inputs_is_a_boolean() {
+        let mut c = Config::new();
+        assert!(!c.strict_inputs);
+        c.set("strict_inputs", "true").unwrap();
+        assert!(c.strict_inputs);
+        c.set("strict_inputs", "false").unwrap();
+        assert!(!c.strict_inputs);
+        let e = c.set("strict_inputs", "maybe").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "option 'strict_inputs': expected 'true' or 'false' (got 'maybe')"
+        );
     }
 
     #[test]

@@ -385,6 +385,11 @@ impl std::error::Error for Error {}
 /// The part of an `io::Error` a person reads: "permission denied", not "Os { code: 13 ... }".
 pub(crate) fn io_reason(err: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
+    if too_many_open_files(err) {
+        // The process's or the system's descriptor table is full: the
+        // file or server named beside this is not at fault.
+        return TOO_MANY_OPEN_FILES.to_string();
+    }
     match err.kind() {
         K::NotFound => "no such file or directory".to_string(),
         K::PermissionDenied => "permission denied".to_string(),
@@ -397,6 +402,15 @@ pub(crate) fn io_reason(err: &std::io::Error) -> String {
             }
         }
     }
+}
+
+/// What EMFILE and ENFILE mean to the person who can fix them.
+pub(crate) const TOO_MANY_OPEN_FILES: &str =
+    "too many open files: lower max_open_files or raise the limit (ulimit -n)";
+
+/// Whether `err` says the descriptor table (the process's or the system's) is full.
+pub(crate) fn too_many_open_files(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 /// The crate's result type.
@@ -451,5 +465,21 @@ mod tests {
         }
         assert!(Error::new(ErrorKind::Network, "reset").is_retryable());
         assert!(!Error::new(ErrorKind::LocalIo, "gone").is_retryable());
+    }
+
+    #[test]
+    fn a_full_descriptor_table_says_how_to_fix_it() {
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let e = Error::local_io(
+                "open",
+                Path::new("/data/a.bin"),
+                &std::io::Error::from_raw_os_error(errno),
+            );
+            assert_eq!(
+                e.to_string(),
+                "cannot open /data/a.bin: too many open files: lower max_open_files \
+                 or raise the limit (ulimit -n)"
+            );
+        }
     }
 }

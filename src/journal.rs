@@ -31,6 +31,16 @@
 //! A record lost that way costs nothing but a check: resume asks the server
 //! (ListParts, HeadObject), which is the truth.
 //!
+//! ## A system file
+//! Source paths are recorded absolute and canonical, so a journal resumes
+//! from any working directory, and from another host where the same paths
+//! hold the same files. The journal is created with `O_CREAT|O_EXCL|
+//! O_NOFOLLOW`, mode 0600: an existing file or a symbolic link at its path is
+//! refused, never followed or truncated. On resume nothing in it is trusted:
+//! every record is checked (keys as a batch's keys are, part counts and
+//! sizes against each other and S3's limits, part numbers in range) before
+//! anything is sized by it, and a bad record is an error naming its line.
+//!
 //! ## Locking
 //! A journal is locked (an fcntl write lock, and a registry for this
 //! process, since fcntl locks do not exclude threads of the lock's own
@@ -41,16 +51,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::config::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::JobState;
-use crate::plan::FilePlan;
+use crate::plan::{FilePlan, MAX_OBJECT_SIZE};
 
 /// The longest a group-committed record waits for its fsync.
 pub(crate) const SYNC_EVERY: Duration = Duration::from_millis(250);
@@ -91,6 +102,24 @@ fn journal_error(path: &Path, what: impl std::fmt::Display) -> Error {
         format!("journal {}: {what}", path.display()),
     )
     .with_path(path)
+}
+
+/// The message for a path that is refused as a journal (something is there
+/// already, or it is a symbolic link); `None` for other failures.
+fn refusal(path: &Path, err: &std::io::Error) -> Option<Error> {
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if link {
+        return Some(journal_error(
+            path,
+            "is a symbolic link: a journal is never opened through one (give the real path)",
+        ));
+    }
+    (err.kind() == std::io::ErrorKind::AlreadyExists).then(|| {
+        journal_error(
+            path,
+            "already exists: resume it, or remove it to start over",
+        )
+    })
 }
 
 /// Takes the journal's lock or says who holds it.
@@ -145,27 +174,46 @@ fn lock(file: &File, path: &Path) -> Result<(u64, u64)> {
 
 impl Journal {
     /// Creates a journal for a new batch, locks it and makes the batch
-    /// durable. An existing, non-empty journal is never overwritten.
+    /// durable. Whatever is at `path` already — a journal, an empty file, a
+    /// symbolic link — is refused, never overwritten or followed.
     pub fn create(path: &Path, bucket: &str, plans: &[FilePlan]) -> Result<Journal> {
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.len() > 0 {
-                return Err(journal_error(
-                    path,
-                    "already exists: resume it, or remove it to start over",
-                ));
-            }
-        }
+        // Absolute and canonical: resume may run from anywhere.
+        let sources = plans
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(&p.path).map_err(|e| Error::local_io("read", &p.path, &e))
+            })
+            .collect::<Result<Vec<PathBuf>>>()?;
+        // One atomic step: no check-then-open race.
         let file = OpenOptions::new()
-            .create(true)
-            .append(true)
             .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| {
-                journal_error(
-                    path,
-                    format!("cannot create: {}", crate::error::io_reason(&e)),
-                )
+                refusal(path, &e).unwrap_or_else(|| {
+                    journal_error(
+                        path,
+                        format!("cannot create: {}", crate::error::io_reason(&e)),
+                    )
+                })
             })?;
+        // From here the file is ours: a failure removes it, so the same
+        // start can be tried again.
+        Journal::fill(file, path, bucket, plans, &sources).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
+    }
+
+    fn fill(
+        file: File,
+        path: &Path,
+        bucket: &str,
+        plans: &[FilePlan],
+        sources: &[PathBuf],
+    ) -> Result<Journal> {
         let id = lock(&file, path)?;
         let mut j = Journal {
             file,
@@ -183,40 +231,63 @@ impl Journal {
             &unix_ms(SystemTime::now()).to_string(),
             bucket,
         ]);
-        for (i, p) in plans.iter().enumerate() {
+        for (i, (p, source)) in plans.iter().zip(sources).enumerate() {
             let shape = shape(p);
             let mut fields = vec!["F", &i.to_string()]
                 .into_iter()
                 .map(str::to_string)
                 .collect::<Vec<_>>();
             fields.extend(shape);
-            fields.push(encode(p.path.as_os_str().as_bytes()));
+            fields.push(encode(source.as_os_str().as_bytes()));
             fields.push(encode(p.key.as_bytes()));
             j.record(&fields.iter().map(String::as_str).collect::<Vec<_>>());
         }
         j.record(&["B", &plans.len().to_string()]);
         j.flush(true)?;
         // Make the new file's name durable too.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
         }
         Ok(j)
     }
 
     /// Opens and locks an existing journal and reads what it recorded.
     pub fn open(path: &Path) -> Result<(Journal, Recorded)> {
+        // Not through a symbolic link, and never blocking on a FIFO.
         let mut file = OpenOptions::new()
             .append(true)
             .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(|e| {
-                journal_error(
-                    path,
-                    format!("cannot open: {}", crate::error::io_reason(&e)),
-                )
+                refusal(path, &e).unwrap_or_else(|| {
+                    journal_error(
+                        path,
+                        format!("cannot open: {}", crate::error::io_reason(&e)),
+                    )
+                })
             })?;
+        let meta = file.metadata().map_err(|e| journal_error(path, e))?;
+        if !meta.is_file() {
+            return Err(journal_error(
+                path,
+                format!(
+                    "is {}, not a regular file",
+                    crate::plan::kind_name(meta.file_type())
+                ),
+            ));
+        }
+        // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
         let id = lock(&file, path)?;
         let mut text = Vec::new();
         let read = file.read_to_end(&mut text);
@@ -407,6 +478,7 @@ fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
             None => return Err(format!("is corrupt at line {line_no}")),
         };
         let bad = || format!("is corrupt at line {line_no}");
+        let invalid = |why: String| format!("is corrupt at line {line_no}: {why}");
         let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
         let file_at = |out: &mut Recorded, s: &str| -> std::result::Result<usize, String> {
             let idx = s.parse::<usize>().map_err(|_| bad())?;
@@ -435,17 +507,23 @@ fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                     "-" => None,
                     ns => Some(UNIX_EPOCH + Duration::from_nanos(num(ns)?)),
                 };
+                let path = decode(path).ok_or_else(bad)?;
+                if path.is_empty() || path.contains(&0) {
+                    return Err(invalid("a file path is empty or holds a NUL byte".into()));
+                }
+                let key = decode_str(key).ok_or_else(|| invalid("a key is not UTF-8".into()))?;
+                crate::plan::check_key(&key).map_err(|e| invalid(e.message().to_string()))?;
+                let (multipart, part_size, parts) =
+                    check_shape(num(size)?, mp, num(part_size)?, num(parts)?).map_err(invalid)?;
                 out.files.push(RecordedFile {
                     plan: FilePlan {
-                        path: PathBuf::from(std::ffi::OsString::from_vec(
-                            decode(path).ok_or_else(bad)?,
-                        )),
-                        key: decode_str(key).ok_or_else(bad)?,
+                        path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+                        key,
                         size: num(size)?,
                         mtime,
-                        multipart: *mp == "1",
-                        part_size: num(part_size)?,
-                        parts: num(parts)? as u32,
+                        multipart,
+                        part_size,
+                        parts,
                     },
                     upload_id: None,
                     intended: false,
@@ -462,15 +540,17 @@ fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
             _ if !complete_batch => return Err(bad()),
             ["N", idx, size, mtime, mp, part_size, parts] => {
                 let f = file_at(&mut out, idx)?;
+                let (multipart, part_size, parts) =
+                    check_shape(num(size)?, mp, num(part_size)?, num(parts)?).map_err(invalid)?;
                 let rec = &mut out.files[f];
                 rec.plan.size = num(size)?;
                 rec.plan.mtime = match *mtime {
                     "-" => None,
                     ns => Some(UNIX_EPOCH + Duration::from_nanos(num(ns)?)),
                 };
-                rec.plan.multipart = *mp == "1";
-                rec.plan.part_size = num(part_size)?;
-                rec.plan.parts = num(parts)? as u32;
+                rec.plan.multipart = multipart;
+                rec.plan.part_size = part_size;
+                rec.plan.parts = parts;
                 rec.upload_id = None;
                 rec.parts.clear();
                 rec.intended = false;
@@ -496,8 +576,21 @@ fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                     "-" => None,
                     h => Some(u32::from_str_radix(h, 16).map_err(|_| bad())?),
                 };
+                let part = num(part)?;
+                let rec = &out.files[f];
+                if !rec.plan.multipart || part == 0 || part > u64::from(rec.plan.parts) {
+                    return Err(invalid(format!(
+                        "part {part} of file {f}, which has {} part(s){}",
+                        rec.plan.parts,
+                        if rec.plan.multipart {
+                            ""
+                        } else {
+                            " and is a single PUT"
+                        }
+                    )));
+                }
                 out.files[f].parts.insert(
-                    num(part)? as u32,
+                    part as u32,
                     RecordedPart {
                         etag: decode_str(etag).ok_or_else(bad)?,
                         md5,
@@ -534,6 +627,50 @@ fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
         );
     }
     Ok(out)
+}
+
+/// Checks a file's recorded shape — size, single PUT or multipart, part
+/// size, part count — against S3's limits and against itself, before
+/// anything is sized by it. Returns (multipart, part size, parts).
+fn check_shape(
+    size: u64,
+    multipart: &str,
+    part_size: u64,
+    parts: u64,
+) -> std::result::Result<(bool, u64, u32), String> {
+    if size > MAX_OBJECT_SIZE {
+        return Err(format!("a size of {size} bytes is more than S3's 5 TiB"));
+    }
+    if parts == 0 || parts > u64::from(MAX_PARTS) {
+        return Err(format!("a part count of {parts} is outside 1..{MAX_PARTS}"));
+    }
+    match multipart {
+        "1" => {
+            if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+                return Err(format!(
+                    "a part size of {part_size} bytes is outside 5MiB..5GiB"
+                ));
+            }
+            if size == 0 || size.div_ceil(part_size) != parts {
+                return Err(format!(
+                    "{parts} parts of {part_size} bytes do not make {size} bytes"
+                ));
+            }
+        }
+        "0" => {
+            if parts != 1 || part_size != size || size > MAX_PART_SIZE {
+                return Err(format!(
+                    "a single PUT of {size} bytes recorded as {parts} part(s) of {part_size}"
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "'{other}' is neither 0 (single PUT) nor 1 (multipart)"
+            ))
+        }
+    }
+    Ok((multipart == "1", part_size, parts as u32))
 }
 
 /// Splits a line into fields if its checksum holds.
@@ -613,9 +750,13 @@ pub(crate) fn unchanged(plan: &FilePlan) -> std::result::Result<bool, Error> {
 mod tests {
     use super::*;
 
-    fn plan(path: &str, key: &str) -> FilePlan {
+    /// A plan of a 12 MiB file in 3 parts; the file itself is made (empty)
+    /// in `dir`, since a journal records canonical paths.
+    fn plan_in(dir: &Path, name: &str, key: &str) -> FilePlan {
+        let path = dir.join(name);
+        std::fs::write(&path, b"").unwrap();
         FilePlan {
-            path: PathBuf::from(path),
+            path,
             key: key.to_string(),
             size: 12 << 20,
             mtime: Some(UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)),
@@ -633,7 +774,10 @@ mod tests {
             let mut j = Journal::create(
                 &path,
                 "bucket",
-                &[plan("/data/a b\tc\n", "k/é %"), plan("/x", "y")],
+                &[
+                    plan_in(dir.path(), "a b\tc\n", "k/é %"),
+                    plan_in(dir.path(), "x", "y"),
+                ],
             )
             .unwrap();
             j.intent(0).unwrap();
@@ -654,9 +798,12 @@ mod tests {
         assert_eq!(r.bucket, "bucket");
         assert_eq!(r.files.len(), 2);
         let f = &r.files[0];
-        assert_eq!(f.plan.path, PathBuf::from("/data/a b\tc\n"));
+        assert_eq!(
+            f.plan.path,
+            dir.path().canonicalize().unwrap().join("a b\tc\n")
+        );
         assert_eq!(f.plan.key, "k/é %");
-        assert_eq!(f.plan.mtime, plan("", "").mtime);
+        assert_eq!(f.plan.mtime, plan_in(dir.path(), "m", "m").mtime);
         assert_eq!(f.upload_id.as_deref(), Some("UP+/=1"));
         assert_eq!(f.parts[&1].md5, Some([7u8; 16]));
         assert_eq!(f.parts[&3].crc32c, Some(0xdeadbeef));
@@ -674,14 +821,21 @@ mod tests {
         assert!(e.to_string().contains("not a batchput journal"), "{e}");
 
         let path = dir.path().join("cut");
-        drop(Journal::create(&path, "b", &[plan("/a", "a")]).unwrap());
+        drop(Journal::create(&path, "b", &[plan_in(dir.path(), "a", "a")]).unwrap());
         let full = std::fs::read(&path).unwrap();
         std::fs::write(&path, &full[..full.len() - 5]).unwrap();
         let e = Journal::open(&path).unwrap_err();
         assert!(e.to_string().contains("cut before its batch"), "{e}");
 
         let path = dir.path().join("mid");
-        drop(Journal::create(&path, "b", &[plan("/a", "a"), plan("/b", "b")]).unwrap());
+        drop(
+            Journal::create(
+                &path,
+                "b",
+                &[plan_in(dir.path(), "a", "a"), plan_in(dir.path(), "b", "b")],
+            )
+            .unwrap(),
+        );
         let mut bytes = std::fs::read(&path).unwrap();
         let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 3;
         bytes[second_line] ^= 0x20;
@@ -694,7 +848,7 @@ mod tests {
     fn a_journal_cannot_be_used_twice_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
-        let j = Journal::create(&path, "b", &[plan("/a", "a")]).unwrap();
+        let j = Journal::create(&path, "b", &[plan_in(dir.path(), "a", "a")]).unwrap();
         let e = Journal::open(&path).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::JournalLocked);
         assert!(
@@ -704,7 +858,7 @@ mod tests {
         );
         drop(j);
         assert!(Journal::open(&path).is_ok());
-        let e = Journal::create(&path, "b", &[plan("/a", "a")]).unwrap_err();
+        let e = Journal::create(&path, "b", &[plan_in(dir.path(), "a", "a")]).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
     }
 }

@@ -52,4 +52,4 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use job::{FileReport, FileState, Job, JobState, Progress};
-pub use uploader::{Batch, Uploader};
+pub use uploader::{Batch, SkipReason, Skipped, Uploader};

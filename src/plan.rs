@@ -9,14 +9,18 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::fs::{File, FileType, Metadata, OpenOptions};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::{Config, MAX_KEY_LEN, MAX_PARTS, MAX_PART_SIZE};
 
 /// The largest object S3 stores.
-const MAX_OBJECT_SIZE: u64 = 5 << 40;
+pub(crate) const MAX_OBJECT_SIZE: u64 = 5 << 40;
 use crate::error::{Error, Result};
 
 /// One file of a planned batch.
@@ -104,13 +108,13 @@ pub(crate) fn plan(files: &[(PathBuf, String)], cfg: &Config) -> Result<Vec<File
             );
         }
         if !meta.is_file() {
-            return Err(
-                Error::input(format!("{} is not a regular file", path.display()))
-                    .with_path(path.clone()),
-            );
+            return Err(not_regular(path, meta.file_type()));
         }
         check_readable(path)?;
         let size = meta.len();
+        if size == 0 {
+            check_really_empty(path)?;
+        }
         let multipart = size > 0 && size >= cfg.multipart_threshold;
         let (part_size, parts) = if multipart {
             let part = part_size_for(size, cfg.part_size).ok_or_else(|| {
@@ -135,6 +139,90 @@ pub(crate) fn plan(files: &[(PathBuf, String)], cfg: &Config) -> Result<Vec<File
         });
     }
     Ok(plans)
+}
+
+/// What a file that is not a regular one is, for messages.
+pub(crate) fn kind_name(kind: FileType) -> &'static str {
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
+fn not_regular(path: &Path, kind: FileType) -> Error {
+    Error::input(format!(
+        "{} is {}, not a regular file",
+        path.display(),
+        kind_name(kind)
+    ))
+    .with_path(path)
+}
+
+/// Opens a source file for reading without ever blocking, and only if it is
+/// a regular file.
+///
+/// `O_NONBLOCK` makes the open of a FIFO return at once instead of waiting
+/// for a writer (which no stop, stall timer or signal could interrupt), and
+/// of a device without waiting for carrier; `O_NOCTTY` keeps a terminal from
+/// becoming the host's controlling one. The descriptor is then checked with
+/// fstat, which is what it really is whatever the path said at planning
+/// time, and `O_NONBLOCK` is cleared: reads of a regular file do not heed it,
+/// but nothing later should inherit the surprise.
+pub(crate) fn open_regular(path: &Path) -> Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::local_io("open", path, &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::local_io("stat", path, &e))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::local_io("open", path, &err));
+    }
+    Ok((file, meta))
+}
+
+/// A file that says it is empty must read empty. Files of pseudo
+/// filesystems (/proc, /sys) report a size of 0 and generate their
+/// content when read: uploading them by their size would store an empty
+/// object and report success.
+fn check_really_empty(path: &Path) -> Result<()> {
+    let (mut file, _) = open_regular(path)?;
+    let mut probe = [0u8; 1];
+    let got = file
+        .read(&mut probe)
+        .map_err(|e| Error::local_io("read", path, &e))?;
+    if got > 0 {
+        return Err(Error::input(format!(
+            "{} reports a size of 0 bytes but has content (a file of a pseudo \
+             filesystem such as /proc or /sys?): copy it to a regular file to upload it",
+            path.display()
+        ))
+        .with_path(path));
+    }
+    Ok(())
 }
 
 /// Whether this process may read `path`, without opening it (the open-file
@@ -226,5 +314,43 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::LocalIo);
         assert!(e.to_string().contains("no such file"), "{e}");
         assert!(plan(&[], &cfg).unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn special_files_are_refused_by_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cfg = Config::new();
+        let e = plan(&[(fifo.clone(), "f".into())], &cfg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{} is a FIFO, not a regular file", fifo.display())
+        );
+        // Opening never waits for a writer, and says the same.
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(
+            e.to_string().contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = open_regular(Path::new("/dev/null")).unwrap_err();
+        assert!(e.to_string().contains("is a character device"), "{e}");
+    }
+
+    #[test]
+    fn a_pseudo_file_that_says_empty_but_is_not_is_refused() {
+        let status = PathBuf::from("/proc/self/status");
+        if std::fs::metadata(&status).ok().map(|m| m.len()) != Some(0) {
+            return; // no procfs here
+        }
+        let e = plan(&[(status, "s".into())], &Config::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .contains("/proc/self/status reports a size of 0 bytes but has content"),
+            "{e}"
+        );
     }
 }

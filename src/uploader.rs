@@ -117,9 +117,12 @@ impl Uploader {
     }
 
     /// Starts a batch of every regular file under `dir` (recursively), keyed
-    /// `prefix` + the path relative to `dir` with `/` separators.
+    /// `prefix` + the path relative to `dir` with `/` separators. Entries
+    /// that are not regular files are skipped with a warning, or refused
+    /// with `strict_inputs` (see [`Batch::from_dir_report`]).
     pub fn start_dir(&self, dir: &Path, prefix: &str) -> Result<Job> {
-        self.start(&Batch::from_dir(dir, prefix)?)
+        let strict = self.runner.engine.cfg.strict_inputs;
+        self.start(&Batch::from_dir_report(dir, prefix, strict)?.0)
     }
 
     /// Continues the job recorded in the journal at `path` — paused,
@@ -194,14 +197,82 @@ impl Uploader {
     }
 }
 
+/// Why a directory walk left an entry out.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A symbolic link whose target does not exist.
+    DanglingSymlink,
+    /// A symbolic link that leads to itself (ELOOP).
+    SymlinkLoop,
+    /// A symbolic link to a directory: not followed, so a link loop cannot
+    /// make the walk endless.
+    DirectorySymlink,
+    /// A FIFO (named pipe): reading it would wait for a writer.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A character or block device.
+    Device,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipReason::DanglingSymlink => "a symbolic link to nothing",
+            SkipReason::SymlinkLoop => "a symbolic link loop",
+            SkipReason::DirectorySymlink => "a symbolic link to a directory (not followed)",
+            SkipReason::Fifo => "a FIFO",
+            SkipReason::Socket => "a socket",
+            SkipReason::Device => "a device",
+        })
+    }
+}
+
+/// An entry a directory walk did not upload, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry, under the walked directory.
+    pub path: PathBuf,
+    /// What it is.
+    pub reason: SkipReason,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, not a regular file",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
 impl Batch {
     /// Every regular file under `dir`, recursively, in sorted order, keyed
     /// `prefix` + the path relative to `dir` (with `/` separators). Links
-    /// to files are followed; links to directories are not.
+    /// to files are followed; links to directories are not. Entries that
+    /// cannot be uploaded are skipped with a warning (see
+    /// [`from_dir_report`](Batch::from_dir_report)).
     pub fn from_dir(dir: &Path, prefix: &str) -> Result<Batch> {
+        Ok(Batch::from_dir_report(dir, prefix, false)?.0)
+    }
+
+    /// The same walk, which also returns the entries it skipped: dangling
+    /// symbolic links, link loops, links to directories, FIFOs, sockets and
+    /// devices, each logged with `log::warn!`. With `strict` (the
+    /// `strict_inputs` option), the first such entry is an
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) error naming it.
+    pub fn from_dir_report(
+        dir: &Path,
+        prefix: &str,
+        strict: bool,
+    ) -> Result<(Batch, Vec<Skipped>)> {
         let mut batch = Batch::new();
         let mut stack = vec![dir.to_path_buf()];
         let mut found = Vec::new();
+        let mut skipped = Vec::new();
         while let Some(d) = stack.pop() {
             let entries = std::fs::read_dir(&d)
                 .map_err(|e| crate::Error::local_io("read directory", &d, &e))?;
@@ -211,22 +282,43 @@ impl Batch {
                 let kind = entry
                     .file_type()
                     .map_err(|e| crate::Error::local_io("read", &path, &e))?;
-                if kind.is_dir() {
+                let reason = if kind.is_dir() {
                     stack.push(path);
+                    continue;
                 } else if kind.is_file() {
                     found.push(path);
+                    continue;
                 } else if kind.is_symlink() {
                     // A link to a file uploads that file; a link to a
                     // directory is not followed (a link loop would never end).
-                    let target = std::fs::metadata(&path)
-                        .map_err(|e| crate::Error::local_io("read", &path, &e))?;
-                    if target.is_file() {
-                        found.push(path);
+                    match std::fs::metadata(&path) {
+                        Ok(target) if target.is_file() => {
+                            found.push(path);
+                            continue;
+                        }
+                        Ok(target) if target.is_dir() => SkipReason::DirectorySymlink,
+                        Ok(target) => special(target.file_type()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            SkipReason::DanglingSymlink
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => SkipReason::SymlinkLoop,
+                        Err(e) => return Err(crate::Error::local_io("read", &path, &e)),
                     }
+                } else {
+                    special(kind)
+                };
+                let skip = Skipped { path, reason };
+                if strict {
+                    return Err(
+                        crate::Error::input(format!("{skip} (strict_inputs)")).with_path(skip.path)
+                    );
                 }
+                log::warn!("skipped {skip}");
+                skipped.push(skip);
             }
         }
         found.sort();
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
         for path in found {
             let rel = path.strip_prefix(dir).unwrap_or(&path);
             let mut parts = Vec::new();
@@ -245,7 +337,19 @@ impl Batch {
             let key = format!("{prefix}{}", parts.join("/"));
             batch.add(path, key);
         }
-        Ok(batch)
+        Ok((batch, skipped))
+    }
+}
+
+/// The reason for an entry that is neither a file, a directory nor a link.
+fn special(kind: std::fs::FileType) -> SkipReason {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        SkipReason::Fifo
+    } else if kind.is_socket() {
+        SkipReason::Socket
+    } else {
+        SkipReason::Device
     }
 }
 

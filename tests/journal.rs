@@ -85,25 +85,40 @@ fn spawn_child(
         .iter()
         .map(|(p, k, _, _)| format!("{}\t{k}\n", p.display()))
         .collect();
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "journal::journal_child",
-            "--nocapture",
-        ])
-        .env("BPJ_MODE", mode)
-        .env("BPJ_ENDPOINT", endpoint)
-        .env("BPJ_BUCKET", &server.bucket)
-        .env("BPJ_ACCESS_KEY", &server.access_key)
-        .env("BPJ_SECRET_KEY", &server.secret_key)
-        .env("BPJ_REGION", &server.region)
-        .env("BPJ_JOURNAL", journal)
-        .env("BPJ_FILES", list)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_child_in(server, endpoint, mode, &list, journal, None)
+}
+
+/// The same with the batch given as "path\tkey" lines, run from `cwd`.
+fn spawn_child_in(
+    server: &Server,
+    endpoint: &str,
+    mode: &str,
+    list: &str,
+    journal: &Path,
+    cwd: Option<&Path>,
+) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "journal::journal_child",
+        "--nocapture",
+    ])
+    .env("BPJ_MODE", mode)
+    .env("BPJ_ENDPOINT", endpoint)
+    .env("BPJ_BUCKET", &server.bucket)
+    .env("BPJ_ACCESS_KEY", &server.access_key)
+    .env("BPJ_SECRET_KEY", &server.secret_key)
+    .env("BPJ_REGION", &server.region)
+    .env("BPJ_JOURNAL", journal)
+    .env("BPJ_FILES", list)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
 }
 
 /// Runs a child to its end; returns the state it printed.
@@ -585,4 +600,228 @@ pub(crate) fn janitor_case(server: &Server) {
     let mut expected: Vec<String> = std::iter::once(outside).chain(fresh).collect();
     expected.sort();
     assert_eq!(left, expected);
+}
+
+/// The state a finished child printed.
+fn child_state(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CHILD-STATE "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no state in {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string()
+}
+
+#[test]
+fn a_batch_of_relative_paths_resumes_from_another_working_directory() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    throttle_parts(&proxy, 8 * MIB as u64);
+    let files = make_files(&specs(&[("cwd/a", 16 * MIB), ("cwd/b", 100)]));
+    // Paths relative to the files' directory, where the first process runs.
+    let list: String = files
+        .items
+        .iter()
+        .map(|(p, k, _, _)| format!("{}\t{k}\n", p.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("job.journal");
+    let paused = spawn_child_in(
+        &server,
+        &proxy.endpoint(),
+        "pause",
+        &list,
+        &journal,
+        Some(files.dir.path()),
+    );
+    assert_eq!(child_state(paused.wait_with_output().unwrap()), "Paused");
+    proxy.clear_rules();
+    // Resumed by another process, from a directory where those relative
+    // paths mean nothing.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = spawn_child_in(
+        &server,
+        &proxy.endpoint(),
+        "resume",
+        "",
+        &journal,
+        Some(elsewhere.path()),
+    );
+    assert_eq!(
+        child_state(resumed.wait_with_output().unwrap()),
+        "Succeeded"
+    );
+    files.verify_all(&server.store());
+    server.assert_no_open_uploads();
+}
+
+/// One journal line, with its checksum.
+fn journal_line(fields: &[&str]) -> String {
+    let body = fields.join("\t");
+    format!("{body}\t{:08x}\n", crc32c::crc32c(body.as_bytes()))
+}
+
+#[test]
+fn a_hand_written_journal_with_a_bad_record_is_refused_naming_the_line() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    let up = Uploader::new(config(&server, &proxy.endpoint())).unwrap();
+    let files = make_files(&specs(&[("hand/a", 100)]));
+    let path = files.items[0].0.to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let twelve_mib = (12 * MIB).to_string();
+    let five_mib = (5 * MIB).to_string();
+    let long_key = "k".repeat(1025);
+    let header = ["H", "batchput-journal", "1", "0", &server.bucket];
+    let file = |size: &str, mp: &str, part: &str, parts: &str, key: &str| -> Vec<String> {
+        ["F", "0", size, "-", mp, part, parts, &path, key]
+            .map(str::to_string)
+            .to_vec()
+    };
+    let cases: Vec<(&str, Vec<Vec<String>>, usize, String)> = vec![
+        (
+            "huge part count",
+            vec![file(
+                &twelve_mib,
+                "1",
+                &five_mib,
+                "18446744073709551615",
+                "a",
+            )],
+            2,
+            "a part count of 18446744073709551615 is outside 1..10000".into(),
+        ),
+        (
+            "parts that do not make the size",
+            vec![file(&twelve_mib, "1", &five_mib, "5", "a")],
+            2,
+            format!("5 parts of {five_mib} bytes do not make {twelve_mib} bytes"),
+        ),
+        (
+            "a key with a dot segment",
+            vec![file("100", "0", "100", "1", "a/../b")],
+            2,
+            "invalid key 'a/../b'".into(),
+        ),
+        (
+            "an over-long key",
+            vec![file("100", "0", "100", "1", &long_key)],
+            2,
+            "1025 bytes long, S3 allows at most 1024".into(),
+        ),
+        (
+            "a part number out of range",
+            vec![
+                file(&twelve_mib, "1", &five_mib, "3", "a"),
+                vec!["B".into(), "1".into()],
+                vec!["U".into(), "0".into(), "UPLOAD".into()],
+                ["P", "0", "4294967303", "etag", "-", "-"]
+                    .map(str::to_string)
+                    .to_vec(),
+            ],
+            5,
+            "part 4294967303 of file 0, which has 3 part(s)".into(),
+        ),
+        (
+            "a replanned file with a huge part count",
+            vec![
+                file("100", "0", "100", "1", "a"),
+                vec!["B".into(), "1".into()],
+                ["N", "0", "100", "-", "1", &five_mib, "99999999"]
+                    .map(str::to_string)
+                    .to_vec(),
+            ],
+            4,
+            "a part count of 99999999 is outside 1..10000".into(),
+        ),
+    ];
+    for (what, records, line, why) in cases {
+        let mut text = journal_line(&header);
+        for r in &records {
+            text.push_str(&journal_line(
+                &r.iter().map(String::as_str).collect::<Vec<_>>(),
+            ));
+        }
+        if !records.iter().any(|r| r[0] == "B") {
+            text.push_str(&journal_line(&["B", "1"]));
+        }
+        let journal = dir.path().join(what.replace(' ', "-"));
+        std::fs::write(&journal, text).unwrap();
+        let e = up.resume(&journal).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Journal, "{what}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("is corrupt at line {line}: ")) && msg.contains(&why),
+            "{what}: {msg}"
+        );
+    }
+    assert!(
+        proxy.log().is_empty(),
+        "nothing was sent: {:?}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_journal_is_private_and_never_made_through_a_link_or_over_a_file() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let server = support::s3s();
+    let files = make_files(&specs(&[("private/a", 100)]));
+    let up = Uploader::new(server.config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("job.journal");
+    let mut batch = files.batch();
+    batch.journal(&journal);
+    assert_eq!(
+        finish(&up.start(&batch).unwrap(), 30).state,
+        JobState::Succeeded
+    );
+    let mode = std::fs::metadata(&journal).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // The source is recorded by its absolute, canonical path.
+    let canonical = files.items[0].0.canonicalize().unwrap();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        text.contains(&format!("\t{}\t", canonical.display())),
+        "{text}"
+    );
+
+    // A link to where a journal would go, and a link to a precious file.
+    let target = dir.path().join("target");
+    let link = dir.path().join("link");
+    symlink(&target, &link).unwrap();
+    batch.journal(&link);
+    let e = up.start(&batch).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Journal);
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+    assert!(!target.exists(), "nothing was created through the link");
+    std::fs::write(&target, b"precious").unwrap();
+    let e = up.start(&batch).unwrap_err();
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+
+    // Resume does not follow a link either.
+    let to_journal = dir.path().join("to-journal");
+    symlink(&journal, &to_journal).unwrap();
+    let e = up.resume(&to_journal).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Journal);
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+
+    // Any file already there is refused, even an empty one.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    batch.journal(&empty);
+    let e = up.start(&batch).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&empty).unwrap(), b"");
 }

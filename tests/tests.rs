@@ -9,5 +9,6 @@ mod cli;
 mod engine;
 mod ffi;
 mod garage;
+mod inputs;
 mod journal;
 mod store;

@@ -207,8 +207,7 @@ fn is_md5(etag: &str) -> bool {
 
 /// MD5 of a byte range of the file.
 fn md5_of(plan: &FilePlan, mut offset: u64, len: u64) -> Result<[u8; 16]> {
-    let file =
-        std::fs::File::open(&plan.path).map_err(|e| Error::local_io("open", &plan.path, &e))?;
+    let (file, _) = crate::plan::open_regular(&plan.path)?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     let end = offset + len;

@@ -954,6 +954,15 @@ fn transport_error(e: http::SendError) -> Error {
             Error::new(ErrorKind::Timeout, format!("request timed out: {io}"))
         }
         http::HttpError::Tls(io) => Error::new(ErrorKind::Tls, io.to_string()),
+        // No socket for want of descriptors: a local limit, not a server
+        // that is down (so no retry on another endpoint, no failover).
+        http::HttpError::Connect(io) if crate::error::too_many_open_files(&io) => Error::new(
+            ErrorKind::LocalIo,
+            format!(
+                "cannot open a connection: {}",
+                crate::error::TOO_MANY_OPEN_FILES
+            ),
+        ),
         other => Error::new(ErrorKind::Network, other.to_string()),
     };
     error

@@ -17,7 +17,6 @@
 //! `poll`.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -454,28 +453,24 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Opens file `f` once; every part shares the descriptor. A file that
-    /// cannot be opened, or no longer looks as planned, fails the job.
+    /// cannot be opened, is no longer a regular file (a FIFO swapped in
+    /// must not block the job), or no longer looks as planned, fails the job.
     fn open_source(&mut self, f: usize) -> bool {
         let plan = &self.plans[f];
-        let opened = File::open(&plan.path)
-            .map_err(|e| Error::local_io("open", &plan.path, &e))
-            .and_then(|file| {
-                let meta = file
-                    .metadata()
-                    .map_err(|e| Error::local_io("stat", &plan.path, &e))?;
-                if meta.len() != plan.size {
-                    return Err(Error::new(
-                        ErrorKind::FileChanged,
-                        format!(
-                            "{} changed before it was uploaded: its size went from {} to {} bytes",
-                            plan.path.display(),
-                            plan.size,
-                            meta.len()
-                        ),
-                    ));
-                }
-                Ok(file)
-            });
+        let opened = crate::plan::open_regular(&plan.path).and_then(|(file, meta)| {
+            if meta.len() != plan.size {
+                return Err(Error::new(
+                    ErrorKind::FileChanged,
+                    format!(
+                        "{} changed before it was uploaded: its size went from {} to {} bytes",
+                        plan.path.display(),
+                        plan.size,
+                        meta.len()
+                    ),
+                ));
+            }
+            Ok(file)
+        });
         match opened {
             Ok(file) => {
                 self.open_files += 1;
@@ -743,6 +738,10 @@ impl<'a> Coordinator<'a> {
         let sent = self.ctx.activity.load(Ordering::Relaxed);
         if sent != self.last_sent {
             self.last_sent = sent;
+            self.last_progress = now;
+        }
+        // Waiting in our own rate limiter is pacing, not a stall.
+        if self.engine.rate.as_ref().is_some_and(|r| r.is_pacing()) {
             self.last_progress = now;
         }
         if self.ending.is_none() {
