@@ -11,4 +11,5 @@ mod ffi;
 mod garage;
 mod inputs;
 mod journal;
+mod stop;
 mod store;
