@@ -13,3 +13,4 @@ mod inputs;
 mod journal;
 mod stop;
 mod store;
+mod tls;

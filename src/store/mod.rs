@@ -978,13 +978,22 @@ fn unquote_str(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()
 }
 
-/// TLS roots: the bundled Mozilla roots plus the certificates of `ca_file`.
+/// TLS roots: the bundled Mozilla roots, the system's trust store (which
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR` override, as OpenSSL has it), and the
+/// certificates of `ca_file` (or `AWS_CA_BUNDLE`).
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let system = rustls_native_certs::load_native_certs();
+    for e in &system.errors {
+        log::warn!("system trust store: {e}");
+    }
+    // Certificates rustls cannot use as roots are skipped, as curl does.
+    let (added, ignored) = roots.add_parsable_certificates(system.certs);
+    log::debug!("TLS roots: {added} from the system store ({ignored} unusable)");
     if let Some(path) = ca_file {
         let bad =
             |why: String| Error::config(format!("option 'ca_file' ({}): {why}", path.display()));

@@ -15,6 +15,7 @@ use batchput::Config;
 
 pub mod garage;
 pub mod proxy;
+pub mod tls;
 
 pub const S3S_ACCESS_KEY: &str = "AKIATESTBATCHPUT0001";
 pub const S3S_SECRET_KEY: &str = "batchput/test/secret/key/0123456789abcdef";
@@ -199,6 +200,16 @@ pub fn s3s() -> Server {
 /// `http://BUCKET.localhost:PORT` (batchput resolves `*.localhost` to
 /// loopback itself) and only that.
 pub fn s3s_addressed(addressing: batchput::Addressing) -> Server {
+    s3s_serving(addressing, &[])
+}
+
+/// s3s-fs with virtual-hosted addressing that also answers for the
+/// `extra_domains` (`localhost:PORT` of a front before it, say).
+pub fn s3s_virtual_also_for(extra_domains: &[String]) -> Server {
+    s3s_serving(batchput::Addressing::Virtual, extra_domains)
+}
+
+fn s3s_serving(addressing: batchput::Addressing, extra_domains: &[String]) -> Server {
     let root = tempfile::tempdir().expect("temp dir for s3s-fs");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -206,7 +217,11 @@ pub fn s3s_addressed(addressing: batchput::Addressing) -> Server {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let root_path = root.path().to_path_buf();
     let virtual_hosted = addressing == batchput::Addressing::Virtual;
-    let domain = virtual_hosted.then(|| format!("localhost:{port}"));
+    let domain = virtual_hosted.then(|| {
+        let mut all = vec![format!("localhost:{port}")];
+        all.extend(extra_domains.iter().cloned());
+        all
+    });
     let thread = std::thread::Builder::new()
         .name("s3s-fs".into())
         .spawn(move || serve_s3s(listener, root_path, domain, rx))
@@ -234,7 +249,7 @@ pub fn s3s_addressed(addressing: batchput::Addressing) -> Server {
 fn serve_s3s(
     listener: std::net::TcpListener,
     root: PathBuf,
-    domain: Option<String>,
+    domain: Option<Vec<String>>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -253,7 +268,7 @@ fn serve_s3s(
             let mut b = S3ServiceBuilder::new(fs);
             b.set_auth(SimpleAuth::from_single(S3S_ACCESS_KEY, S3S_SECRET_KEY));
             if let Some(d) = domain {
-                b.set_host(s3s::host::MultiDomain::new(&[d]).unwrap());
+                b.set_host(s3s::host::MultiDomain::new(&d).unwrap());
             }
             b.build()
         };
