@@ -69,7 +69,8 @@ impl Endpoint {
     /// Parses `http[s]://host[:port][/]`; anything else is an error naming
     /// the URL.
     pub fn parse(url: &str) -> Result<Endpoint> {
-        let bad = |why: &str| Error::config(format!("endpoint '{url}': {why}"));
+        let shown = redact_userinfo(url);
+        let bad = |why: &str| Error::config(format!("endpoint '{shown}': {why}"));
         let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
@@ -147,6 +148,23 @@ impl Endpoint {
     /// The URL as a person would write it.
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme(), self.authority(None))
+    }
+}
+
+/// `url` with the password of a `user:password@` part replaced by `***`,
+/// so it can appear in a message or a log.
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    let redacted = format!("{user}:***@{}", &rest[at + 1..]);
+    if scheme.is_empty() {
+        redacted
+    } else {
+        format!("{scheme}://{redacted}")
     }
 }
 
@@ -1044,6 +1062,18 @@ mod tests {
             let e = Endpoint::parse(bad).unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn passwords_in_urls_never_reach_a_message() {
+        assert_eq!(
+            redact_userinfo("http://me:s3cret@proxy:3128"),
+            "http://me:***@proxy:3128"
+        );
+        assert_eq!(redact_userinfo("http://host:9000/a@b"), "http://host:9000/a@b");
+        let e = Endpoint::parse("http://me:s3cret@proxy:3128").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("me:***@proxy"), "{e}");
     }
 
     #[test]
