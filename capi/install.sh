@@ -2,8 +2,8 @@
 # Installs the C library (static and shared), its header and pkg-config files
 # under a prefix:
 #
-#   cargo build --release && capi/install.sh /usr/local
-#   cargo build && capi/install.sh "$HOME/.local" debug
+#   cargo build --release -p batchput && capi/install.sh /usr/local
+#   cargo build -p batchput && capi/install.sh "$HOME/.local" debug
 #   capi/install.sh /opt/batchput path/to/dir/with/the/libs
 #
 # Then link a program with the shared library or the static one:

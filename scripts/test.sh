@@ -44,5 +44,6 @@ if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
   cargo install garage --locked --version 2.5.0
 fi
 
+# Both crates of the workspace (default members): the library and cli/.
 log "cargo test (unit and integration tests against s3s-fs, moto and Garage)"
 cargo test --locked

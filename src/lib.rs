@@ -31,9 +31,6 @@
 //! See the README for the C ABI, the CLI and the design.
 #![deny(missing_docs)]
 
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod cli_support;
 mod config;
 mod engine;
 mod error;

@@ -1,11 +1,9 @@
 //! The integration suite: one binary, one module per area, every test
 //! against real S3 servers (s3s-fs in-process, moto with auth as a child).
+//! The command's own tests are cli/tests/cli.rs, sharing `support`.
 
 mod support;
 
-// The `batchput` command is built only with the `cli` feature.
-#[cfg(feature = "cli")]
-mod cli;
 mod engine;
 mod ffi;
 mod garage;

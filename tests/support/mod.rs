@@ -306,13 +306,24 @@ impl Drop for MotoGuard {
     }
 }
 
+/// The repository's root, whichever package's tests include this module
+/// (the library's, or cli/'s by path).
+pub fn repo_root() -> PathBuf {
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    package
+        .ancestors()
+        .find(|dir| dir.join("tests/support/mod.rs").is_file())
+        .unwrap_or(&package)
+        .to_path_buf()
+}
+
 /// The Python that has moto installed: $BATCHPUT_TEST_PYTHON, or the
 /// repository's .venv (which `.ci/run` creates).
 fn moto_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BATCHPUT_TEST_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = repo_root().join(".venv/bin/python");
     venv.exists().then_some(venv)
 }
 
@@ -326,7 +337,7 @@ pub fn moto() -> Option<Server> {
         eprintln!("SKIPPED: moto is not installed (run .ci/run or create .venv with moto[server])");
         return None;
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+    let script = repo_root().join("tests/support/moto_server.py");
     let mut child = Command::new(&python)
         .arg(&script)
         .env_remove("AWS_CA_BUNDLE")

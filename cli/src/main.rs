@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use batchput::cli_support::{self as ui, Destination};
 use batchput::{Batch, Config, ErrorKind, Job, Uploader, OPTIONS};
+use batchput_cli::{self as ui, Destination};
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\

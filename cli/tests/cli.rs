@@ -7,8 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::{Action, Match, Proxy, Rule};
-use crate::support::{self, md5_hex, pattern, Server, MIB};
+// The servers and the fault proxy of the library's integration tests.
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use support::proxy::{Action, Match, Proxy, Rule};
+use support::{md5_hex, pattern, Server, MIB};
 
 /// What a finished run printed and how it exited.
 struct Run {
@@ -620,8 +624,7 @@ fn a_killed_upload_continues_with_resume() {
 
 #[test]
 fn readme_lists_every_option_with_its_flag_and_default() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
     let help = run(&["upload", "--help"]).stdout;
     for (key, default, _) in batchput::OPTIONS {
         let row = readme

@@ -1,19 +1,17 @@
-//! What the `batchput` command and the quickstart example show a person:
-//! the live progress bar, the final report (text or JSON), error messages
-//! that say what to do, and Ctrl-C handling.
+//! What the `batchput` command and the quickstart example show a person
+//! while a job runs: the live progress bar, numbers read naturally, error
+//! messages that say what to do, and Ctrl-C handling.
 //!
-//! It lives in the library (behind the default `cli` feature, hidden from
-//! the docs) only so that the command and the example share one copy; it
-//! is not part of the API and may change at any time.
+//! It is a module of the cli crate's library only so that the command and
+//! the example share one copy; it is not an API and may change at any time.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
-use crate::{Error, ErrorKind, FileReport, FileState, Job, JobState, Progress};
+use batchput::{Error, ErrorKind, FileState, Job, JobState, Progress};
 
 // ---------------------------------------------------------------- numbers
 
@@ -394,269 +392,9 @@ pub fn watch(job: &Job, display: &Display) -> Outcome {
     }
 }
 
-// ---------------------------------------------------------------- reports
-
-/// The totals in one or two lines, e.g.
-/// `uploaded 304 files, 128.0 MiB to s3://b/p in 3.2 s (40.0 MiB/s average, 55.1 MiB/s peak)`.
-pub fn summary(p: &Progress, files: &[FileReport], dest: &str) -> String {
-    let mut out = String::new();
-    // A job shorter than the speed's smoothing window has no peak yet; the
-    // average is a lower bound of it.
-    let speeds = format!(
-        "{} average, {} peak",
-        human_rate(p.avg_speed_bps),
-        human_rate(p.peak_speed_bps.max(p.avg_speed_bps))
-    );
-    if p.state == JobState::Succeeded {
-        let _ = write!(
-            out,
-            "uploaded {} file{}, {} to {dest} in {} ({speeds})",
-            p.files_total,
-            if p.files_total == 1 { "" } else { "s" },
-            human_bytes(p.bytes_total),
-            human_duration(p.elapsed),
-        );
-        return out;
-    }
-    let count = |s: FileState| files.iter().filter(|f| f.state == s).count();
-    // Bytes of complete objects only: parts of an aborted upload are gone.
-    let kept: u64 = files
-        .iter()
-        .filter(|f| f.state == FileState::Completed)
-        .map(|f| f.size)
-        .sum();
-    let _ = write!(
-        out,
-        "{}: {} of {} files uploaded ({} of {}) to {dest} in {}",
-        job_state_name(p.state),
-        p.files_done,
-        p.files_total,
-        human_bytes(kept),
-        human_bytes(p.bytes_total),
-        human_duration(p.elapsed),
-    );
-    if p.bytes_done > 0 {
-        let _ = write!(out, " ({speeds})");
-    }
-    let mut rest = Vec::new();
-    for (state, what) in [
-        (FileState::Failed, "failed"),
-        (FileState::Aborted, "aborted"),
-        (FileState::Paused, "paused (kept for resume)"),
-        (
-            FileState::AbortFailed,
-            "NOT aborted (upload still open on the server)",
-        ),
-        (
-            FileState::Unknown,
-            "unknown (the server could not be asked)",
-        ),
-        (FileState::NotStarted, "not started"),
-        (FileState::Running, "still running"),
-    ] {
-        let n = count(state);
-        if n > 0 {
-            rest.push(format!("{n} {what}"));
-        }
-    }
-    if !rest.is_empty() {
-        let _ = write!(out, "; {}", rest.join(", "));
-    }
-    if p.files_done > 0 && matches!(p.state, JobState::Failed | JobState::Stopped) {
-        out.push_str("; the completed objects stay in the bucket");
-    }
-    out
-}
-
-/// One line per file (at most `limit`, then a count of the rest by state):
-/// state, size, average and peak speed, ETag, key.
-pub fn file_table(files: &[FileReport], limit: usize) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<11} {:>10} {:>12} {:>12}  {:<36}  key",
-        "state", "size", "avg speed", "peak speed", "etag"
-    );
-    for f in files.iter().take(limit) {
-        let _ = writeln!(
-            out,
-            "{:<11} {:>10} {:>12} {:>12}  {:<36}  {}",
-            file_state_name(f.state),
-            human_bytes(f.size),
-            human_rate(f.avg_speed_bps),
-            human_rate(f.peak_speed_bps),
-            f.etag.as_deref().unwrap_or("-"),
-            f.key
-        );
-    }
-    if files.len() > limit {
-        let rest = &files[limit..];
-        let mut by_state: Vec<(&str, usize)> = Vec::new();
-        for f in rest {
-            let name = file_state_name(f.state);
-            match by_state.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += 1,
-                None => by_state.push((name, 1)),
-            }
-        }
-        let counts: Vec<String> = by_state.iter().map(|(n, c)| format!("{c} {n}")).collect();
-        let _ = writeln!(
-            out,
-            "... and {} more files: {}",
-            rest.len(),
-            counts.join(", ")
-        );
-    }
-    out
-}
-
-/// The final report as one JSON object, for scripts: totals, the error and
-/// every file (path, key, size, bytes done, state, average and peak speed,
-/// ETag, error).
-pub fn json_report(p: &Progress, files: &[FileReport], dest: &Destination) -> String {
-    let mut o = String::from("{");
-    field_str(&mut o, "state", job_state_name(p.state));
-    field_str(&mut o, "bucket", &dest.bucket);
-    field_str(&mut o, "endpoint", &dest.endpoint);
-    field_num(&mut o, "files_total", p.files_total);
-    field_num(&mut o, "files_done", p.files_done);
-    field_num(&mut o, "files_failed", p.files_failed);
-    field_num(&mut o, "parts_total", p.parts_total);
-    field_num(&mut o, "parts_done", p.parts_done);
-    field_num(&mut o, "bytes_total", p.bytes_total);
-    field_num(&mut o, "bytes_done", p.bytes_done);
-    field_f64(&mut o, "elapsed_secs", p.elapsed.as_secs_f64());
-    field_f64(&mut o, "avg_speed_bps", p.avg_speed_bps);
-    field_f64(&mut o, "peak_speed_bps", p.peak_speed_bps);
-    key(&mut o, "error");
-    json_error(&mut o, p.error.as_ref(), dest);
-    key(&mut o, "files");
-    o.push('[');
-    for (i, f) in files.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        o.push('{');
-        field_str(&mut o, "path", &f.path.to_string_lossy());
-        field_str(&mut o, "key", &f.key);
-        field_num(&mut o, "size", f.size);
-        field_num(&mut o, "bytes_done", f.bytes_done);
-        field_str(&mut o, "state", file_state_name(f.state));
-        field_f64(&mut o, "avg_speed_bps", f.avg_speed_bps);
-        field_f64(&mut o, "peak_speed_bps", f.peak_speed_bps);
-        field_opt_str(&mut o, "etag", f.etag.as_deref());
-        key(&mut o, "error");
-        json_error(&mut o, f.error.as_ref(), dest);
-        o.pop(); // the trailing comma
-        o.push('}');
-    }
-    o.push_str("]}");
-    o
-}
-
-fn json_error(o: &mut String, e: Option<&Error>, dest: &Destination) {
-    let Some(e) = e else {
-        o.push_str("null,");
-        return;
-    };
-    o.push('{');
-    field_str(o, "message", &explain(e, dest));
-    field_str(o, "detail", &e.to_string());
-    field_str(o, "kind", &snake_case(&format!("{:?}", e.kind())));
-    field_opt_str(o, "code", e.code());
-    match e.status() {
-        Some(s) => field_num(o, "status", s.into()),
-        None => field_raw(o, "status", "null"),
-    }
-    field_opt_str(o, "key", e.key());
-    field_opt_str(o, "path", e.path().map(|p| p.to_string_lossy()).as_deref());
-    field_opt_str(o, "request_id", e.request_id());
-    o.pop();
-    o.push_str("},");
-}
-
-fn snake_case(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn key(o: &mut String, name: &str) {
-    json_string(o, name);
-    o.push(':');
-}
-
-fn field_raw(o: &mut String, name: &str, raw: &str) {
-    key(o, name);
-    o.push_str(raw);
-    o.push(',');
-}
-
-fn field_str(o: &mut String, name: &str, value: &str) {
-    key(o, name);
-    json_string(o, value);
-    o.push(',');
-}
-
-fn field_opt_str(o: &mut String, name: &str, value: Option<&str>) {
-    match value {
-        Some(v) => field_str(o, name, v),
-        None => field_raw(o, name, "null"),
-    }
-}
-
-fn field_num(o: &mut String, name: &str, value: u64) {
-    field_raw(o, name, &value.to_string());
-}
-
-fn field_f64(o: &mut String, name: &str, value: f64) {
-    if value.is_finite() {
-        // Rust never prints an exponent for f64, so this is valid JSON.
-        field_raw(o, name, &format!("{:.1}", value));
-    } else {
-        field_raw(o, name, "null");
-    }
-}
-
-/// A JSON string literal: quotes, backslashes and control characters
-/// escaped; everything else (UTF-8 included) as is.
-pub fn json_string(o: &mut String, s: &str) {
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_escape_what_json_requires() {
-        let mut o = String::new();
-        json_string(&mut o, "a\"b\\c\nd\te\u{1}f é 😀");
-        assert_eq!(o, r#""a\"b\\c\nd\te\u0001f é 😀""#);
-    }
 
     #[test]
     fn human_numbers_read_naturally() {
@@ -670,28 +408,63 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(3_720)), "1h 02m");
     }
 
+    /// The error the library makes of a server's one answer to a GET of
+    /// `a.jpg` in bucket `photos`, and the endpoint it was sent to.
+    fn server_error(status: &str, code: &str, message: &str) -> (Error, String) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        );
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            conn.write_all(answer.as_bytes()).unwrap();
+        });
+        let store = batchput::store::Store::new(
+            &batchput::Config::new()
+                .endpoint(&endpoint)
+                .bucket("photos")
+                .credentials("AKID", "SECRET"),
+        )
+        .unwrap();
+        let e = store.get_object("a.jpg").unwrap_err();
+        server.join().unwrap();
+        (e, endpoint)
+    }
+
     #[test]
     fn errors_lead_with_the_cause() {
+        let (e, endpoint) = server_error(
+            "404 Not Found",
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+        );
         let dest = Destination {
             bucket: "photos".into(),
-            endpoint: "http://127.0.0.1:9000".into(),
+            endpoint: endpoint.clone(),
         };
-        let e = Error::new(ErrorKind::Server, "The specified bucket does not exist")
-            .with_operation("PutObject")
-            .with_key("a.jpg")
-            .with_status(404)
-            .with_code("NoSuchBucket");
         assert_eq!(
             explain(&e, &dest),
-            "bucket 'photos' does not exist at http://127.0.0.1:9000"
+            format!("bucket 'photos' does not exist at {endpoint}")
         );
         assert!(detail(&e, &dest).unwrap().contains("HTTP 404 NoSuchBucket"));
-        let e = Error::new(ErrorKind::Server, "denied")
-            .with_key("a.jpg")
-            .with_status(403)
-            .with_code("InvalidAccessKeyId");
+        let (e, _) = server_error("403 Forbidden", "InvalidAccessKeyId", "denied");
         assert!(
-            explain(&e, &dest).starts_with("access denied for key 'a.jpg': check the credentials")
+            explain(&e, &dest).starts_with("access denied for key 'a.jpg': check the credentials"),
+            "{}",
+            explain(&e, &dest)
         );
         let e = Error::new(ErrorKind::LocalIo, "cannot read /x: permission denied");
         assert_eq!(explain(&e, &dest), "cannot read /x: permission denied");

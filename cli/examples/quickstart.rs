@@ -28,8 +28,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use batchput::cli_support::{self as ui, Destination};
 use batchput::{Config, FileState, JobState, Uploader};
+use batchput_cli::{self as ui, Destination};
 
 const ACCESS_KEY: &str = "AKIAQUICKSTART000001";
 const SECRET_KEY: &str = "quickstart/secret/key/0123456789abcdef";
