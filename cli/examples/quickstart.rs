@@ -38,6 +38,9 @@ const BIG_SIZE: usize = 32 << 20;
 const SMALL_FILES: usize = 300;
 
 fn main() -> ExitCode {
+    // The library's warnings (and RUST_LOG's choice) on stderr, as the
+    // command shows them.
+    batchput_cli::logger::init(0);
     match std::env::var("BATCHPUT_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => own_server(&endpoint),
         _ => embedded(),

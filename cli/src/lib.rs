@@ -1,11 +1,12 @@
 //! What the `batchput` command (src/main.rs) and the quickstart example
 //! (examples/quickstart.rs) share: the live progress display and Ctrl-C
-//! handling (`ui`) and the final report (`report`). Not an API: it changes
-//! with the command.
+//! handling (`ui`), the final report (`report`) and the logger
+//! ([`logger`]). Not an API: it changes with the command.
 //!
 //! The library proper is the `batchput` crate; nothing here is linked into
 //! libbatchput.so/.a.
 
+pub mod logger;
 mod report;
 mod ui;
 

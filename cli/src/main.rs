@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use batchput::{Batch, Config, ErrorKind, Job, Uploader, OPTIONS};
-use batchput_cli::{self as ui, Destination};
-use clap::{Args, Parser, Subcommand};
+use batchput_cli::{self as ui, logger, Destination};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 every file uploaded; 1 the job failed (completed objects stay, \
@@ -106,6 +106,11 @@ struct CleanupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+
+    /// Log more on stderr: -v info, -vv debug (else warnings and errors,
+    /// or what RUST_LOG says).
+    #[arg(long, short = 'v', action = ArgAction::Count)]
+    verbose: u8,
 
     #[command(flatten)]
     store: StoreArgs,
@@ -223,9 +228,11 @@ struct OutputArgs {
     #[arg(long)]
     json: bool,
 
-    /// Also print one line per file: state, size, speeds, ETag, key.
-    #[arg(long, short = 'v')]
-    verbose: bool,
+    /// Also print one line per file: state, size, speeds, ETag, key; and
+    /// log more on stderr: -v info, -vv debug (else warnings and errors, or
+    /// what RUST_LOG says).
+    #[arg(long, short = 'v', action = ArgAction::Count)]
+    verbose: u8,
 }
 
 /// The help line of an engine option, from the library's own list, with
@@ -488,7 +495,7 @@ fn follow(job: &Job, out: &OutputArgs, dest: &Destination, target: &str) -> Exit
     if out.json {
         say!("{}", ui::json_report(p, &files, dest));
     } else {
-        if out.verbose {
+        if out.verbose > 0 {
             say_raw(&ui::file_table(&files, usize::MAX));
         }
         say!("{}", ui::summary(p, &files, target));
@@ -614,6 +621,11 @@ fn age_text(d: Duration) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logger::init(match &cli.command {
+        Command::Upload(a) => a.output.verbose,
+        Command::Resume(a) => a.output.verbose,
+        Command::Cleanup(a) => a.verbose,
+    });
     match cli.command {
         Command::Upload(a) => upload(a),
         Command::Resume(a) => resume(a),

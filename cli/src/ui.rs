@@ -187,6 +187,8 @@ impl Display {
         } else {
             ProgressBar::hidden()
         };
+        // Log lines go above the bar while it is drawn, not through it.
+        crate::logger::draw_above(&bar);
         Display { bar }
     }
 
@@ -222,6 +224,7 @@ impl Display {
 
     /// Removes the bar, leaving the terminal for the report.
     pub fn finish(&self) {
+        crate::logger::no_bar();
         self.bar.finish_and_clear();
     }
 }

@@ -31,13 +31,13 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// The command, with no BATCHPUT_* or AWS_* variable of the caller's
-/// environment leaking into it.
+/// The command, with no BATCHPUT_*, AWS_* or RUST_LOG variable of the
+/// caller's environment leaking into it.
 fn batchput(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchput"));
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
-        if n.starts_with("BATCHPUT_") || n.starts_with("AWS_") {
+        if n.starts_with("BATCHPUT_") || n.starts_with("AWS_") || n == "RUST_LOG" {
             cmd.env_remove(&name);
         }
     }
@@ -271,6 +271,10 @@ fn a_failing_upload_exits_1_and_says_why_on_stderr() {
         r.stderr.contains("SignatureDoesNotMatch"),
         "the server's own code is kept: {r:?}"
     );
+    assert!(
+        !r.stderr.contains("batchput: error:"),
+        "the failure is said once, not logged as well: {r:?}"
+    );
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["state"], "failed");
     assert_eq!(v["error"]["code"], "SignatureDoesNotMatch");
@@ -388,6 +392,67 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
     );
     assert!(proxy.count(|e| e.is_abort()) >= 1, "uploads were aborted");
     server.assert_no_open_uploads();
+}
+
+#[test]
+fn log_lines_go_to_stderr_and_json_stays_alone_on_stdout() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_tree(dir.path(), &[("one.txt", 1000)]);
+    // Every run meets one retryable error, which the library logs at debug.
+    let upload = |extra: &[&str], rust_log: Option<&str>| -> Run {
+        proxy.clear_rules();
+        proxy.add_rule(
+            Rule::new(
+                Match::method("PUT"),
+                Action::respond(500, "InternalError", "We encountered an internal error."),
+            )
+            .times(1),
+        );
+        let mut args: Vec<String> = vec!["upload".into(), dir.path().to_string_lossy().into()];
+        args.extend(dest(&server, &proxy.endpoint()));
+        args.push("--json".into());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = batchput(&args);
+        if let Some(value) = rust_log {
+            cmd.env("RUST_LOG", value);
+        }
+        let r = finish(cmd.spawn().unwrap(), 60);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(&r.stdout).expect("stdout is one JSON object and nothing else");
+        assert_eq!(v["state"], "succeeded", "{r:?}");
+        r
+    };
+    let retried = |r: &Run| {
+        r.stderr.lines().any(|l| {
+            l.starts_with("batchput: debug: attempt 1 failed, retrying: ")
+                && l.contains("InternalError")
+        })
+    };
+
+    let r = upload(&["-vv"], None);
+    assert!(retried(&r), "-vv shows the retry on stderr: {r:?}");
+    let got = server.store().get_object("one.txt").unwrap();
+    assert!(got == tree[0].1, "the bytes on the server are the file's");
+
+    // By default only warnings and errors show, and a retry is neither.
+    let r = upload(&[], None);
+    assert_eq!(r.stderr, "", "{r:?}");
+    // -v is info: still no debug line.
+    let r = upload(&["-v"], None);
+    assert!(!r.stderr.contains("batchput: debug:"), "{r:?}");
+
+    // Without -v, RUST_LOG decides.
+    let r = upload(&[], Some("batchput=debug"));
+    assert!(
+        retried(&r),
+        "RUST_LOG=batchput=debug shows the retry: {r:?}"
+    );
+    let r = upload(&[], Some("off"));
+    assert_eq!(r.stderr, "", "{r:?}");
 }
 
 #[test]
