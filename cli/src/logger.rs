@@ -10,6 +10,11 @@
 //! anything it leaves unnamed stays at warnings. A flag beats the
 //! environment, as for every other option of the command.
 //!
+//! The library logs a job's own failure at error level ("job failed: ..."),
+//! for hosts that only read its log; the command prints that error itself,
+//! so by default that one record is dropped rather than said twice. `-v`
+//! or `RUST_LOG` shows it.
+//!
 //! Our own few dozen lines rather than env_logger: it could not write above
 //! the bar, and the rest of it (styles, timestamps, regex filters) is not
 //! wanted here.
@@ -93,6 +98,15 @@ impl Filter {
 
 struct Logger {
     filter: Filter,
+    /// Drop the library's "job failed: ..." record: the report says it.
+    hide_job_failure: bool,
+}
+
+/// The library's record of a job's own failure, which the report repeats.
+fn is_job_failure(record: &Record, message: &str) -> bool {
+    record.level() == Level::Error
+        && record.target().starts_with("batchput::")
+        && message.starts_with("job failed: ")
 }
 
 impl Log for Logger {
@@ -111,13 +125,17 @@ impl Log for Logger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
+        let message = record.args().to_string();
+        if self.hide_job_failure && is_job_failure(record, &message) {
+            return;
+        }
         let target = record.target();
         let crate_name = target.split("::").next().unwrap_or(target);
         // Another crate's record (rustls, say) says whose it is.
         let line = if OURS.contains(&crate_name) {
-            format!("batchput: {level}: {}\n", record.args())
+            format!("batchput: {level}: {message}\n")
         } else {
-            format!("batchput: {level}: {target}: {}\n", record.args())
+            format!("batchput: {level}: {target}: {message}\n")
         };
         // A logger must not panic: a closed stderr loses the line.
         let write = || {
@@ -136,10 +154,13 @@ impl Log for Logger {
 /// Installs the logger for a command run with `-v` given `verbosity` times;
 /// without `-v`, `RUST_LOG` decides (see the module's documentation).
 pub fn init(verbosity: u8) {
-    let rust_log = std::env::var("RUST_LOG").ok();
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let filter = Filter::new(verbosity, rust_log.as_deref());
     let max = filter.max();
-    let logger: &'static Logger = Box::leak(Box::new(Logger { filter }));
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        filter,
+        hide_job_failure: verbosity == 0 && rust_log.is_none(),
+    }));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(max);
     }

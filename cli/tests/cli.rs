@@ -275,6 +275,13 @@ fn a_failing_upload_exits_1_and_says_why_on_stderr() {
         !r.stderr.contains("batchput: error:"),
         "the failure is said once, not logged as well: {r:?}"
     );
+    let mut verbose = args.clone();
+    verbose.push("-v".into());
+    let r = run_owned(&verbose);
+    assert!(
+        r.stderr.contains("batchput: error: job failed: "),
+        "-v shows the library's record of it too: {r:?}"
+    );
     let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["state"], "failed");
     assert_eq!(v["error"]["code"], "SignatureDoesNotMatch");

@@ -694,9 +694,7 @@ impl<'a> Coordinator<'a> {
     /// A fatal error that belongs to no file (the journal, say).
     fn fail_job(&mut self, error: Error) {
         if self.ending.is_none() {
-            // Info, not error: the caller gets this error from the job
-            // itself; at error level every failure would be said twice.
-            log::info!("job failed: {error}");
+            log::error!("job failed: {error}");
             self.begin_ending(Ending::Failed(error));
         }
     }
@@ -712,7 +710,7 @@ impl<'a> Coordinator<'a> {
             self.dirty.push(f);
         }
         if self.ending.is_none() {
-            log::info!("job failed: {error}");
+            log::error!("job failed: {error}");
             self.begin_ending(Ending::Failed(error));
         }
     }
