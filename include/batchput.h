@@ -552,10 +552,11 @@ struct bp_config *bp_config_new(void);
  cluster, for failover), region, bucket, access_key, secret_key,
  session_token, addressing (path|virtual), workers, part_size,
  multipart_threshold, retries, stall_timeout_ms, deadline_ms,
- connect_timeout_ms, request_timeout_ms, max_open_files,
+ connect_timeout_ms, request_timeout_ms, cleanup_timeout_ms, max_open_files,
  max_pending_uploads, rate_limit (bytes/s), acl, content_type,
  storage_class, meta.NAME (user metadata), integrity
- (etag-md5|content-md5|crc32c|none), ca_file, proxy. Sizes accept
+ (etag-md5|content-md5|crc32c|none), ca_file, proxy, strict_inputs
+ (true|false: special files in a directory walk are errors). Sizes accept
  "8388608", "8MiB", "1GiB", "500KB".
 
  Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument, an unknown key or
