@@ -183,6 +183,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("integrity", "etag-md5", "etag-md5 | content-md5 | crc32c | none"),
     ("ca_file", "$AWS_CA_BUNDLE", "PEM file of extra trusted CA certificates for https"),
     ("proxy", "", "HTTP proxy URL for every request"),
+    ("strict_inputs", "false", "a special file met in a directory (FIFO, socket, device, dangling or directory link) is an error instead of being skipped with a warning"),
 ];
 
 impl Config {
@@ -902,6 +903,7 @@ mod tests {
             "region" | "access_key" | "secret_key" | "session_token" | "content_type"
             | "storage_class" | "ca_file" | "meta.NAME" => "x",
             "proxy" => "http://127.0.0.1:3128",
+            "strict_inputs" => "true",
             k if k.ends_with("_ms")
                 || k.starts_with("max_")
                 || k == "workers"

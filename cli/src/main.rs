@@ -214,6 +214,13 @@ struct TuningArgs {
     #[arg(long, env = "BATCHPUT_INTEGRITY",
           value_parser = ["etag-md5", "content-md5", "crc32c", "none"], help = opt("integrity"))]
     integrity: Option<String>,
+
+    #[arg(long, value_name = "DURATION", value_parser = parse_age,
+          env = "BATCHPUT_CLEANUP_TIMEOUT", help = opt("cleanup_timeout_ms"))]
+    cleanup_timeout: Option<Duration>,
+
+    #[arg(long, alias = "strict", help = opt("strict_inputs"))]
+    strict_inputs: bool,
 }
 
 #[derive(Args)]
@@ -368,6 +375,10 @@ fn build_config(store: &StoreArgs, tuning: Option<&TuningArgs>) -> Result<Config
         put("content_type", t.content_type.clone());
         put("storage_class", t.storage_class.clone());
         put("integrity", t.integrity.clone());
+        put("cleanup_timeout_ms", ms(t.cleanup_timeout));
+        if t.strict_inputs {
+            put("strict_inputs", Some("true".into()));
+        }
         for (name, value) in &t.meta {
             put(&format!("meta.{name}"), Some(value.clone()));
         }
@@ -407,17 +418,25 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// The batch of every path on the command line.
-fn collect(paths: &[PathBuf], prefix: &str) -> Result<Batch, String> {
+/// The batch of every path on the command line, and the special files its
+/// directories held (skipped with a warning each; an error when `strict`).
+fn collect(
+    paths: &[PathBuf],
+    prefix: &str,
+    strict: bool,
+) -> Result<(Batch, Vec<batchput::Skipped>), String> {
     let mut batch = Batch::new();
+    let mut skipped = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path)
             .map_err(|e| format!("cannot read {}: {}", path.display(), io_reason(&e)))?;
         if meta.is_dir() {
-            let found = Batch::from_dir(path, prefix).map_err(|e| e.to_string())?;
+            let (found, passed_over) =
+                Batch::from_dir_report(path, prefix, strict).map_err(|e| e.to_string())?;
             for (p, k) in found.files() {
                 batch.add(p, k);
             }
+            skipped.extend(passed_over);
         } else {
             let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
                 format!(
@@ -428,14 +447,20 @@ fn collect(paths: &[PathBuf], prefix: &str) -> Result<Batch, String> {
             batch.add(path, format!("{prefix}{name}"));
         }
     }
-    if batch.is_empty() {
+    if batch.is_empty() && skipped.is_empty() {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(format!(
             "nothing to upload: no files in {}",
             list.join(", ")
         ));
     }
-    Ok(batch)
+    if batch.is_empty() {
+        return Err(format!(
+            "nothing to upload: only special files ({} skipped)",
+            skipped.len()
+        ));
+    }
+    Ok((batch, skipped))
 }
 
 /// The configuration, the uploader and where it writes, for `command`; a
@@ -456,8 +481,8 @@ fn upload(args: UploadArgs) -> ExitCode {
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    let mut batch = match collect(&args.paths, &args.prefix) {
-        Ok(b) => b,
+    let (mut batch, skipped) = match collect(&args.paths, &args.prefix, args.tuning.strict_inputs) {
+        Ok(found) => found,
         Err(m) => return failure(&m, None),
     };
     if let Some(j) = &args.journal {
@@ -469,7 +494,7 @@ fn upload(args: UploadArgs) -> ExitCode {
         Err(e) => return failure(&ui::explain(&e, &dest), ui::detail(&e, &dest)),
     };
     let target = format!("s3://{}/{}", args.store.bucket, args.prefix);
-    follow(&job, &args.output, &dest, &target)
+    follow(&job, &args.output, &dest, &target, &skipped)
 }
 
 fn resume(args: ResumeArgs) -> ExitCode {
@@ -483,22 +508,35 @@ fn resume(args: ResumeArgs) -> ExitCode {
         Err(e) => return failure(&ui::explain(&e, &dest), ui::detail(&e, &dest)),
     };
     let target = format!("s3://{}", args.store.bucket);
-    follow(&job, &args.output, &dest, &target)
+    follow(&job, &args.output, &dest, &target, &[])
 }
 
 /// Shows the job until it ends, then its report; returns the exit status.
-fn follow(job: &Job, out: &OutputArgs, dest: &Destination, target: &str) -> ExitCode {
+fn follow(
+    job: &Job,
+    out: &OutputArgs,
+    dest: &Destination,
+    target: &str,
+    skipped: &[batchput::Skipped],
+) -> ExitCode {
     let display = ui::Display::new(!out.no_progress, job.progress().bytes_total);
     let outcome = ui::watch(job, &display);
     let p = &outcome.progress;
     let files = job.files();
     if out.json {
-        say!("{}", ui::json_report(p, &files, dest));
+        say!("{}", ui::json_report(p, &files, dest, skipped));
     } else {
         if out.verbose > 0 {
             say_raw(&ui::file_table(&files, usize::MAX));
         }
         say!("{}", ui::summary(p, &files, target));
+        if !skipped.is_empty() {
+            say!(
+                "skipped {} special file{} (not regular files; --strict-inputs makes them errors)",
+                skipped.len(),
+                if skipped.len() == 1 { "" } else { "s" }
+            );
+        }
     }
     if let Some(e) = p
         .error

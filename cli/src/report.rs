@@ -129,7 +129,15 @@ pub fn file_table(files: &[FileReport], limit: usize) -> String {
 /// The final report as one JSON object, for scripts: totals, the error and
 /// every file (path, key, size, bytes done, state, average and peak speed,
 /// ETag, error).
-pub fn json_report(p: &Progress, files: &[FileReport], dest: &Destination) -> String {
+///
+/// `skipped`: the special files the directory walks passed over, each as
+/// `{"path": ..., "reason": ...}`.
+pub fn json_report(
+    p: &Progress,
+    files: &[FileReport],
+    dest: &Destination,
+    skipped: &[batchput::Skipped],
+) -> String {
     let mut o = String::from("{");
     field_str(&mut o, "state", job_state_name(p.state));
     field_str(&mut o, "bucket", &dest.bucket);
@@ -146,6 +154,19 @@ pub fn json_report(p: &Progress, files: &[FileReport], dest: &Destination) -> St
     field_f64(&mut o, "peak_speed_bps", p.peak_speed_bps);
     key(&mut o, "error");
     json_error(&mut o, p.error.as_ref(), dest);
+    key(&mut o, "skipped");
+    o.push('[');
+    for (i, s) in skipped.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push('{');
+        field_str(&mut o, "path", &s.path.to_string_lossy());
+        field_str(&mut o, "reason", &s.to_string());
+        o.pop();
+        o.push('}');
+    }
+    o.push_str("],");
     key(&mut o, "files");
     o.push('[');
     for (i, f) in files.iter().enumerate() {
@@ -161,6 +182,7 @@ pub fn json_report(p: &Progress, files: &[FileReport], dest: &Destination) -> St
         field_f64(&mut o, "avg_speed_bps", f.avg_speed_bps);
         field_f64(&mut o, "peak_speed_bps", f.peak_speed_bps);
         field_opt_str(&mut o, "etag", f.etag.as_deref());
+        field_opt_str(&mut o, "upload_id", f.upload_id.as_deref());
         key(&mut o, "error");
         json_error(&mut o, f.error.as_ref(), dest);
         o.pop(); // the trailing comma

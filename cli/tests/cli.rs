@@ -401,6 +401,107 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
     server.assert_no_open_uploads();
 }
 
+/// Starts an upload of three 16 MiB files through `proxy` with `extra`
+/// flags and returns the child once its parts are on the wire.
+fn upload_in_flight(
+    server: &Server,
+    proxy: &Proxy,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Child {
+    proxy.add_rule(Rule::new(
+        Match::method("PUT").and_query("partNumber="),
+        Action::Throttle {
+            bytes_per_sec: MIB as u64,
+        },
+    ));
+    let mut args: Vec<String> = vec!["upload".into(), dir.to_string_lossy().into()];
+    args.extend(dest(server, &proxy.endpoint()));
+    args.extend(["--workers", "4", "--multipart-threshold", "16MiB"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = batchput(&args).spawn().unwrap();
+    assert!(
+        proxy.wait_for(Duration::from_secs(30), |log| log
+            .iter()
+            .filter(|e| e.is_upload_part())
+            .count()
+            >= 2),
+        "parts never started"
+    );
+    child
+}
+
+#[test]
+fn ctrl_c_with_the_server_frozen_ends_within_the_cleanup_budget() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), &[("a.bin", 32 * MIB), ("b.bin", 32 * MIB)]);
+    let child = upload_in_flight(
+        &server,
+        &proxy,
+        dir.path(),
+        &["--json", "--cleanup-timeout", "3s"],
+    );
+    // SIGSTOP, as the client sees it: nothing answers any more.
+    proxy.freeze(true);
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let r = finish(child, 60);
+    let took = sent.elapsed();
+    // The 3 s budget, plus 2 s, plus room for a loaded machine.
+    assert!(took < Duration::from_secs(9), "Ctrl-C took {took:?}: {r:?}");
+    assert_eq!(r.code, Some(130), "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON object");
+    let files = report["files"].as_array().unwrap();
+    let still_open: Vec<_> = files
+        .iter()
+        .filter(|f| f["state"] == "abort_failed")
+        .collect();
+    assert!(!still_open.is_empty(), "{r:?}");
+    for f in &still_open {
+        // Reported by id, so the janitor (or a person) can end it.
+        assert!(
+            f["upload_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{f}"
+        );
+    }
+    assert!(files
+        .iter()
+        .all(|f| f["state"] != "aborted" || f["upload_id"].is_null()));
+    proxy.freeze(false);
+}
+
+#[test]
+fn a_second_ctrl_c_quits_at_once() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), &[("a.bin", 32 * MIB)]);
+    let child = upload_in_flight(&server, &proxy, dir.path(), &["--cleanup-timeout", "60s"]);
+    proxy.freeze(true);
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    std::thread::sleep(Duration::from_millis(700));
+    let second = Instant::now();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let r = finish(child, 30);
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "{:?}: {r:?}",
+        second.elapsed()
+    );
+    assert_eq!(r.code, Some(130), "{r:?}");
+    proxy.freeze(false);
+}
+
 #[test]
 fn log_lines_go_to_stderr_and_json_stays_alone_on_stdout() {
     let server = support::s3s();

@@ -1070,7 +1070,10 @@ mod tests {
             redact_userinfo("http://me:s3cret@proxy:3128"),
             "http://me:***@proxy:3128"
         );
-        assert_eq!(redact_userinfo("http://host:9000/a@b"), "http://host:9000/a@b");
+        assert_eq!(
+            redact_userinfo("http://host:9000/a@b"),
+            "http://host:9000/a@b"
+        );
         let e = Endpoint::parse("http://me:s3cret@proxy:3128").unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert!(e.to_string().contains("me:***@proxy"), "{e}");
