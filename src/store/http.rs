@@ -41,6 +41,7 @@ use parking_lot::Mutex;
 
 use super::connect::{self, cancelled, Resolver};
 use super::interrupt::{self, Interrupt};
+use super::wire;
 
 /// Body bytes handed to one socket write.
 pub(crate) const WRITE_CHUNK: usize = 256 * 1024;
@@ -52,9 +53,10 @@ pub(crate) const EXPECT_CONTINUE_MIN: u64 = 1024 * 1024;
 /// answer before it sends the body anyway (curl waits 1 s too).
 const CONTINUE_WAIT: Duration = Duration::from_secs(1);
 
-/// The largest response body read into memory (GetObject in tests reads
-/// whole objects; S3's XML answers are small).
-const MAX_BODY: u64 = 1 << 32;
+/// The largest body of an answer to GET, read into memory (GetObject in
+/// tests reads whole objects); every other answer is S3's XML, capped by
+/// `wire::Limits::xml`.
+const GET_MAX_BODY: u64 = 1 << 32;
 
 /// Where a request goes.
 pub(crate) struct Target<'a> {
@@ -98,17 +100,14 @@ impl ReqBody<'_> {
 /// An answer, read whole.
 pub(crate) struct Response {
     pub status: u16,
-    headers: Vec<(String, String)>,
+    head: wire::Head,
     pub body: Vec<u8>,
 }
 
 impl Response {
     /// The value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.head.header(name)
     }
 }
 
@@ -128,6 +127,9 @@ pub(crate) enum HttpError {
     Io(io::Error),
     /// The request's interrupt was cancelled (a stop, pause or failure).
     Cancelled(io::Error),
+    /// The request itself cannot be sent (a header value with a line
+    /// break, say): nothing was sent, and sending it again cannot help.
+    Request(String),
 }
 
 impl std::fmt::Display for HttpError {
@@ -139,6 +141,7 @@ impl std::fmt::Display for HttpError {
             HttpError::Body(e) => write!(f, "{e}"),
             HttpError::Io(e) => write!(f, "connection failed: {e}"),
             HttpError::Cancelled(e) => write!(f, "{e}"),
+            HttpError::Request(why) => write!(f, "{why}"),
         }
     }
 }
@@ -172,8 +175,21 @@ fn io_error(e: io::Error) -> HttpError {
     }
 }
 
-fn protocol(what: &str) -> HttpError {
-    HttpError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
+/// The transport's view of a wire failure: the idle timeout stays a
+/// timeout, the end of the stream is an aborted connection, and answers
+/// that cannot be framed are invalid data.
+fn wire_error(e: wire::WireError) -> HttpError {
+    match e {
+        wire::WireError::Io(e) => io_error(e),
+        closed @ wire::WireError::Closed { .. } => HttpError::Io(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            closed.to_string(),
+        )),
+        other => HttpError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            other.to_string(),
+        )),
+    }
 }
 
 /// Whether a failure looks like the peer closing the connection.
@@ -483,12 +499,14 @@ impl Client {
             conn.stream
                 .write_all(connect.as_bytes())
                 .map_err(|e| cut(HttpError::Connect(e)))?;
-            let (status, _) = read_head(&mut conn).map_err(|e| {
-                cut(match e {
-                    HttpError::Io(e) | HttpError::Timeout(e) => HttpError::Connect(e),
-                    other => other,
-                })
-            })?;
+            let status = read_head(&mut conn)
+                .map_err(|e| {
+                    cut(match e {
+                        HttpError::Io(e) | HttpError::Timeout(e) => HttpError::Connect(e),
+                        other => other,
+                    })
+                })?
+                .status;
             if status != 200 {
                 return Err(HttpError::Connect(io::Error::other(format!(
                     "the proxy refused the tunnel: HTTP {status}"
@@ -548,15 +566,18 @@ impl Client {
             other => other,
         };
         let expect = body_len.is_some_and(|n| n > EXPECT_CONTINUE_MIN) && self.continue_works(key);
-        let head = request_head(
+        // A plain proxy takes the absolute form.
+        let head = wire::request_head(
             method,
-            target,
+            target.authority,
+            target.path_and_query,
+            self.settings.user_agent,
             headers,
             content_length,
             expect,
             self.settings.proxy.is_some() && !target.https,
-            self.settings.user_agent,
-        );
+        )
+        .map_err(|e| HttpError::Request(e.to_string()))?;
         let mut head: &[u8] = &head;
         if expect {
             conn.stream
@@ -647,16 +668,16 @@ impl Client {
             }
             return Ok(None);
         }
-        let (status, headers) = read_head(conn)?;
+        let head = read_head(conn)?;
         reached.answer_started = true;
-        if (100..200).contains(&status) {
+        if (100..200).contains(&head.status) {
             // 100 Continue (or another interim answer): go on.
             return Ok(None);
         }
-        let body = read_body(conn, method, status, &headers)?.0;
+        let body = read_body(conn, method, &head)?.0;
         Ok(Some(Response {
-            status,
-            headers,
+            status: head.status,
+            head,
             body,
         }))
     }
@@ -683,52 +704,6 @@ fn readable_within(tcp: &TcpStream, wait: Duration) -> Result<bool, HttpError> {
         }
         return Ok(n > 0);
     }
-}
-
-/// The request head: request line, Host, User-Agent, the headers given,
-/// Content-Length, and the expectation.
-fn request_head(
-    method: &str,
-    target: &Target<'_>,
-    headers: &[(&str, &str)],
-    content_length: Option<u64>,
-    expect_continue: bool,
-    absolute_form: bool,
-    user_agent: &str,
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(512 + 64 * headers.len());
-    head.extend_from_slice(method.as_bytes());
-    head.push(b' ');
-    if absolute_form {
-        // A plain proxy takes the absolute form.
-        head.extend_from_slice(b"http://");
-        head.extend_from_slice(target.authority.as_bytes());
-    }
-    head.extend_from_slice(target.path_and_query.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    head.extend_from_slice(target.authority.as_bytes());
-    head.extend_from_slice(b"\r\nuser-agent: ");
-    head.extend_from_slice(user_agent.as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (k, v) in headers {
-        if k.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        head.extend_from_slice(k.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(v.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if let Some(n) = content_length {
-        head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(n.to_string().as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if expect_continue {
-        head.extend_from_slice(b"expect: 100-continue\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// A handshake failure, in words that say what to do about it.
@@ -760,71 +735,56 @@ fn tls_failure(host: &str, e: io::Error) -> HttpError {
     HttpError::Tls(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
-/// Reads an answer: head (interim 1xx answers skipped), then the body its
-/// headers announce. Returns it and whether the connection may carry
-/// another request.
+/// Reads an answer through `wire`: head (interim 1xx answers skipped),
+/// then the body its headers announce. Returns it and whether the
+/// connection may carry another request.
 fn read_answer(
     conn: &mut Conn,
     method: &str,
     reached: &mut Reached,
 ) -> Result<(Response, bool), HttpError> {
-    let (status, headers) = loop {
-        let head = read_head(conn);
-        reached.answer_started |= head.is_ok() || !conn.rbuf.is_empty();
-        let (status, headers) = head?;
-        // An interim answer (100 Continue) comes before the real one.
-        if !(100..200).contains(&status) {
-            break (status, headers);
-        }
-    };
-    let (body, reusable) = read_body(conn, method, status, &headers)?;
+    let stream = &mut conn.stream;
+    let answer = wire::read_answer(
+        &mut conn.rbuf,
+        &mut |buf: &mut Vec<u8>| read_more(stream, buf),
+        method,
+        &limits_for(method),
+    );
+    let (head, body, reusable) = answer.map_err(|e| {
+        reached.answer_started |= match &e {
+            wire::WireError::Closed { answer_started } => *answer_started,
+            wire::WireError::Io(_) => !conn.rbuf.is_empty(),
+            _ => true,
+        };
+        wire_error(e)
+    })?;
+    reached.answer_started = true;
     Ok((
         Response {
-            status,
-            headers,
+            status: head.status,
+            head,
             body,
         },
         reusable,
     ))
 }
 
-/// Reads the body a head announces; returns it and whether the connection
+/// Reads the body `head` announces; returns it and whether the connection
 /// may carry another request.
 fn read_body(
     conn: &mut Conn,
     method: &str,
-    status: u16,
-    headers: &[(String, String)],
+    head: &wire::Head,
 ) -> Result<(Vec<u8>, bool), HttpError> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    let mut reusable = !header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-    let no_body = method == "HEAD" || status == 204 || status == 304;
-    let chunked =
-        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    let body = if no_body {
-        Vec::new()
-    } else if chunked {
-        read_chunked(conn)?
-    } else if let Some(n) = length {
-        if n > MAX_BODY {
-            return Err(protocol("answer body too large"));
-        }
-        read_exact_body(conn, n)?
-    } else {
-        reusable = false;
-        read_to_close(conn)?
-    };
-    if !conn.rbuf.is_empty() {
-        // Bytes past the answer: nothing can be trusted on this connection.
-        reusable = false;
-    }
-    Ok((body, reusable))
+    let stream = &mut conn.stream;
+    wire::read_body(
+        &mut conn.rbuf,
+        &mut |buf: &mut Vec<u8>| read_more(stream, buf),
+        method,
+        head,
+        &limits_for(method),
+    )
+    .map_err(wire_error)
 }
 
 /// Sends the head and a body produced piece by piece: `fill(buf)` fills
@@ -1015,118 +975,32 @@ impl Drop for SigpipeBlocked {
     }
 }
 
-/// Reads more bytes into the connection's buffer; EOF is an error.
-fn fill(conn: &mut Conn) -> Result<(), HttpError> {
-    let mut chunk = [0u8; 16 * 1024];
-    match conn.stream.read(&mut chunk) {
-        Ok(0) => Err(HttpError::Io(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "the server closed the connection before answering in full",
-        ))),
-        Ok(n) => {
-            conn.rbuf.extend_from_slice(&chunk[..n]);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-        Err(e) => Err(io_error(e)),
+/// Appends what one read of the socket gives (0 at EOF) to `buf`.
+fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    const READ_SIZE: usize = 64 * 1024;
+    let old = buf.len();
+    buf.resize(old + READ_SIZE, 0);
+    let got = stream.read(&mut buf[old..]);
+    buf.truncate(old + *got.as_ref().unwrap_or(&0));
+    got
+}
+
+/// What an answer to `method` may hold: S3's XML answers are small; a GET
+/// (tests read whole objects) may be large.
+fn limits_for(method: &str) -> wire::Limits {
+    match method {
+        "GET" => wire::Limits::xml().with_max_body(GET_MAX_BODY),
+        _ => wire::Limits::xml(),
     }
 }
 
-/// Reads a status line and headers.
-fn read_head(conn: &mut Conn) -> Result<(u16, Vec<(String, String)>), HttpError> {
-    let end = loop {
-        if let Some(i) = find(&conn.rbuf, b"\r\n\r\n") {
-            break i;
-        }
-        if conn.rbuf.len() > 64 * 1024 {
-            return Err(protocol("answer head too large"));
-        }
-        fill(conn)?;
-    };
-    let head: Vec<u8> = conn.rbuf.drain(..end + 4).collect();
-    let text =
-        std::str::from_utf8(&head[..end]).map_err(|_| protocol("answer head is not text"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(protocol("not an HTTP/1.x answer"));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| protocol("bad status line"))?;
-    let mut headers = Vec::new();
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    if version == "HTTP/1.0"
-        && !headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("keep-alive")
-        })
-    {
-        headers.push(("connection".into(), "close".into()));
-    }
-    Ok((status, headers))
-}
-
-fn read_exact_body(conn: &mut Conn, n: u64) -> Result<Vec<u8>, HttpError> {
-    let n = n as usize;
-    while conn.rbuf.len() < n {
-        fill(conn)?;
-    }
-    Ok(conn.rbuf.drain(..n).collect())
-}
-
-fn read_chunked(conn: &mut Conn) -> Result<Vec<u8>, HttpError> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(i) = find(&conn.rbuf, b"\r\n") {
-                break i;
-            }
-            fill(conn)?;
-        };
-        let line: Vec<u8> = conn.rbuf.drain(..line_end + 2).collect();
-        let size_text =
-            std::str::from_utf8(&line[..line_end]).map_err(|_| protocol("bad chunk size"))?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| protocol("bad chunk size"))?;
-        if size == 0 {
-            // Trailer fields, up to the empty line.
-            loop {
-                let end = loop {
-                    if let Some(i) = find(&conn.rbuf, b"\r\n") {
-                        break i;
-                    }
-                    fill(conn)?;
-                };
-                conn.rbuf.drain(..end + 2);
-                if end == 0 {
-                    return Ok(out);
-                }
-            }
-        }
-        if (out.len() + size) as u64 > MAX_BODY {
-            return Err(protocol("answer body too large"));
-        }
-        while conn.rbuf.len() < size + 2 {
-            fill(conn)?;
-        }
-        out.extend_from_slice(&conn.rbuf[..size]);
-        conn.rbuf.drain(..size + 2);
-    }
-}
-
-fn read_to_close(conn: &mut Conn) -> Result<Vec<u8>, HttpError> {
-    let mut out = std::mem::take(&mut conn.rbuf);
-    conn.stream.read_to_end(&mut out).map_err(io_error)?;
-    Ok(out)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Reads one head (a proxy's answer to CONNECT, an interim 100).
+fn read_head(conn: &mut Conn) -> Result<wire::Head, HttpError> {
+    let stream = &mut conn.stream;
+    wire::read_head(
+        &mut conn.rbuf,
+        &mut |buf: &mut Vec<u8>| read_more(stream, buf),
+        &wire::Limits::xml(),
+    )
+    .map_err(wire_error)
 }

@@ -20,6 +20,7 @@ mod encode;
 mod http;
 pub(crate) mod interrupt;
 mod sign;
+mod wire;
 mod xml;
 
 use std::io::Read;
@@ -981,6 +982,7 @@ fn transport_error(e: http::SendError) -> Error {
                 crate::error::TOO_MANY_OPEN_FILES
             ),
         ),
+        http::HttpError::Request(why) => Error::new(ErrorKind::InvalidInput, why),
         other => Error::new(ErrorKind::Network, other.to_string()),
     };
     error
