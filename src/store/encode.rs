@@ -38,6 +38,27 @@ pub(crate) fn query_value(value: &str) -> String {
     encode(value, false)
 }
 
+/// Decodes a value S3 listed with `encoding-type=url`: `%XX` escapes, and
+/// `+` for a space (AWS encodes form-style; a literal `+` comes as `%2B`).
+/// `None` for a broken escape or bytes that are not UTF-8.
+pub(crate) fn form_decode(s: &str) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = hex(bytes.next()?)?;
+                let lo = hex(bytes.next()?)?;
+                (hi * 16 + lo) as u8
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Parses the ISO 8601 timestamps S3 uses (`2026-11-22T02:27:33.000Z`).
 pub(crate) fn parse_timestamp(s: &str) -> Option<SystemTime> {
     let s = s.trim();
@@ -79,6 +100,23 @@ mod tests {
         assert_eq!(key_path("/lead"), "/lead");
         assert_eq!(key_path("é"), "%C3%A9");
         assert_eq!(query_value("a/b+c="), "a%2Fb%2Bc%3D");
+    }
+
+    #[test]
+    fn listed_keys_decode() {
+        assert_eq!(
+            form_decode("++orphan++.bin+").as_deref(),
+            Some("  orphan  .bin ")
+        );
+        assert_eq!(form_decode("a%2Bb+c.bin").as_deref(), Some("a+b c.bin"));
+        assert_eq!(
+            form_decode("%C3%BCn%C3%AF%20c%C3%B8d%C3%A9/%2541.bin").as_deref(),
+            Some("ünï cødé/%41.bin")
+        );
+        assert_eq!(form_decode("%0a%01").as_deref(), Some("\n\u{1}"));
+        for bad in ["%", "%4", "%zz", "%C3"] {
+            assert_eq!(form_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -570,16 +570,16 @@ impl Store {
             })?;
             let root = self.parse_body("ListParts", key, &reply.body)?;
             for p in root.children("Part") {
-                let number = p.text_of("PartNumber").and_then(|n| n.parse().ok());
+                let number = p.token_of("PartNumber").and_then(|n| n.parse().ok());
                 let Some(number) = number else { continue };
                 parts.push(ListedPart {
                     number,
                     etag: p.text_of("ETag").map(unquote_str).unwrap_or_default(),
-                    size: p.text_of("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                    size: p.token_of("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
                 });
             }
-            let next = root.text_of("NextPartNumberMarker").unwrap_or("");
-            if root.text_of("IsTruncated") != Some("true") || next.is_empty() || next == marker {
+            let next = root.token_of("NextPartNumberMarker").unwrap_or("");
+            if root.token_of("IsTruncated") != Some("true") || next.is_empty() || next == marker {
                 break;
             }
             marker = next.to_string();
@@ -588,12 +588,18 @@ impl Store {
         Ok(parts)
     }
 
-    /// Lists every multipart upload under `prefix` (all pages).
+    /// Lists every multipart upload under `prefix` (all pages), with keys
+    /// exactly as they were created: asked URL-encoded (so control
+    /// characters survive XML), decoded when the answer says it is.
     pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<ListedUpload>> {
         let mut uploads = Vec::new();
         let (mut key_marker, mut id_marker) = (String::new(), String::new());
         loop {
-            let mut query = vec![("uploads", ""), ("max-uploads", "1000")];
+            let mut query = vec![
+                ("uploads", ""),
+                ("encoding-type", "url"),
+                ("max-uploads", "1000"),
+            ];
             if !prefix.is_empty() {
                 query.push(("prefix", prefix));
             }
@@ -613,24 +619,13 @@ impl Store {
                 endpoint_hint: 0,
             })?;
             let root = self.parse_body("ListMultipartUploads", prefix, &reply.body)?;
-            for u in root.children("Upload") {
-                let (Some(key), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) else {
-                    continue;
-                };
-                uploads.push(ListedUpload {
-                    key: key.to_string(),
-                    upload_id: id.to_string(),
-                    initiated: u.text_of("Initiated").and_then(parse_timestamp),
-                });
-            }
-            let next_key = root.text_of("NextKeyMarker").unwrap_or("").to_string();
-            let next_id = root.text_of("NextUploadIdMarker").unwrap_or("").to_string();
-            if root.text_of("IsTruncated") != Some("true")
-                || (next_key == key_marker && next_id == id_marker)
-            {
+            let page = upload_page(&root)
+                .map_err(|why| self.malformed("ListMultipartUploads", prefix, &why))?;
+            uploads.extend(page.uploads);
+            if !page.truncated || (page.next_key == key_marker && page.next_id == id_marker) {
                 break;
             }
-            (key_marker, id_marker) = (next_key, next_id);
+            (key_marker, id_marker) = (page.next_key, page.next_id);
         }
         Ok(uploads)
     }
@@ -888,6 +883,44 @@ impl Store {
     }
 }
 
+/// One page of ListMultipartUploads.
+struct UploadPage {
+    uploads: Vec<ListedUpload>,
+    truncated: bool,
+    next_key: String,
+    next_id: String,
+}
+
+/// Reads a ListMultipartUploads page, keys exact. Not every server honours
+/// `encoding-type=url` (moto ignores it): keys are decoded only when the
+/// answer says they are encoded. Upload ids are never encoded.
+fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
+    let encoded = root.token_of("EncodingType") == Some("url");
+    let key = |text: &str| {
+        if !encoded {
+            return Ok(text.to_string());
+        }
+        encode::form_decode(text).ok_or_else(|| format!("undecodable url-encoded key {text:?}"))
+    };
+    let mut uploads = Vec::new();
+    for u in root.children("Upload") {
+        let (Some(k), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) else {
+            continue;
+        };
+        uploads.push(ListedUpload {
+            key: key(k)?,
+            upload_id: id.to_string(),
+            initiated: u.token_of("Initiated").and_then(parse_timestamp),
+        });
+    }
+    Ok(UploadPage {
+        uploads,
+        truncated: root.token_of("IsTruncated") == Some("true"),
+        next_key: key(root.text_of("NextKeyMarker").unwrap_or(""))?,
+        next_id: root.text_of("NextUploadIdMarker").unwrap_or("").to_string(),
+    })
+}
+
 fn add_checksum(headers: &mut Vec<(&'static str, String)>, checksum: SentChecksum) {
     let b64 = base64::engine::general_purpose::STANDARD;
     match checksum {
@@ -941,8 +974,8 @@ fn server_error(status: u16, body: &[u8], request_id: Option<String>) -> Error {
 }
 
 fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>) -> Error {
-    let code = root.text_of("Code").unwrap_or("");
-    let message = root.text_of("Message").unwrap_or("");
+    let code = root.token_of("Code").unwrap_or("");
+    let message = root.token_of("Message").unwrap_or("");
     let message = if message.is_empty() {
         "(no message)"
     } else {
@@ -953,7 +986,7 @@ fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>)
         e = e.with_code(code);
     }
     let rid = root
-        .text_of("RequestId")
+        .token_of("RequestId")
         .filter(|r| !r.is_empty())
         .map(str::to_string)
         .or(request_id);
@@ -1079,6 +1112,39 @@ mod tests {
         let e = Endpoint::parse("http://me:s3cret@proxy:3128").unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert!(e.to_string().contains("me:***@proxy"), "{e}");
+    }
+
+    #[test]
+    fn listed_upload_keys_are_decoded_only_when_the_answer_says_so() {
+        let page = |encoding: &str| {
+            let body = format!(
+                "<ListMultipartUploadsResult>{encoding}<IsTruncated> true </IsTruncated>\
+                 <NextKeyMarker>a+b%2Bc</NextKeyMarker><NextUploadIdMarker> i2</NextUploadIdMarker>\
+                 <Upload><Key>++orphan++.bin+</Key><UploadId> i1 </UploadId>\
+                 <Initiated>\n2024-01-01T00:00:00.000Z\n</Initiated></Upload>\
+                 <Upload><Key>%C3%BC%2541</Key><UploadId>i2</UploadId></Upload>\
+                 </ListMultipartUploadsResult>"
+            );
+            upload_page(&xml::parse(body.as_bytes()).unwrap())
+        };
+        let p = page("<EncodingType>url</EncodingType>").unwrap();
+        let keys: Vec<_> = p.uploads.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(keys, ["  orphan  .bin ", "ü%41"]);
+        assert_eq!(
+            p.uploads[0].upload_id, " i1 ",
+            "upload ids are kept exactly"
+        );
+        assert!(p.uploads[0].initiated.is_some());
+        assert!(p.truncated);
+        assert_eq!((p.next_key.as_str(), p.next_id.as_str()), ("a b+c", " i2"));
+        // A server that ignored encoding-type sent the keys as they are.
+        let p = page("").unwrap();
+        assert_eq!(p.uploads[0].key, "++orphan++.bin+");
+        assert_eq!(p.next_key, "a+b%2Bc");
+        let body = b"<ListMultipartUploadsResult><EncodingType>url</EncodingType>\
+            <Upload><Key>%zz</Key><UploadId>i</UploadId></Upload></ListMultipartUploadsResult>";
+        let e = upload_page(&xml::parse(body).unwrap()).err().unwrap();
+        assert!(e.contains("\"%zz\""), "{e}");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! S3 answers are small and flat, so a tree of elements with text is all we
 //! need: no schema, no serde. Namespaces are ignored (local names only), and
 //! entity references (`&quot;` in ETags, `&amp;` in keys) are resolved.
+//!
+//! Text is kept exactly as sent: a key may begin or end with spaces, and a
+//! trimmed key names another object (or none). Callers trim what is a
+//! number, a flag, a date or an ETag ([`Element::token_of`]), never a key,
+//! an upload id or a prefix.
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
@@ -26,9 +31,16 @@ impl Element {
         self.children.iter().filter(move |c| c.name == name)
     }
 
-    /// The text of the first child named `name`, if there is one.
+    /// The exact text of the first child named `name`, if there is one.
     pub fn text_of(&self, name: &str) -> Option<&str> {
         self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// The text of the first child named `name` without surrounding
+    /// whitespace: for numbers, flags, dates, ETags and error codes, which a
+    /// pretty-printing server may indent. Never for keys or upload ids.
+    pub fn token_of(&self, name: &str) -> Option<&str> {
+        self.text_of(name).map(str::trim)
     }
 }
 
@@ -81,7 +93,7 @@ pub(crate) fn parse(body: &[u8]) -> Option<Element> {
             Event::End(_) => {
                 let mut el = stack.pop()?;
                 let text = raw.pop()?;
-                el.text = quick_xml::escape::unescape(&text).ok()?.trim().to_string();
+                el.text = quick_xml::escape::unescape(&text).ok()?.into_owned();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => return Some(el),
@@ -125,6 +137,22 @@ mod tests {
             .collect();
         assert_eq!(etags, ["\"abc\"", "\"def\""]);
         assert!(root.child("Empty").is_some());
+    }
+
+    #[test]
+    fn text_is_kept_exactly_and_only_tokens_are_trimmed() {
+        let body = b"<ListMultipartUploadsResult>\n  <Upload>\n    \
+            <Key>  orphan  .bin </Key>\n    <UploadId> id with spaces </UploadId>\n    \
+            <Size>\n  42\n</Size><Tab>\t&#x20;x\t</Tab>\n  </Upload>\n\
+            </ListMultipartUploadsResult>";
+        let root = parse(body).unwrap();
+        let upload = root.child("Upload").unwrap();
+        assert_eq!(upload.text_of("Key"), Some("  orphan  .bin "));
+        assert_eq!(upload.text_of("UploadId"), Some(" id with spaces "));
+        assert_eq!(upload.text_of("Tab"), Some("\t x\t"));
+        assert_eq!(upload.text_of("Size"), Some("\n  42\n"));
+        assert_eq!(upload.token_of("Size"), Some("42"));
+        assert_eq!(upload.token_of("Missing"), None);
     }
 
     #[test]
