@@ -200,6 +200,22 @@ fn interim_answers_come_before_the_real_one() {
 }
 
 #[test]
+fn a_final_answer_instead_of_100_continue_is_the_answer() {
+    // A server that refuses the body (expect: 100-continue sent) answers
+    // at once; that answer, body and all, is what the request got.
+    let refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\n\
+        X-Amz-Request-Id: R1\r\nX-Amz-Request-Id: R2\r\n\r\n<Error/>";
+    let a = ok(refusal, "PUT");
+    assert_eq!((a.head.status, a.body.as_slice()), (403, &b"<Error/>"[..]));
+    assert_eq!(
+        a.head.header("x-amz-request-id"),
+        Some("R1"),
+        "the first of two"
+    );
+    assert!(a.reusable);
+}
+
+#[test]
 fn a_101_or_endless_interim_answers_are_errors() {
     assert_protocol(
         err(
