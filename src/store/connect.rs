@@ -35,10 +35,13 @@ pub(crate) fn cancelled() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "request cancelled")
 }
 
+/// When a name was resolved, and to what.
+type Resolved = (Instant, Vec<SocketAddr>);
+
 /// Resolved addresses by (host, port).
 #[derive(Default)]
 pub(crate) struct Resolver {
-    cache: Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>,
+    cache: Mutex<HashMap<(String, u16), Resolved>>,
 }
 
 impl Resolver {

@@ -585,13 +585,10 @@ impl Client {
                 .and_then(|_| conn.stream.flush())
                 .map_err(io_error)?;
             head = &[];
-            match self.await_continue(conn, method, key, reached)? {
-                Some(final_answer) => {
-                    // Refused before the body: the server still waits for
-                    // a body it will not get, so the connection is done.
-                    return Ok((final_answer, false));
-                }
-                None => {}
+            if let Some(final_answer) = self.await_continue(conn, method, key, reached)? {
+                // Refused before the body: the server still waits for a
+                // body it will not get, so the connection is done.
+                return Ok((final_answer, false));
             }
         }
         let piece = self.settings.piece;
