@@ -30,7 +30,6 @@
 //! server closed an idle connection as we used it: retry on a new one
 //! without holding it against the server).
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
@@ -39,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::body::{pread_full, read_full, send_file, send_streamed};
 use super::connect::{self, cancelled, Resolver};
 use super::interrupt::{self, Interrupt};
 use super::wire;
@@ -168,7 +168,7 @@ impl SendError {
     }
 }
 
-fn io_error(e: io::Error) -> HttpError {
+pub(super) fn io_error(e: io::Error) -> HttpError {
     match e.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HttpError::Timeout(e),
         _ => HttpError::Io(e),
@@ -309,11 +309,6 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-thread_local! {
-    /// The send buffer of this thread: request head plus one piece of body.
-    static SEND_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How far a request got before it failed.
@@ -782,194 +777,6 @@ fn read_body(
         &limits_for(method),
     )
     .map_err(wire_error)
-}
-
-/// Sends the head and a body produced piece by piece: `fill(buf)` fills
-/// the send buffer with the next piece (the reader writes straight into
-/// it), which then goes out in one write; the first piece shares its write
-/// with the head (which may be empty: already sent).
-fn send_streamed(
-    stream: &mut Stream,
-    head: &[u8],
-    mut fill: impl FnMut(&mut [u8]) -> Result<(), HttpError>,
-    total: u64,
-    piece: usize,
-) -> Result<(), HttpError> {
-    SEND_BUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        // Zeroed once per thread, then reused: no memset per piece.
-        if buf.len() < head.len() + WRITE_CHUNK {
-            buf.resize(head.len() + WRITE_CHUNK, 0);
-        }
-        buf[..head.len()].copy_from_slice(head);
-        let mut start = head.len();
-        let mut sent = 0u64;
-        loop {
-            let want = ((total - sent) as usize).min(piece);
-            fill(&mut buf[start..start + want])?;
-            stream.write_all(&buf[..start + want]).map_err(io_error)?;
-            sent += want as u64;
-            start = 0;
-            if sent == total {
-                return Ok(());
-            }
-        }
-    })
-}
-
-/// Fills `buf` from a reader; an early end is an error.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<(), HttpError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Err(HttpError::Body(body_ended())),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(HttpError::Body(e)),
-        }
-    }
-    Ok(())
-}
-
-fn body_ended() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the body ended before its Content-Length (the file shrank?)",
-    )
-}
-
-/// Fills `buf` from `file` at `offset`.
-fn pread_full(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(), HttpError> {
-    use std::os::unix::fs::FileExt;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => return Err(HttpError::Body(body_ended())),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(HttpError::Body(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Sends the head (unless empty: already sent), then the file range with
-/// sendfile(2): the kernel moves page-cache pages to the socket, with no
-/// copy through user space.
-fn send_file(
-    tcp: &TcpStream,
-    head: &[u8],
-    file: &std::fs::File,
-    offset: u64,
-    len: u64,
-    pace: &mut dyn FnMut(u64) -> io::Result<()>,
-    piece: usize,
-) -> Result<(), HttpError> {
-    use std::os::unix::io::AsRawFd;
-    // MSG_MORE: the head waits to leave with the first pages of the file.
-    let mut written = 0;
-    while written < head.len() {
-        // SAFETY: the slice is valid for its length during the call.
-        let n = unsafe {
-            libc::send(
-                tcp.as_raw_fd(),
-                head[written..].as_ptr().cast(),
-                head.len() - written,
-                libc::MSG_MORE | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io_error(e));
-        }
-        written += n as usize;
-    }
-    // sendfile cannot take MSG_NOSIGNAL: a peer that closed makes it raise
-    // SIGPIPE, whose default action kills a C host. Blocked here, and a
-    // SIGPIPE raised meanwhile is consumed before the mask is restored.
-    let _sigpipe = SigpipeBlocked::new();
-    let mut off = offset as libc::off_t;
-    let end = offset + len;
-    while (off as u64) < end {
-        let piece = ((end - off as u64) as usize).min(piece);
-        pace(piece as u64).map_err(HttpError::Body)?;
-        let mut left = piece;
-        while left > 0 {
-            // SAFETY: both descriptors are open for the duration of the
-            // call; `off` is ours and the kernel advances it.
-            let n = unsafe { libc::sendfile(tcp.as_raw_fd(), file.as_raw_fd(), &mut off, left) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(match e.raw_os_error() {
-                    // The socket's side: the connection, or its idle timeout.
-                    Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::EAGAIN) => io_error(e),
-                    // The file's side.
-                    _ => HttpError::Body(e),
-                });
-            }
-            if n == 0 {
-                return Err(HttpError::Body(body_ended()));
-            }
-            left -= n as usize;
-        }
-    }
-    Ok(())
-}
-
-/// SIGPIPE blocked in the calling thread for the guard's life, as libcurl
-/// does around writes that cannot say MSG_NOSIGNAL. On drop, a SIGPIPE that
-/// became pending meanwhile is consumed (unless one was pending before: that
-/// one is not ours), then the thread's signal mask is restored.
-struct SigpipeBlocked {
-    old_mask: libc::sigset_t,
-    pending_before: bool,
-}
-
-impl SigpipeBlocked {
-    fn new() -> SigpipeBlocked {
-        // SAFETY: plain signal-set manipulation on values we own; the
-        // calls only read and write these sets and this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGPIPE);
-            let mut old_mask: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut pending);
-            SigpipeBlocked {
-                old_mask,
-                pending_before: libc::sigismember(&pending, libc::SIGPIPE) == 1,
-            }
-        }
-    }
-}
-
-impl Drop for SigpipeBlocked {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; the zero timeout makes sigtimedwait a poll.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGPIPE);
-            if !self.pending_before {
-                let zero = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
-            }
-            if libc::sigismember(&self.old_mask, libc::SIGPIPE) == 0 {
-                libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
-            }
-        }
-    }
 }
 
 /// Appends what one read of the socket gives (0 at EOF) to `buf`.

@@ -15,11 +15,16 @@
 //! the caller passes (its worker index); a connection-level failure marks an
 //! endpoint down for a while, and the next request goes elsewhere.
 
+mod body;
 mod connect;
 mod encode;
+mod endpoint;
+mod errors;
 mod http;
 pub(crate) mod interrupt;
+mod list;
 mod sign;
+mod tls;
 mod wire;
 mod xml;
 
@@ -34,7 +39,10 @@ use crate::config::{Addressing, Config};
 use crate::error::{Error, ErrorKind, Result};
 
 pub(crate) use encode::parse_timestamp;
+pub use endpoint::Endpoint;
+use errors::{error_from_root, server_error, transport_error};
 use sign::{Payload, Signer};
+use tls::tls_config;
 
 /// Body bytes per socket write: the transport's 256 KiB, or a quarter of a
 /// second's worth under a low rate limit (at least 1 KiB), so a limited
@@ -57,117 +65,6 @@ thread_local! {
 /// Marks the io error a body reader returns when the job is cancelled, so
 /// that the failed request is recognised as a stop and not a network fault.
 pub(crate) const CANCELLED: &str = "batchput: request cancelled";
-
-/// One parsed endpoint URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    https: bool,
-    host: String,
-    port: Option<u16>,
-}
-
-impl Endpoint {
-    /// Parses `http[s]://host[:port][/]`; anything else is an error naming
-    /// the URL.
-    pub fn parse(url: &str) -> Result<Endpoint> {
-        let shown = redact_userinfo(url);
-        let bad = |why: &str| Error::config(format!("endpoint '{shown}': {why}"));
-        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(bad("must start with http:// or https://"));
-        };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-            return Err(bad(
-                "expected scheme://host[:port] with no path, query or user",
-            ));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("junk after the IPv6 address")),
-            };
-            (format!("[{h}]"), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
-            }
-        };
-        let port = match port {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| bad("bad port"))?),
-            None => None,
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Endpoint {
-            https,
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    fn authority(&self, bucket_prefix: Option<&str>) -> String {
-        let mut s = String::new();
-        if let Some(b) = bucket_prefix {
-            s.push_str(b);
-            s.push('.');
-        }
-        s.push_str(&self.host);
-        if let Some(p) = self.port {
-            s.push(':');
-            s.push_str(&p.to_string());
-        }
-        s
-    }
-
-    fn port(&self) -> u16 {
-        self.port.unwrap_or(if self.https { 443 } else { 80 })
-    }
-
-    fn scheme(&self) -> &'static str {
-        if self.https {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    /// Whether the host is an IP address (which cannot carry a bucket name
-    /// in front of it, as virtual-hosted addressing needs).
-    pub(crate) fn host_is_ip(&self) -> bool {
-        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<std::net::IpAddr>().is_ok()
-    }
-
-    /// The URL as a person would write it.
-    pub fn url(&self) -> String {
-        format!("{}://{}", self.scheme(), self.authority(None))
-    }
-}
-
-/// `url` with the password of a `user:password@` part replaced by `***`,
-/// so it can appear in a message or a log.
-pub(crate) fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let user = rest[..at].split(':').next().unwrap_or("");
-    let redacted = format!("{user}:***@{}", &rest[at + 1..]);
-    if scheme.is_empty() {
-        redacted
-    } else {
-        format!("{scheme}://{redacted}")
-    }
-}
 
 /// A checksum sent with a body so the server verifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,91 +442,6 @@ impl Store {
         Ok(())
     }
 
-    /// Lists every part of an upload (all pages).
-    pub fn list_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-        endpoint_hint: usize,
-    ) -> Result<Vec<ListedPart>> {
-        let mut parts = Vec::new();
-        let mut marker = String::new();
-        loop {
-            let mut query = vec![("uploadId", upload_id), ("max-parts", "1000")];
-            if !marker.is_empty() {
-                query.push(("part-number-marker", &marker));
-            }
-            let reply = self.call(Request {
-                operation: "ListParts",
-                method: "GET",
-                key: Some(key),
-                query: &query,
-                headers: Vec::new(),
-                body: Body::Empty,
-                endpoint_hint,
-            })?;
-            let root = self.parse_body("ListParts", key, &reply.body)?;
-            for p in root.children("Part") {
-                let number = p.token_of("PartNumber").and_then(|n| n.parse().ok());
-                let Some(number) = number else { continue };
-                parts.push(ListedPart {
-                    number,
-                    etag: p.text_of("ETag").map(unquote_str).unwrap_or_default(),
-                    size: p.token_of("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
-                });
-            }
-            let next = root.token_of("NextPartNumberMarker").unwrap_or("");
-            if root.token_of("IsTruncated") != Some("true") || next.is_empty() || next == marker {
-                break;
-            }
-            marker = next.to_string();
-        }
-        parts.sort_by_key(|p| p.number);
-        Ok(parts)
-    }
-
-    /// Lists every multipart upload under `prefix` (all pages), with keys
-    /// exactly as they were created: asked URL-encoded (so control
-    /// characters survive XML), decoded when the answer says it is.
-    pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<ListedUpload>> {
-        let mut uploads = Vec::new();
-        let (mut key_marker, mut id_marker) = (String::new(), String::new());
-        loop {
-            let mut query = vec![
-                ("uploads", ""),
-                ("encoding-type", "url"),
-                ("max-uploads", "1000"),
-            ];
-            if !prefix.is_empty() {
-                query.push(("prefix", prefix));
-            }
-            if !key_marker.is_empty() {
-                query.push(("key-marker", &key_marker));
-            }
-            if !id_marker.is_empty() {
-                query.push(("upload-id-marker", &id_marker));
-            }
-            let reply = self.call(Request {
-                operation: "ListMultipartUploads",
-                method: "GET",
-                key: None,
-                query: &query,
-                headers: Vec::new(),
-                body: Body::Empty,
-                endpoint_hint: 0,
-            })?;
-            let root = self.parse_body("ListMultipartUploads", prefix, &reply.body)?;
-            let page = upload_page(&root)
-                .map_err(|why| self.malformed("ListMultipartUploads", prefix, &why))?;
-            uploads.extend(page.uploads);
-            if !page.truncated || (page.next_key == key_marker && page.next_id == id_marker) {
-                break;
-            }
-            (key_marker, id_marker) = (page.next_key, page.next_id);
-        }
-        Ok(uploads)
-    }
-
     /// Size and ETag of an object, or `None` when it does not exist.
     pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
         match self.call(Request {
@@ -883,44 +695,6 @@ impl Store {
     }
 }
 
-/// One page of ListMultipartUploads.
-struct UploadPage {
-    uploads: Vec<ListedUpload>,
-    truncated: bool,
-    next_key: String,
-    next_id: String,
-}
-
-/// Reads a ListMultipartUploads page, keys exact. Not every server honours
-/// `encoding-type=url` (moto ignores it): keys are decoded only when the
-/// answer says they are encoded. Upload ids are never encoded.
-fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
-    let encoded = root.token_of("EncodingType") == Some("url");
-    let key = |text: &str| {
-        if !encoded {
-            return Ok(text.to_string());
-        }
-        encode::form_decode(text).ok_or_else(|| format!("undecodable url-encoded key {text:?}"))
-    };
-    let mut uploads = Vec::new();
-    for u in root.children("Upload") {
-        let (Some(k), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) else {
-            continue;
-        };
-        uploads.push(ListedUpload {
-            key: key(k)?,
-            upload_id: id.to_string(),
-            initiated: u.token_of("Initiated").and_then(parse_timestamp),
-        });
-    }
-    Ok(UploadPage {
-        uploads,
-        truncated: root.token_of("IsTruncated") == Some("true"),
-        next_key: key(root.text_of("NextKeyMarker").unwrap_or(""))?,
-        next_id: root.text_of("NextUploadIdMarker").unwrap_or("").to_string(),
-    })
-}
-
 fn add_checksum(headers: &mut Vec<(&'static str, String)>, checksum: SentChecksum) {
     let b64 = base64::engine::general_purpose::STANDARD;
     match checksum {
@@ -937,227 +711,10 @@ pub fn crc32c_base64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
-fn server_error(status: u16, body: &[u8], request_id: Option<String>) -> Error {
-    match xml::parse(body) {
-        Some(root) if root.name == "Error" => error_from_root(status, &root, request_id),
-        _ => {
-            // HEAD answers have no body; some proxies answer HTML.
-            let (code, message) = match status {
-                301 => (
-                    "PermanentRedirect",
-                    "the bucket is in another region or needs another addressing style",
-                ),
-                400 => ("BadRequest", "the server rejected the request"),
-                403 => ("AccessDenied", "access denied"),
-                404 => ("NotFound", "not found"),
-                405 => ("MethodNotAllowed", "method not allowed"),
-                412 => ("PreconditionFailed", "precondition failed"),
-                500 => ("InternalError", "internal server error"),
-                502 => ("BadGateway", "bad gateway"),
-                503 => ("ServiceUnavailable", "service unavailable"),
-                504 => ("GatewayTimeout", "gateway timeout"),
-                _ => (
-                    "",
-                    "the server answered with an error and no S3 error document",
-                ),
-            };
-            let mut e = Error::new(ErrorKind::Server, message).with_status(status);
-            if !code.is_empty() {
-                e = e.with_code(code);
-            }
-            if let Some(rid) = request_id {
-                e = e.with_request_id(rid);
-            }
-            e
-        }
-    }
-}
-
-fn error_from_root(status: u16, root: &xml::Element, request_id: Option<String>) -> Error {
-    let code = root.token_of("Code").unwrap_or("");
-    let message = root.token_of("Message").unwrap_or("");
-    let message = if message.is_empty() {
-        "(no message)"
-    } else {
-        message
-    };
-    let mut e = Error::new(ErrorKind::Server, message).with_status(status);
-    if !code.is_empty() {
-        e = e.with_code(code);
-    }
-    let rid = root
-        .token_of("RequestId")
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .or(request_id);
-    if let Some(rid) = rid {
-        e = e.with_request_id(rid);
-    }
-    e
-}
-
-fn transport_error(e: http::SendError) -> Error {
-    let error = match e.cause {
-        http::HttpError::Body(io) if io.to_string().contains(CANCELLED) => {
-            Error::new(ErrorKind::Stopped, "request cancelled")
-        }
-        http::HttpError::Cancelled(_) => Error::new(ErrorKind::Stopped, "request cancelled"),
-        http::HttpError::Timeout(io) => {
-            Error::new(ErrorKind::Timeout, format!("request timed out: {io}"))
-        }
-        http::HttpError::Tls(io) => Error::new(ErrorKind::Tls, io.to_string()),
-        // No socket for want of descriptors: a local limit, not a server
-        // that is down (so no retry on another endpoint, no failover).
-        http::HttpError::Connect(io) if crate::error::too_many_open_files(&io) => Error::new(
-            ErrorKind::LocalIo,
-            format!(
-                "cannot open a connection: {}",
-                crate::error::TOO_MANY_OPEN_FILES
-            ),
-        ),
-        http::HttpError::Request(why) => Error::new(ErrorKind::InvalidInput, why),
-        other => Error::new(ErrorKind::Network, other.to_string()),
-    };
-    error
-        .with_outcome_unknown(e.request_sent)
-        .with_stale_connection(e.stale)
-}
-
 fn unquote(etag: String) -> String {
     unquote_str(&etag)
 }
 
 fn unquote_str(etag: &str) -> String {
     etag.trim().trim_matches('"').to_string()
-}
-
-/// TLS roots: the bundled Mozilla roots, the system's trust store (which
-/// `SSL_CERT_FILE` and `SSL_CERT_DIR` override, as OpenSSL has it), and the
-/// certificates of `ca_file` (or `AWS_CA_BUNDLE`).
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let system = rustls_native_certs::load_native_certs();
-    for e in &system.errors {
-        log::warn!("system trust store: {e}");
-    }
-    // Certificates rustls cannot use as roots are skipped, as curl does.
-    let (added, ignored) = roots.add_parsable_certificates(system.certs);
-    log::debug!("TLS roots: {added} from the system store ({ignored} unusable)");
-    if let Some(path) = ca_file {
-        let bad =
-            |why: String| Error::config(format!("option 'ca_file' ({}): {why}", path.display()));
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| bad(e.to_string()))?;
-            // A bundle may hold certificates rustls cannot use as roots;
-            // skip those, like curl does, but insist on at least one.
-            if roots.add(cert).is_ok() {
-                added += 1;
-            }
-        }
-        if added == 0 {
-            return Err(bad("no usable certificate in the file".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_parse() {
-        let e = Endpoint::parse("http://127.0.0.1:9000/").unwrap();
-        assert_eq!(e.url(), "http://127.0.0.1:9000");
-        assert_eq!(e.authority(Some("b")), "b.127.0.0.1:9000");
-        let e = Endpoint::parse("https://obs.cn-north-4.myhuaweicloud.com").unwrap();
-        assert_eq!(e.authority(Some("b")), "b.obs.cn-north-4.myhuaweicloud.com");
-        assert_eq!(
-            Endpoint::parse("http://[::1]:80").unwrap().url(),
-            "http://[::1]:80"
-        );
-        for bad in [
-            "ftp://x",
-            "http://",
-            "http://h/path",
-            "http://h:notaport",
-            "h:9000",
-        ] {
-            let e = Endpoint::parse(bad).unwrap_err();
-            assert!(e.to_string().contains(bad), "{e}");
-        }
-    }
-
-    #[test]
-    fn passwords_in_urls_never_reach_a_message() {
-        assert_eq!(
-            redact_userinfo("http://me:s3cret@proxy:3128"),
-            "http://me:***@proxy:3128"
-        );
-        assert_eq!(
-            redact_userinfo("http://host:9000/a@b"),
-            "http://host:9000/a@b"
-        );
-        let e = Endpoint::parse("http://me:s3cret@proxy:3128").unwrap_err();
-        assert!(!e.to_string().contains("s3cret"), "{e}");
-        assert!(e.to_string().contains("me:***@proxy"), "{e}");
-    }
-
-    #[test]
-    fn listed_upload_keys_are_decoded_only_when_the_answer_says_so() {
-        let page = |encoding: &str| {
-            let body = format!(
-                "<ListMultipartUploadsResult>{encoding}<IsTruncated> true </IsTruncated>\
-                 <NextKeyMarker>a+b%2Bc</NextKeyMarker><NextUploadIdMarker> i2</NextUploadIdMarker>\
-                 <Upload><Key>++orphan++.bin+</Key><UploadId> i1 </UploadId>\
-                 <Initiated>\n2024-01-01T00:00:00.000Z\n</Initiated></Upload>\
-                 <Upload><Key>%C3%BC%2541</Key><UploadId>i2</UploadId></Upload>\
-                 </ListMultipartUploadsResult>"
-            );
-            upload_page(&xml::parse(body.as_bytes()).unwrap())
-        };
-        let p = page("<EncodingType>url</EncodingType>").unwrap();
-        let keys: Vec<_> = p.uploads.iter().map(|u| u.key.as_str()).collect();
-        assert_eq!(keys, ["  orphan  .bin ", "ü%41"]);
-        assert_eq!(
-            p.uploads[0].upload_id, " i1 ",
-            "upload ids are kept exactly"
-        );
-        assert!(p.uploads[0].initiated.is_some());
-        assert!(p.truncated);
-        assert_eq!((p.next_key.as_str(), p.next_id.as_str()), ("a b+c", " i2"));
-        // A server that ignored encoding-type sent the keys as they are.
-        let p = page("").unwrap();
-        assert_eq!(p.uploads[0].key, "++orphan++.bin+");
-        assert_eq!(p.next_key, "a+b%2Bc");
-        let body = b"<ListMultipartUploadsResult><EncodingType>url</EncodingType>\
-            <Upload><Key>%zz</Key><UploadId>i</UploadId></Upload></ListMultipartUploadsResult>";
-        let e = upload_page(&xml::parse(body).unwrap()).err().unwrap();
-        assert!(e.contains("\"%zz\""), "{e}");
-    }
-
-    #[test]
-    fn error_documents_become_errors() {
-        let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code>\
-            <Message>The specified bucket does not exist</Message>\
-            <RequestId>4442587FB7D0A2F9</RequestId></Error>";
-        let e = server_error(404, body, None);
-        assert_eq!(e.code(), Some("NoSuchBucket"));
-        assert_eq!(e.request_id(), Some("4442587FB7D0A2F9"));
-        assert_eq!(e.message(), "The specified bucket does not exist");
-        let e = server_error(503, b"", Some("R".into()));
-        assert_eq!(e.code(), Some("ServiceUnavailable"));
-        assert!(e.is_retryable());
-    }
 }
