@@ -649,7 +649,9 @@ pub(crate) fn retrying<T>(
             Ok(v) => return Ok(v),
             Err(e) => {
                 if e.kind() == ErrorKind::Stopped || ctx.cancelled() {
-                    return Err(stopped());
+                    // Whether the server may still act on what was cut off
+                    // matters to cleanup: keep it.
+                    return Err(stopped().with_outcome_unknown(e.outcome_unknown()));
                 }
                 if e.is_stale_connection() && free_retry {
                     log::debug!("retrying on a new connection: {e}");

@@ -7,17 +7,20 @@
 //! messages. Then [`Coordinator::finish`]:
 //! 1. closes the registry of open uploads (a CreateMultipartUpload answered
 //!    from now on is aborted by its own worker);
-//! 2. runs the cleanup tasks on a few threads of its own, each request with
+//! 2. if a part was cut off after its whole body was sent, waits a moment
+//!    ([`SETTLE`]) for the server to finish storing it, so the abort that
+//!    follows removes it rather than racing it;
+//! 3. runs the cleanup tasks on a few threads of its own, each request with
 //!    fresh connections and short timeouts: abort every open upload and
 //!    check it is gone (not on pause), look for the object of every request
 //!    that went out in full without an answer (HeadObject, ETag compared),
 //!    look for uploads a CreateMultipartUpload without an answer may have
 //!    made;
-//! 3. when `cleanup_timeout` (counted from the start of the end) runs out,
+//! 4. when `cleanup_timeout` (counted from the start of the end) runs out,
 //!    cancels the cleanup's own interrupt: what is in flight is cut, what
 //!    has not started does not start, and every upload not confirmed gone is
 //!    reported as [`FileState::AbortFailed`] with its id;
-//! 4. gives every file its final state from what the server said, never from
+//! 5. gives every file its final state from what the server said, never from
 //!    a guess: an object found is `Completed`, a file nobody could ask about
 //!    is `Unknown`.
 
@@ -38,6 +41,12 @@ use crate::store::Store;
 
 /// Threads that run cleanup requests at once.
 const CLEANUP_THREADS: usize = 8;
+
+/// How long an abort waits when a part of its upload was cut off after its
+/// whole body was sent: the server may still be storing that part, and a
+/// part stored after the abort is left behind (S3 takes a second abort;
+/// some stores cannot remove it at all). Within the cleanup budget.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// One thing cleanup asks of the server.
 enum Task {
@@ -108,6 +117,12 @@ impl Coordinator<'_> {
         };
         let mut outcomes = HashMap::new();
         if ending.is_some() {
+            if !pause && self.files.iter().any(|r| r.part_cut_after_send) {
+                let budget_end = self.ending_since.unwrap_or_else(Instant::now)
+                    + self.engine.cfg.cleanup_timeout;
+                let left = budget_end.saturating_duration_since(Instant::now());
+                std::thread::sleep(SETTLE.min(left / 2));
+            }
             let tasks = self.cleanup_tasks(&open, pause);
             if !tasks.is_empty() {
                 let cfg = &self.engine.cfg;

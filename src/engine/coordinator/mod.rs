@@ -103,6 +103,9 @@ struct FileRun {
     /// A request of it that may have acted without our knowing; cleanup
     /// asks the server before the file gets its final state.
     unsettled: Option<Unsettled>,
+    /// A part of it was cut off after its whole body was sent: the server
+    /// may still be storing it, so its abort waits a moment.
+    part_cut_after_send: bool,
 }
 
 /// Why the job is ending early.
@@ -208,6 +211,7 @@ impl<'a> Coordinator<'a> {
                 endpoint: None,
                 error: None,
                 unsettled: None,
+                part_cut_after_send: false,
             })
             .collect();
         let priors = priors.unwrap_or_else(|| plans.iter().map(|_| Prior::Fresh).collect());
@@ -633,6 +637,9 @@ impl<'a> Coordinator<'a> {
                 }
             }
             Msg::Failed { file, part, error } => {
+                if part.is_some() && error.outcome_unknown() {
+                    self.files[file].part_cut_after_send = true;
+                }
                 if part.is_some() {
                     self.files[file].parts_in_flight -= 1;
                     self.after_part_returns(file);
