@@ -7,6 +7,7 @@
 //! job's state (see `coordinator`); workers get owned copies of their work
 //! and report by message (see `messages`, `worker`).
 
+mod abort;
 mod coordinator;
 mod messages;
 mod rate;
@@ -25,7 +26,8 @@ use crate::job::{Halt, JobShared};
 use crate::plan::FilePlan;
 use crate::store::Store;
 
-pub(crate) use worker::{abort_and_verify, hex};
+pub(crate) use abort::abort_and_verify;
+pub(crate) use worker::hex;
 
 /// What an uploader's jobs share: the client, the pool, the rate limit.
 pub(crate) struct Engine {

@@ -30,10 +30,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::{Coordinator, Ending};
+use crate::engine::abort::{abort_and_verify_until, abort_strays, cleanup_scope, AbortOutcome};
 use crate::engine::messages::Unsettled;
-use crate::engine::worker::{
-    abort_and_verify_until, abort_strays, cleanup_scope, completed_object, AbortOutcome,
-};
+use crate::engine::worker::completed_object;
 use crate::error::{Error, ErrorKind};
 use crate::job::{FileState, Halt, JobState};
 use crate::store::interrupt::{in_scope, Interrupt};
