@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use batchput::{Batch, Config, ErrorKind, FileState, Integrity, JobState, Uploader};
 
 use crate::support::proxy::{peak_in_flight, Action, Match, Proxy, Rule};
-use crate::support::{self, finish, make_files, md5_hex, multipart_etag, pattern, Kind, MIB};
+use crate::support::{
+    self, finish, make_files, md5_hex, multipart_etag, pattern, small_parts, specs, Kind, MIB,
+};
 
 /// A batch of (path, key) pairs.
 fn batch_of<K: AsRef<str>>(files: &[(&std::path::PathBuf, K)]) -> Batch {
@@ -17,15 +19,6 @@ fn batch_of<K: AsRef<str>>(files: &[(&std::path::PathBuf, K)]) -> Batch {
         b.add(*path, key.as_ref());
     }
     b
-}
-
-fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
-    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
-}
-
-fn small_parts(cfg: Config) -> Config {
-    cfg.part_size(5 * MIB as u64)
-        .multipart_threshold(5 * MIB as u64)
 }
 
 #[test]

@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 use batchput::{Config, ErrorKind, FileState, JobState, Uploader};
 
 use crate::support::proxy::{Action, Match, Proxy, Rule};
-use crate::support::{self, finish, make_files, MIB};
+use crate::support::{self, finish, make_files, small_parts, specs, MIB};
 
-fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
-    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
-}
-
-fn small_parts(cfg: Config) -> Config {
-    cfg.part_size(5 * MIB as u64)
-        .multipart_threshold(5 * MIB as u64)
+/// Stops `job`, waits for its end and checks it came within `bound`.
+fn stop_within(job: &batchput::Job, bound: Duration) -> batchput::Progress {
+    let stopped = Instant::now();
+    job.stop();
+    let p = finish(job, 30);
+    let took = stopped.elapsed();
+    assert!(took < bound, "stop took {took:?}");
+    assert_eq!(p.state, JobState::Stopped);
+    p
 }
 
 /// Waits until the proxy has seen `n` requests that pass `filter`.
@@ -51,12 +53,7 @@ fn stop_cuts_off_requests_that_never_answer() {
     // Let the bodies go out: the workers now wait for answers.
     std::thread::sleep(Duration::from_millis(300));
 
-    let stopped = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    let took = stopped.elapsed();
-    assert!(took < Duration::from_secs(5), "stop took {took:?}");
-    assert_eq!(p.state, JobState::Stopped);
+    stop_within(&job, Duration::from_secs(5));
     for f in job.files() {
         assert_eq!(f.state, FileState::Aborted, "{}: {:?}", f.key, f.error);
         assert_eq!(f.upload_id, None);
@@ -166,15 +163,7 @@ fn a_stop_while_answers_are_held_reports_the_objects_the_server_made() {
         ))));
     std::thread::sleep(Duration::from_millis(500));
 
-    let stopped = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    assert!(
-        stopped.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        stopped.elapsed()
-    );
-    assert_eq!(p.state, JobState::Stopped);
+    let p = stop_within(&job, Duration::from_secs(8));
     let store = server.store();
     for (i, f) in job.files().iter().enumerate() {
         // The report is what the server holds: the objects exist.
@@ -264,15 +253,7 @@ fn a_stop_during_an_unanswered_complete_reports_the_completed_object() {
     let job = up.start(&files.batch()).unwrap();
     // The server has completed it (the swallowed answer is logged).
     wait_for_requests(&proxy, 1, |e| e.is_complete() && e.status == Some(200));
-    let stopped = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    assert!(
-        stopped.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        stopped.elapsed()
-    );
-    assert_eq!(p.state, JobState::Stopped);
+    stop_within(&job, Duration::from_secs(8));
     let f = &job.files()[0];
     assert_eq!(f.state, FileState::Completed, "{:?}", f.error);
     assert_eq!(
@@ -307,15 +288,7 @@ fn a_stop_while_connecting_to_a_server_that_never_accepts_is_prompt() {
     .unwrap();
     let job = up.start(&files.batch()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let stopped = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    assert!(
-        stopped.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        stopped.elapsed()
-    );
-    assert_eq!(p.state, JobState::Stopped);
+    stop_within(&job, Duration::from_secs(5));
     for f in job.files() {
         // Nothing could have reached a server that never read a byte, but
         // the requests were sent into its queue: the report must not claim

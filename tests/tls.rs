@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 use batchput::{Addressing, ErrorKind, JobState, Uploader};
 
 use crate::support::tls::{Certs, TlsFront};
-use crate::support::{self, finish, make_files, MIB};
-
-fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
-    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
-}
+use crate::support::{self, finish, make_files, specs, MIB};
 
 #[test]
 fn https_with_the_ca_file_uploads_byte_exact() {

@@ -509,6 +509,18 @@ impl Files {
     }
 }
 
+/// (key, length) specs for [`make_files`] from literals.
+pub fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
+    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// The configuration with S3's smallest parts, so a few MiB make a
+/// multipart upload.
+pub fn small_parts(cfg: Config) -> Config {
+    cfg.part_size(5 * MIB as u64)
+        .multipart_threshold(5 * MIB as u64)
+}
+
 /// Waits for a job to finish, failing the test after `secs`.
 pub fn finish(job: &batchput::Job, secs: u64) -> batchput::Progress {
     assert!(
