@@ -12,3 +12,4 @@ mod journal;
 mod stop;
 mod store;
 mod tls;
+mod transport;
