@@ -10,15 +10,23 @@
 //! name are the loopback address (RFC 6761), so virtual-hosted addressing
 //! works against a local server without /etc/hosts entries. Other names go
 //! through the system resolver, whose answer is kept for [`DNS_TTL`]: a job
-//! makes thousands of requests to one host, and a lookup (which no signal
-//! or shutdown can interrupt) then happens about once a minute, not once
-//! per connection.
+//! makes thousands of requests to one host, so a lookup happens about once
+//! a minute, not once per connection.
+//!
+//! `getaddrinfo` cannot be interrupted or given a timeout, so a lookup runs
+//! on a thread of its own while the caller waits at most the connect
+//! timeout, looking at the interrupt every [`STEP`]: a stop never waits for
+//! a hung resolver. A lookup thread the caller gave up on ends at the
+//! resolver's own timeout; the [`Resolver`] joins every one it started when
+//! it is dropped, so none outlives the uploader (a C host may unload the
+//! library next).
 
 use std::collections::HashMap;
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -38,15 +46,32 @@ pub(crate) fn cancelled() -> io::Error {
 /// When a name was resolved, and to what.
 type Resolved = (Instant, Vec<SocketAddr>);
 
-/// Resolved addresses by (host, port).
+/// Resolved addresses by (host, port), and the lookup threads started.
 #[derive(Default)]
 pub(crate) struct Resolver {
     cache: Mutex<HashMap<(String, u16), Resolved>>,
+    lookups: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        for lookup in std::mem::take(&mut *self.lookups.lock()) {
+            let _ = lookup.join();
+        }
+    }
 }
 
 impl Resolver {
-    /// The addresses of `host` (no brackets around IPv6 literals needed).
-    pub fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    /// The addresses of `host` (no brackets around IPv6 literals needed),
+    /// within `timeout`; fails at once (with [`cancelled`]) when `interrupt`
+    /// is cancelled.
+    pub fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        interrupt: Option<&Interrupt>,
+    ) -> io::Result<Vec<SocketAddr>> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
@@ -61,7 +86,7 @@ impl Resolver {
                 return Ok(addrs.clone());
             }
         }
-        let addrs: Vec<SocketAddr> = (bare, port).to_socket_addrs()?.collect();
+        let addrs = self.look_up(bare, port, timeout, interrupt)?;
         if addrs.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -72,6 +97,60 @@ impl Resolver {
             .lock()
             .insert(key, (Instant::now(), addrs.clone()));
         Ok(addrs)
+    }
+
+    /// Asks the system resolver on a thread of its own (see the module doc).
+    fn look_up(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        interrupt: Option<&Interrupt>,
+    ) -> io::Result<Vec<SocketAddr>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let name = host.to_string();
+        let lookup = std::thread::Builder::new()
+            .name("batchput-dns".into())
+            .spawn(move || {
+                let found = (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(found);
+            })?;
+        {
+            let mut lookups = self.lookups.lock();
+            let (done, running): (Vec<_>, Vec<_>) =
+                lookups.drain(..).partition(|l| l.is_finished());
+            *lookups = running;
+            lookups.push(lookup);
+            drop(lookups);
+            for l in done {
+                let _ = l.join();
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if interrupt.is_some_and(|i| i.is_cancelled()) {
+                return Err(cancelled());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no address for {host} within {} ms (the name lookup hangs)",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            match rx.recv_timeout(left.min(STEP)) {
+                Ok(found) => return found,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other("the name lookup thread failed"))
+                }
+            }
+        }
     }
 
     /// Forgets `host`: after a failed connect, the next one asks again.
@@ -302,13 +381,15 @@ mod tests {
     #[test]
     fn literals_and_localhost_need_no_resolver() {
         let r = Resolver::default();
+        let t = Duration::from_secs(1);
         assert_eq!(
-            r.resolve("[::1]", 80).unwrap(),
+            r.resolve("[::1]", 80, t, None).unwrap(),
             vec!["[::1]:80".parse().unwrap()]
         );
         assert_eq!(
-            r.resolve("bucket.localhost", 9000).unwrap(),
+            r.resolve("bucket.localhost", 9000, t, None).unwrap(),
             vec!["127.0.0.1:9000".parse().unwrap()]
         );
+        assert!(r.lookups.lock().is_empty(), "no thread for these");
     }
 }

@@ -442,8 +442,14 @@ impl Client {
         };
         let addrs = self
             .resolver
-            .resolve(host, port)
-            .map_err(HttpError::Connect)?;
+            .resolve(host, port, connect_timeout, interrupt)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    HttpError::Cancelled(e)
+                } else {
+                    HttpError::Connect(e)
+                }
+            })?;
         let tcp = connect::connect(&addrs, connect_timeout, interrupt).map_err(|e| {
             if e.kind() == io::ErrorKind::Interrupted {
                 HttpError::Cancelled(e)
