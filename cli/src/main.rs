@@ -16,6 +16,13 @@ use batchput::{Batch, Config, ErrorKind, Job, Uploader, OPTIONS};
 use batchput_cli::{self as ui, logger, Destination};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+// The worker mode (Redis Streams): `worker`, `enqueue`, `queue`.
+mod admin;
+mod queue;
+mod runner;
+mod task;
+mod worker;
+
 const AFTER_HELP: &str = "\
 Exit status: 0 every file uploaded; 1 the job failed (completed objects stay, \
 unfinished multipart uploads are aborted); 2 the command line is wrong; 130 \
@@ -50,6 +57,13 @@ enum Command {
     Resume(ResumeArgs),
     /// Abort multipart uploads left open by crashed processes (they are billed).
     Cleanup(CleanupArgs),
+    /// Take upload tasks from a Redis stream and run them, until SIGTERM
+    /// (see the README's "Many hosts").
+    Worker(Box<worker::WorkerArgs>),
+    /// Put a directory or files on a Redis stream as tasks for workers.
+    Enqueue(admin::EnqueueArgs),
+    /// Look at a Redis task queue (`queue status`).
+    Queue(admin::QueueCmdArgs),
 }
 
 #[derive(Args)]
@@ -663,11 +677,16 @@ fn main() -> ExitCode {
         Command::Upload(a) => a.output.verbose,
         Command::Resume(a) => a.output.verbose,
         Command::Cleanup(a) => a.verbose,
+        Command::Worker(a) => a.verbose,
+        Command::Enqueue(_) | Command::Queue(_) => 0,
     });
     match cli.command {
         Command::Upload(a) => upload(a),
         Command::Resume(a) => resume(a),
         Command::Cleanup(a) => cleanup(a),
+        Command::Worker(a) => worker::main(*a),
+        Command::Enqueue(a) => admin::enqueue(a),
+        Command::Queue(a) => admin::queue(a),
     }
 }
 
