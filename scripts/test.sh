@@ -28,10 +28,12 @@ command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v go >/dev/null || missing+=(golang-go)
+# redis-server for the worker mode's tests (cli/tests/worker.rs).
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  log "installing ${missing[*]} (Debian packages) for the C, Python and Go callers"
+  log "installing ${missing[*]} (Debian packages) for the C, Python and Go callers and the worker tests"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

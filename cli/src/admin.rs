@@ -151,7 +151,9 @@ pub fn enqueue(args: EnqueueArgs) -> ExitCode {
         match added {
             Ok(entry) => {
                 let n = match &task.source {
-                    Source::Files(f) => format!("{} file{}", f.len(), if f.len() == 1 { "" } else { "s" }),
+                    Source::Files(f) => {
+                        format!("{} file{}", f.len(), if f.len() == 1 { "" } else { "s" })
+                    }
                     Source::Dir { dir, .. } => format!("directory {}", dir.display()),
                 };
                 super::say_raw(&format!(
@@ -159,7 +161,9 @@ pub fn enqueue(args: EnqueueArgs) -> ExitCode {
                     task.id, args.queue.stream
                 ));
             }
-            Err(e) => return super::failure(&format!("cannot add to {}: {e}", args.queue.stream), None),
+            Err(e) => {
+                return super::failure(&format!("cannot add to {}: {e}", args.queue.stream), None)
+            }
         }
     }
     ExitCode::SUCCESS
@@ -202,7 +206,8 @@ fn status(args: StatusArgs) -> ExitCode {
                 return Ok(s);
             }
         }
-        let groups: StreamInfoGroupsReply = redis::cmd("XINFO").arg("GROUPS").arg(&q.stream).query(c)?;
+        let groups: StreamInfoGroupsReply =
+            redis::cmd("XINFO").arg("GROUPS").arg(&q.stream).query(c)?;
         let Some(g) = groups.groups.iter().find(|g| g.name == q.group) else {
             return Ok(s);
         };
@@ -225,7 +230,10 @@ fn status(args: StatusArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             return super::failure(
-                &format!("cannot read the queue at {}: {e}", crate::queue::redacted(&q.redis)),
+                &format!(
+                    "cannot read the queue at {}: {e}",
+                    crate::queue::redacted(&q.redis)
+                ),
                 None,
             )
         }
@@ -248,10 +256,18 @@ fn status(args: StatusArgs) -> ExitCode {
     }
     let mut o = format!("stream {}: {} entries\n", q.stream, s.entries);
     if !s.group_exists {
-        o.push_str(&format!("group {}: none yet (no worker has started)\n", q.group));
+        o.push_str(&format!(
+            "group {}: none yet (no worker has started)\n",
+            q.group
+        ));
     } else {
-        let waiting = s.waiting.map_or("unknown (Redis < 7)".to_string(), |w| w.to_string());
-        o.push_str(&format!("group {}: {waiting} waiting, {} in progress\n", q.group, s.pending));
+        let waiting = s
+            .waiting
+            .map_or("unknown (Redis < 7)".to_string(), |w| w.to_string());
+        o.push_str(&format!(
+            "group {}: {waiting} waiting, {} in progress\n",
+            q.group, s.pending
+        ));
         for (name, pending, idle) in &s.consumers {
             o.push_str(&format!(
                 "  {name}: {pending} in progress, last seen {} ago\n",
@@ -259,7 +275,10 @@ fn status(args: StatusArgs) -> ExitCode {
             ));
         }
     }
-    o.push_str(&format!("finished: {} (results on {})\n", s.results, q.results));
+    o.push_str(&format!(
+        "finished: {} (results on {})\n",
+        s.results, q.results
+    ));
     o.push_str(&format!("dead: {} (on {})\n", s.dead, q.dead));
     super::say_raw(&o);
     ExitCode::SUCCESS

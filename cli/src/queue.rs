@@ -25,8 +25,13 @@ use redis::{Client, Connection, RedisError, RedisResult};
 pub struct QueueArgs {
     /// The Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB], or
     /// rediss:// for TLS (checked against the system's CAs).
-    #[arg(long, value_name = "URL", env = "BATCHPUT_REDIS",
-          default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BATCHPUT_REDIS",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis: String,
 
     /// The stream that holds the tasks.

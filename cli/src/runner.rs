@@ -55,7 +55,10 @@ fn utc(t: Duration) -> String {
 
 /// How one attempt ended.
 enum Attempt {
-    Succeeded { files: u64, bytes: u64 },
+    Succeeded {
+        files: u64,
+        bytes: u64,
+    },
     /// Paused by a signal: journal and parts kept for whoever is next.
     Paused,
     /// Another process holds the journal.
@@ -89,8 +92,9 @@ pub fn run_entry(ctx: &Ctx, entry: &str, text: Option<String>) -> bool {
             .arg(ctx.claim_idle.as_millis() as u64)
             .query(c)
     });
-    let done: RedisResult<Option<String>> =
-        redis.persist(&stopping, |c| redis::cmd("GET").arg(queue::done_key(id)).query(c));
+    let done: RedisResult<Option<String>> = redis.persist(&stopping, |c| {
+        redis::cmd("GET").arg(queue::done_key(id)).query(c)
+    });
     let (took, done) = match (took, done) {
         (Ok(t), Ok(d)) => (t.is_some(), d),
         // Redis is gone and we are stopping: the entry stays pending.
@@ -163,10 +167,18 @@ fn attempts(ctx: &Ctx, redis: &mut Redis, entry: &str, task: &Task, started: Ins
         if n > ctx.max_attempts {
             // The last attempt ended with its worker: killed, or its host lost.
             let last: Option<String> = redis
-                .run(|c| redis::cmd("HGET").arg(queue::task_key(id)).arg("error").query(c))
+                .run(|c| {
+                    redis::cmd("HGET")
+                        .arg(queue::task_key(id))
+                        .arg("error")
+                        .query(c)
+                })
                 .unwrap_or(None);
             let error = last.unwrap_or_else(|| {
-                format!("a worker stopped during attempt {} (killed or host lost)", n - 1)
+                format!(
+                    "a worker stopped during attempt {} (killed or host lost)",
+                    n - 1
+                )
             });
             let o = outcome("failed", 0, 0, Some(error.clone()));
             finish(ctx, redis, &o, &lease, Some(task));
@@ -272,7 +284,11 @@ fn give_back_attempt(redis: &mut Redis, id: &str) {
 /// (a handoff), else after `--claim-idle`.
 fn release(ctx: &Ctx, redis: &mut Redis, entry: &str, id: &str, now: bool) {
     set_running(ctx, entry, None);
-    let idle = if now { ctx.claim_idle.as_millis() as u64 } else { 0 };
+    let idle = if now {
+        ctx.claim_idle.as_millis() as u64
+    } else {
+        0
+    };
     let _: RedisResult<i64> = redis.run(|c| {
         Script::new(queue::RELEASE)
             .key(&ctx.queue.stream)
@@ -304,7 +320,10 @@ fn finish(
             ("id".into(), o.id.clone()),
             ("entry".into(), o.entry.clone()),
             ("error".into(), o.error.clone().unwrap_or_default()),
-            ("attempts".into(), o.attempts.min(ctx.max_attempts).to_string()),
+            (
+                "attempts".into(),
+                o.attempts.min(ctx.max_attempts).to_string(),
+            ),
             ("worker".into(), o.worker.clone()),
             ("task".into(), t.to_json()),
         ])
@@ -331,7 +350,11 @@ fn finish(
     match fresh {
         Ok(n) => Some(n == 1),
         Err(e) => {
-            log::error!("task {}: result not recorded ({e}); entry {} stays pending", o.id, o.entry);
+            log::error!(
+                "task {}: result not recorded ({e}); entry {} stays pending",
+                o.id,
+                o.entry
+            );
             None
         }
     }

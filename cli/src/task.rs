@@ -82,7 +82,12 @@ impl Task {
             Some(Value::Number(_)) => {
                 return Err(poison(None, "'id' must be a string, not a number".into()))
             }
-            _ => return Err(poison(None, "the task has no 'id' (a non-empty string)".into())),
+            _ => {
+                return Err(poison(
+                    None,
+                    "the task has no 'id' (a non-empty string)".into(),
+                ))
+            }
         };
         let bad = |message: String| poison(Some(id), message);
         if id.len() > MAX_ID_LEN {
@@ -106,7 +111,9 @@ impl Task {
             (None, None) => return Err(bad("the task names no files ('files' or 'dir')".into())),
             (Some(files), None) => {
                 if obj.contains_key("prefix") {
-                    return Err(bad("'prefix' goes with 'dir'; give each file its key".into()));
+                    return Err(bad(
+                        "'prefix' goes with 'dir'; give each file its key".into()
+                    ));
                 }
                 let list = files
                     .as_array()
@@ -122,7 +129,10 @@ impl Task {
                             "files[{i}] needs \"path\" and \"key\" (strings)"
                         )));
                     };
-                    out.push((absolute(&format!("files[{i}].path"), path)?, key.to_string()));
+                    out.push((
+                        absolute(&format!("files[{i}].path"), path)?,
+                        key.to_string(),
+                    ));
                 }
                 Source::Files(out)
             }
@@ -225,10 +235,12 @@ pub fn check_option(key: &str) -> Result<(), String> {
             key.replace('_', "-")
         ));
     }
-    let known = OPTIONS.iter().any(|(k, _, _)| match k.strip_suffix("NAME") {
-        Some(stem) => key.len() > stem.len() && key.starts_with(stem),
-        None => *k == key,
-    });
+    let known = OPTIONS
+        .iter()
+        .any(|(k, _, _)| match k.strip_suffix("NAME") {
+            Some(stem) => key.len() > stem.len() && key.starts_with(stem),
+            None => *k == key,
+        });
     if !known {
         return Err(format!("unknown option '{key}'"));
     }
@@ -352,7 +364,10 @@ mod tests {
     #[test]
     fn poison_says_what_is_wrong() {
         assert!(poison("{nope").starts_with("the task is not valid JSON"));
-        assert_eq!(poison(r#"{"files":[]}"#), "the task has no 'id' (a non-empty string)");
+        assert_eq!(
+            poison(r#"{"files":[]}"#),
+            "the task has no 'id' (a non-empty string)"
+        );
         assert_eq!(
             poison(r#"{"id":"x"}"#),
             "the task names no files ('files' or 'dir')"
@@ -375,7 +390,10 @@ mod tests {
         );
         let e = Task::parse(Some(r#"{"id":"x","dir":"/d","extra":1}"#)).unwrap_err();
         assert_eq!(e.id.as_deref(), Some("x"));
-        assert_eq!(Task::parse(None).unwrap_err().message, "the entry has no 'task' field");
+        assert_eq!(
+            Task::parse(None).unwrap_err().message,
+            "the entry has no 'task' field"
+        );
     }
 
     #[test]

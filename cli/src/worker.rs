@@ -41,7 +41,12 @@ pub struct WorkerArgs {
 
     /// Where task journals are kept (<task id>.journal): storage every
     /// worker sees (NFS...), so that another worker can resume a task.
-    #[arg(long, value_name = "DIR", env = "BATCHPUT_JOURNAL_DIR", required = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "BATCHPUT_JOURNAL_DIR",
+        required = true
+    )]
     pub journal_dir: PathBuf,
 
     /// Tasks run at once by this worker.
@@ -264,6 +269,7 @@ fn read_loop(ctx: &Arc<Ctx>, concurrency: usize, drain: bool) -> usize {
     let mut own_read = false;
     let mut cursor = "0-0".to_string();
     let mut trouble = Duration::from_millis(100);
+    let _ = redis.persist(&stopping, |c| queue::ensure_group(c, &ctx.queue));
 
     loop {
         while let Ok((entry, handed)) = done_rx.try_recv() {
