@@ -633,3 +633,52 @@ fn workers_reconnect_after_a_redis_restart_and_finish() {
     server.assert_no_open_uploads();
     assert_eq!(url, redis.url());
 }
+
+/// The README's scaling figures (bench/worker.sh runs it): one fixed task
+/// set, uploaded by 1, 2 and 3 worker processes in turn, each run on a
+/// fresh queue and bucket; prints the wall time and throughput of each.
+#[test]
+#[ignore = "a measurement, not a check: bench/worker.sh"]
+fn throughput_with_one_two_and_three_workers() {
+    let data = tempfile::tempdir().unwrap();
+    let tasks: u64 = std::env::var("BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let mut dirs = Vec::new();
+    let mut bytes = 0;
+    for t in 0..tasks {
+        let id = format!("b{t:03}");
+        let sizes = [MIB, MIB, MIB, 6 * MIB];
+        bytes += sizes.iter().sum::<usize>();
+        dirs.push((id.clone(), task_files(data.path(), &id, &sizes, t).0));
+    }
+    for n in 1..=3 {
+        let redis = RedisServer::start();
+        let server = support::s3s();
+        let fleet = Fleet {
+            redis: &redis,
+            server: &server,
+            endpoint: server.endpoint.clone(),
+            journals: data.path().join(format!("journals-{n}")),
+        };
+        for (id, dir) in &dirs {
+            fleet.enqueue(id, dir, &[]);
+        }
+        let started = Instant::now();
+        let mut workers: Vec<Worker> = (0..n)
+            .map(|i| fleet.worker(&format!("w{i}"), &["--drain", "--workers", "4"]))
+            .collect();
+        for w in &mut workers {
+            assert!(w.child.wait().unwrap().success());
+        }
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(results(&mut redis.con()).len() as u64, tasks);
+        println!(
+            "{n} worker{}: {tasks} tasks, {} MiB in {secs:.2} s = {:.1} MiB/s",
+            if n == 1 { "" } else { "s" },
+            bytes / MIB,
+            bytes as f64 / MIB as f64 / secs
+        );
+    }
+}
