@@ -91,6 +91,9 @@ pub struct Progress {
     /// `bytes_done` while parts are on the wire, and is rolled back when a
     /// part is retried.
     pub bytes_sent: u64,
+    /// Of `bytes_done`, what a resumed job found already on the server
+    /// (complete files and kept parts) and did not send: 0 for a new job.
+    pub bytes_resumed: u64,
     /// Current speed, bytes per second, smoothed over the last seconds.
     pub speed_bps: f64,
     /// Average speed since the job started running.
@@ -219,6 +222,7 @@ impl JobShared {
                     bytes_total,
                     bytes_done: 0,
                     bytes_sent: 0,
+                    bytes_resumed: 0,
                     speed_bps: 0.0,
                     avg_speed_bps: 0.0,
                     peak_speed_bps: 0.0,

@@ -6,7 +6,7 @@
 //! safe), and a line's checksum tells a torn last write from a whole one.
 //!
 //! ```text
-//! H  batchput-journal 1 <created unix ms> <bucket>
+//! H  batchput-journal 1 <created unix ms> <bucket> [<endpoint>]
 //! F  <idx> <size> <mtime ns|-> <multipart 0|1> <part size> <parts> <path> <key>
 //! B  <files>                       the batch is fully recorded
 //! N  <idx> <size> <mtime ns|-> <multipart> <part size> <parts>
@@ -87,6 +87,37 @@ pub(crate) struct Journal {
     /// The first write error; later appends are skipped and the job is
     /// told once.
     failed: Option<Error>,
+}
+
+/// What a journal says about its batch, read without resuming it: where it
+/// was going and which keys it holds. A command resuming a journal takes
+/// its destination from here unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct JournalInfo {
+    /// The bucket the batch uploads to.
+    pub bucket: String,
+    /// The endpoint URL(s) the batch was started with, comma-separated;
+    /// `None` in journals written before it was recorded.
+    pub endpoint: Option<String>,
+    /// The batch's keys, in batch order.
+    pub keys: Vec<String>,
+    /// The batch's size in bytes.
+    pub bytes_total: u64,
+}
+
+impl JournalInfo {
+    /// Reads the journal at `path`. It takes the journal's lock for the
+    /// read, so a journal another process is running gives
+    /// [`JournalLocked`](crate::ErrorKind::JournalLocked).
+    pub fn read(path: &Path) -> Result<JournalInfo> {
+        let (_journal, recorded) = Journal::open(path)?;
+        Ok(JournalInfo {
+            bucket: recorded.bucket,
+            endpoint: recorded.endpoint,
+            keys: recorded.files.iter().map(|f| f.plan.key.clone()).collect(),
+            bytes_total: recorded.files.iter().map(|f| f.plan.size).sum(),
+        })
+    }
 }
 
 impl Drop for Journal {
@@ -176,10 +207,23 @@ fn lock(file: &File, path: &Path) -> Result<(u64, u64)> {
 }
 
 impl Journal {
+    /// [`create_for`](Journal::create_for) with no endpoint recorded.
+    #[cfg(test)]
+    pub fn create(path: &Path, bucket: &str, plans: &[FilePlan]) -> Result<Journal> {
+        Journal::create_for(path, bucket, "", plans)
+    }
+
     /// Creates a journal for a new batch, locks it and makes the batch
     /// durable. Whatever is at `path` already — a journal, an empty file, a
-    /// symbolic link — is refused, never overwritten or followed.
-    pub fn create(path: &Path, bucket: &str, plans: &[FilePlan]) -> Result<Journal> {
+    /// symbolic link — is refused, never overwritten or followed. The
+    /// endpoint(s) are recorded so that a resume can default to them (see
+    /// [`JournalInfo`]).
+    pub fn create_for(
+        path: &Path,
+        bucket: &str,
+        endpoint: &str,
+        plans: &[FilePlan],
+    ) -> Result<Journal> {
         // Absolute and canonical: resume may run from anywhere.
         let sources = plans
             .iter()
@@ -205,7 +249,7 @@ impl Journal {
             })?;
         // From here the file is ours: a failure removes it, so the same
         // start can be tried again.
-        Journal::fill(file, path, bucket, plans, &sources).inspect_err(|_| {
+        Journal::fill(file, path, bucket, endpoint, plans, &sources).inspect_err(|_| {
             let _ = std::fs::remove_file(path);
         })
     }
@@ -214,6 +258,7 @@ impl Journal {
         file: File,
         path: &Path,
         bucket: &str,
+        endpoint: &str,
         plans: &[FilePlan],
         sources: &[PathBuf],
     ) -> Result<Journal> {
@@ -227,13 +272,13 @@ impl Journal {
             last_sync: Instant::now(),
             failed: None,
         };
-        j.record(&[
-            "H",
-            MAGIC,
-            VERSION,
-            &unix_ms(SystemTime::now()).to_string(),
-            bucket,
-        ]);
+        let created = unix_ms(SystemTime::now()).to_string();
+        let mut header = vec!["H", MAGIC, VERSION, &created, bucket];
+        let endpoint = encode(endpoint.as_bytes());
+        if !endpoint.is_empty() {
+            header.push(&endpoint);
+        }
+        j.record(&header);
         for (i, (p, source)) in plans.iter().zip(sources).enumerate() {
             let shape = shape(p);
             let mut fields = vec!["F", &i.to_string()]

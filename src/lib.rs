@@ -49,4 +49,5 @@ pub use config::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use job::{FileReport, FileState, Job, JobState, Progress};
+pub use journal::JournalInfo;
 pub use uploader::{Batch, SkipReason, Skipped, Uploader};

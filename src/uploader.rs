@@ -79,7 +79,12 @@ impl Uploader {
         let cfg = &self.runner.engine.cfg;
         let plans = crate::plan::plan(&batch.files, cfg)?;
         let journal = match &batch.journal {
-            Some(path) => Some(Journal::create(path, &cfg.bucket, &plans)?),
+            Some(path) => Some(Journal::create_for(
+                path,
+                &cfg.bucket,
+                &self.store().endpoint_urls().join(","),
+                &plans,
+            )?),
             None => None,
         };
         self.submit(plans, journal, None)
@@ -107,6 +112,24 @@ impl Uploader {
             parts_total,
             journal.is_some(),
         ));
+        // What a resume finds on the server is known now, before the job
+        // runs: a report can tell it from what this job sends.
+        let resumed: u64 = priors
+            .iter()
+            .flatten()
+            .zip(&plans)
+            .map(|(prior, plan)| match prior {
+                crate::engine::Prior::Fresh => 0,
+                crate::engine::Prior::Done { .. } => plan.size,
+                crate::engine::Prior::Upload { parts, .. } => parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_some())
+                    .map(|(i, _)| plan.part_range(i as u32 + 1).1)
+                    .sum(),
+            })
+            .sum();
+        shared.published.lock().progress.bytes_resumed = resumed;
         self.runner.submit(Queued {
             shared: shared.clone(),
             plans,

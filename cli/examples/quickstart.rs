@@ -24,6 +24,17 @@
 //!
 //! The directory's files go under the prefix `quickstart/` (or
 //! BATCHPUT_PREFIX) and are verified the same way.
+//!
+//! A server to try the `batchput` command on:
+//!
+//! ```sh
+//! cargo run --release --example quickstart -- --serve
+//! ```
+//!
+//! keeps the embedded s3s-fs running on 127.0.0.1 (port 9000 when it is
+//! free) with a bucket, prints the `export` lines that point the command
+//! (and AWS tools) at it and a ready `batchput upload` command, and stops
+//! on Ctrl-C, deleting what it stored.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +42,7 @@ use std::process::ExitCode;
 use batchput::{Config, FileState, JobState, Uploader};
 use batchput_cli::{self as ui, Destination};
 
+const BUCKET: &str = "quickstart";
 const ACCESS_KEY: &str = "AKIAQUICKSTART000001";
 const SECRET_KEY: &str = "quickstart/secret/key/0123456789abcdef";
 const BIG_FILES: usize = 4;
@@ -41,6 +53,9 @@ fn main() -> ExitCode {
     // The library's warnings (and RUST_LOG's choice) on stderr, as the
     // command shows them.
     batchput_cli::logger::init(0);
+    if std::env::args().nth(1).as_deref() == Some("--serve") {
+        return serve_until_interrupted();
+    }
     match std::env::var("BATCHPUT_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => own_server(&endpoint),
         _ => embedded(),
@@ -50,7 +65,7 @@ fn main() -> ExitCode {
 /// The demo: embedded server, generated batch.
 fn embedded() -> ExitCode {
     let server_root = tempfile::tempdir().expect("a temporary directory for the server");
-    let server = EmbeddedS3::start(server_root.path());
+    let server = EmbeddedS3::start(server_root.path(), 0);
     println!(
         "started an S3 server (s3s-fs) at {}, storing in {}",
         server.endpoint,
@@ -68,7 +83,7 @@ fn embedded() -> ExitCode {
 
     let cfg = Config::new()
         .endpoint(&server.endpoint)
-        .bucket("quickstart")
+        .bucket(BUCKET)
         .credentials(ACCESS_KEY, SECRET_KEY);
     let up = Uploader::new(cfg).expect("a valid configuration");
     up.store()
@@ -79,13 +94,53 @@ fn embedded() -> ExitCode {
     drop(server);
     if code == ExitCode::SUCCESS {
         println!(
-            "\nNext: upload your own files with the CLI, e.g.\n  \
-             cargo run --release -- upload ./photos --bucket my-bucket --prefix photos/ \
-             --endpoint http://127.0.0.1:9000 --access-key ... --secret-key ...\n\
-             (cargo run --release -- upload --help lists every option)"
+            "\nNext: try the command on a server that stays up:\n  \
+             cargo run --release --example quickstart -- --serve\n\
+             (it prints the exports and the upload command to paste)"
         );
     }
     code
+}
+
+/// `--serve`: the embedded server, its bucket and how to point the command
+/// at it, until Ctrl-C or SIGTERM.
+fn serve_until_interrupted() -> ExitCode {
+    let root = tempfile::tempdir().expect("a temporary directory for the server");
+    let server = EmbeddedS3::start(root.path(), 9000);
+    let up = Uploader::new(
+        Config::new()
+            .endpoint(&server.endpoint)
+            .bucket(BUCKET)
+            .credentials(ACCESS_KEY, SECRET_KEY),
+    )
+    .expect("a valid configuration");
+    if let Err(e) = up.store().create_bucket(None) {
+        eprintln!("error: cannot create the bucket '{BUCKET}': {e}");
+        return ExitCode::FAILURE;
+    }
+    drop(up);
+    ui::catch_interrupts();
+    println!(
+        "serving S3 (s3s-fs) at {} with bucket '{BUCKET}', storing in {} (deleted when it stops)\n\n\
+         In another terminal, point batchput (and AWS tools) at it:\n\n\
+         export BATCHPUT_ENDPOINT={}\n\
+         export BATCHPUT_BUCKET={BUCKET}\n\
+         export AWS_ACCESS_KEY_ID={ACCESS_KEY}\n\
+         export AWS_SECRET_ACCESS_KEY={SECRET_KEY}\n\n\
+         then upload a directory:\n\n\
+         batchput upload ./some/dir --prefix try/\n\n\
+         (batchput not on PATH? From this repository: cargo run --release -- upload ./some/dir --prefix try/)\n\
+         Ctrl-C stops the server.",
+        server.endpoint,
+        root.path().display(),
+        server.endpoint,
+    );
+    while ui::interrupted().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    println!("stopped the server");
+    ExitCode::SUCCESS
 }
 
 /// Uploads a directory given on the command line to BATCHPUT_ENDPOINT.
@@ -146,6 +201,7 @@ fn upload_and_verify(up: &Uploader, dir: &Path, prefix: &str) -> ExitCode {
     let dest = Destination {
         bucket: up.store().bucket().to_string(),
         endpoint: up.store().endpoint_urls().join(","),
+        typed: Vec::new(),
     };
     let target = format!("s3://{}/{prefix}", dest.bucket);
     println!("\nuploading {} to {target}", dir.display());
@@ -158,7 +214,7 @@ fn upload_and_verify(up: &Uploader, dir: &Path, prefix: &str) -> ExitCode {
         }
     };
     let display = ui::Display::new(true, job.progress().bytes_total);
-    let outcome = ui::watch(&job, &display);
+    let outcome = ui::watch(&job, &display, &ui::OnInterrupt::Stop);
     let p = &outcome.progress;
     let files = job.files();
 
@@ -166,7 +222,7 @@ fn upload_and_verify(up: &Uploader, dir: &Path, prefix: &str) -> ExitCode {
     let mut by_size = files.clone();
     by_size.sort_by_key(|f| std::cmp::Reverse(f.size));
     println!("\n{}", ui::file_table(&by_size, 12));
-    println!("{}", ui::summary(p, &files, &target));
+    println!("{}", ui::summary(p, &files, &target, outcome.peak_bps));
     if p.state != JobState::Succeeded {
         if outcome.signal.is_some() {
             eprintln!("interrupted: the upload was stopped and cleaned up");
@@ -277,8 +333,9 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 // ---------------------------------------------------------------- the server
 
-/// s3s-fs served on 127.0.0.1 (a free port) from its own thread; stops
-/// when dropped. The same way the integration tests run it.
+/// s3s-fs served on 127.0.0.1 from its own thread (on `port` when it is
+/// free, else on any free port); stops when dropped. The same way the
+/// integration tests run it.
 struct EmbeddedS3 {
     endpoint: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -286,8 +343,10 @@ struct EmbeddedS3 {
 }
 
 impl EmbeddedS3 {
-    fn start(root: &Path) -> EmbeddedS3 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port on 127.0.0.1");
+    fn start(root: &Path, port: u16) -> EmbeddedS3 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a port on 127.0.0.1");
         listener.set_nonblocking(true).unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

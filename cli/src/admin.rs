@@ -108,7 +108,7 @@ pub fn enqueue(args: EnqueueArgs) -> ExitCode {
     } else {
         let (batch, _) = match super::collect(&args.paths, &args.prefix, false) {
             Ok(found) => found,
-            Err(m) => return super::failure(&m, None),
+            Err(e) => return super::failure(&e.to_string(), None),
         };
         let mut files = Vec::new();
         for (path, key) in batch.files() {

@@ -9,49 +9,90 @@ use std::fmt::Write as _;
 use batchput::{Error, FileReport, FileState, JobState, Progress};
 
 use crate::ui::{
-    explain, file_state_name, human_bytes, human_duration, human_rate, job_state_name, Destination,
+    detail, explain, file_state_name, human_bytes, human_duration, human_rate, job_state_name,
+    Destination,
 };
 
 /// The totals in one or two lines, e.g.
 /// `uploaded 304 files, 128.0 MiB to s3://b/p in 3.2 s (40.0 MiB/s average, 55.1 MiB/s peak)`.
-pub fn summary(p: &Progress, files: &[FileReport], dest: &str) -> String {
+///
+/// Speeds count what this job sent: a resumed job's kept parts and
+/// complete files are said apart, never as uploaded at memory speed.
+/// `peak`: the highest speed the display measured, if it measured one.
+pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>) -> String {
     let mut out = String::new();
-    // A job shorter than the speed's smoothing window has no peak yet; the
-    // average is a lower bound of it.
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    let sent = p.bytes_done.saturating_sub(p.bytes_resumed);
+    let secs = p.elapsed.as_secs_f64();
+    let avg = if secs > 0.0 { sent as f64 / secs } else { 0.0 };
+    // A job shorter than the speed's window has no peak: the average is a
+    // lower bound of it.
     let speeds = format!(
         "{} average, {} peak",
-        human_rate(p.avg_speed_bps),
-        human_rate(p.peak_speed_bps.max(p.avg_speed_bps))
+        human_rate(avg),
+        human_rate(peak.unwrap_or(0.0).max(avg))
     );
     if p.state == JobState::Succeeded {
-        let _ = write!(
-            out,
-            "uploaded {} file{}, {} to {dest} in {} ({speeds})",
-            p.files_total,
-            if p.files_total == 1 { "" } else { "s" },
-            human_bytes(p.bytes_total),
-            human_duration(p.elapsed),
-        );
+        if p.bytes_resumed >= p.bytes_total && p.files_total > 0 {
+            let _ = write!(
+                out,
+                "nothing left to upload: all {} file{} ({}) were already complete at {dest}",
+                p.files_total,
+                plural(p.files_total),
+                human_bytes(p.bytes_total),
+            );
+        } else if p.bytes_resumed > 0 {
+            let _ = write!(
+                out,
+                "resumed: {} file{}, {} complete at {dest}; sent {} in {} ({speeds}), {} were already on the server",
+                p.files_total,
+                plural(p.files_total),
+                human_bytes(p.bytes_total),
+                human_bytes(sent),
+                human_duration(p.elapsed),
+                human_bytes(p.bytes_resumed),
+            );
+        } else {
+            let _ = write!(
+                out,
+                "uploaded {} file{}, {} to {dest} in {} ({speeds})",
+                p.files_total,
+                plural(p.files_total),
+                human_bytes(p.bytes_total),
+                human_duration(p.elapsed),
+            );
+        }
         return out;
     }
     let count = |s: FileState| files.iter().filter(|f| f.state == s).count();
-    // Bytes of complete objects only: parts of an aborted upload are gone.
-    let kept: u64 = files
-        .iter()
-        .filter(|f| f.state == FileState::Completed)
-        .map(|f| f.size)
-        .sum();
+    // Complete objects, and on a pause the parts kept for resume too:
+    // the parts of an aborted upload are gone.
+    let kept: u64 = if p.state == JobState::Paused {
+        p.bytes_done
+    } else {
+        files
+            .iter()
+            .filter(|f| f.state == FileState::Completed)
+            .map(|f| f.size)
+            .sum()
+    };
     let _ = write!(
         out,
-        "{}: {} of {} files uploaded ({} of {}) to {dest} in {}",
+        "{}: {} of {} files uploaded ({} of {} {}) to {dest} in {}",
         job_state_name(p.state),
         p.files_done,
         p.files_total,
         human_bytes(kept),
         human_bytes(p.bytes_total),
+        if p.state == JobState::Paused {
+            "on the server"
+        } else {
+            "in complete objects"
+        },
         human_duration(p.elapsed),
     );
-    if p.bytes_done > 0 {
+    // A speed beside nothing kept reads as a contradiction.
+    if kept > 0 && sent > 0 {
         let _ = write!(out, " ({speeds})");
     }
     let mut rest = Vec::new();
@@ -149,11 +190,13 @@ pub fn json_report(
     field_num(&mut o, "parts_done", p.parts_done);
     field_num(&mut o, "bytes_total", p.bytes_total);
     field_num(&mut o, "bytes_done", p.bytes_done);
+    field_num(&mut o, "bytes_sent", p.bytes_sent);
+    field_num(&mut o, "bytes_resumed", p.bytes_resumed);
     field_f64(&mut o, "elapsed_secs", p.elapsed.as_secs_f64());
     field_f64(&mut o, "avg_speed_bps", p.avg_speed_bps);
     field_f64(&mut o, "peak_speed_bps", p.peak_speed_bps);
     key(&mut o, "error");
-    json_error(&mut o, p.error.as_ref(), dest);
+    json_error(&mut o, p.error.as_ref(), dest, "transfer");
     key(&mut o, "skipped");
     o.push('[');
     for (i, s) in skipped.iter().enumerate() {
@@ -184,7 +227,7 @@ pub fn json_report(
         field_opt_str(&mut o, "etag", f.etag.as_deref());
         field_opt_str(&mut o, "upload_id", f.upload_id.as_deref());
         key(&mut o, "error");
-        json_error(&mut o, f.error.as_ref(), dest);
+        json_error(&mut o, f.error.as_ref(), dest, "transfer");
         o.pop(); // the trailing comma
         o.push('}');
     }
@@ -192,15 +235,53 @@ pub fn json_report(
     o
 }
 
-fn json_error(o: &mut String, e: Option<&Error>, dest: &Destination) {
+/// The report of a command that failed before any job ran (a missing or
+/// unreadable file, a bad option, an unusable journal): the same object as
+/// [`json_report`], with zero totals, no files, and an error whose `phase`
+/// is `"preflight"`.
+pub fn json_preflight_failure(e: &Error, dest: &Destination) -> String {
+    let mut o = String::from("{");
+    field_str(&mut o, "state", "failed");
+    field_str(&mut o, "bucket", &dest.bucket);
+    field_str(&mut o, "endpoint", &dest.endpoint);
+    for name in [
+        "files_total",
+        "files_done",
+        "files_failed",
+        "parts_total",
+        "parts_done",
+        "bytes_total",
+        "bytes_done",
+        "bytes_sent",
+        "bytes_resumed",
+    ] {
+        field_num(&mut o, name, 0);
+    }
+    for name in ["elapsed_secs", "avg_speed_bps", "peak_speed_bps"] {
+        field_f64(&mut o, name, 0.0);
+    }
+    key(&mut o, "error");
+    json_error(&mut o, Some(e), dest, "preflight");
+    o.push_str("\"skipped\":[],\"files\":[]}");
+    o
+}
+
+/// `phase`: `"preflight"` for what was found before any byte moved,
+/// `"transfer"` for what happened while the job ran.
+fn json_error(o: &mut String, e: Option<&Error>, dest: &Destination, phase: &str) {
     let Some(e) = e else {
         o.push_str("null,");
         return;
     };
     o.push('{');
     field_str(o, "message", &explain(e, dest));
-    field_str(o, "detail", &e.to_string());
+    field_str(
+        o,
+        "detail",
+        &detail(e, dest).unwrap_or_else(|| explain(e, dest)),
+    );
     field_str(o, "kind", &snake_case(&format!("{:?}", e.kind())));
+    field_str(o, "phase", phase);
     field_opt_str(o, "code", e.code());
     match e.status() {
         Some(s) => field_num(o, "status", s.into()),

@@ -1,17 +1,13 @@
-//! What the `batchput` command and the quickstart example show a person
-//! while a job runs: the live progress bar, numbers read naturally, error
-//! messages that say what to do, and Ctrl-C handling.
+//! What the `batchput` command and the quickstart example say to a
+//! person: numbers read naturally, and error messages that lead with the
+//! cause, in the command line's own terms (flags, durations as typed).
 //!
 //! It is a module of the cli crate's library only so that the command and
 //! the example share one copy; it is not an API and may change at any time.
 
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-
-use batchput::{Error, ErrorKind, FileState, Job, JobState, Progress};
+use batchput::{Error, ErrorKind, FileState, JobState, OPTIONS};
 
 // ---------------------------------------------------------------- numbers
 
@@ -107,6 +103,131 @@ pub struct Destination {
     pub bucket: String,
     /// The endpoint URL(s) as configured.
     pub endpoint: String,
+    /// Options as the person typed them, by option key
+    /// (`("stall_timeout_ms", "2s")`): messages quote these, not
+    /// milliseconds the person never wrote.
+    pub typed: Vec<(String, String)>,
+}
+
+impl Destination {
+    /// Option `key` as typed, else its default as the help shows it.
+    pub fn typed(&self, key: &str) -> String {
+        if let Some((_, v)) = self.typed.iter().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        let default = OPTIONS
+            .iter()
+            .find(|o| o.0 == key)
+            .map(|o| o.1)
+            .unwrap_or("");
+        match default {
+            "0" if key.ends_with("_ms") => "none".into(),
+            ms if key.ends_with("_ms") => default_duration_text(ms),
+            _ => default.to_string(),
+        }
+    }
+}
+
+/// A default in milliseconds (`"60000"`) as the help and messages show
+/// it: `"60s"`.
+pub fn default_duration_text(ms: &str) -> String {
+    match ms.parse::<u64>() {
+        Ok(ms) if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// `86400 s` -> `"24h"`, `1500 ms` -> `"1500ms"`: durations read the way
+/// they are typed.
+pub fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || (s == 0 && !d.is_zero()) {
+        return format!("{}ms", d.as_millis());
+    }
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s >= 3_600 => format!("{}h {:02}m", s / 3_600, s % 3_600 / 60),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The flag that sets option `key` (`stall_timeout_ms` -> `--stall-timeout`).
+pub fn flag_of(key: &str) -> String {
+    let name = key.trim_end_matches("_ms").trim_end_matches(".NAME");
+    format!("--{}", name.replace('_', "-"))
+}
+
+/// The library's messages in the command line's terms: `option
+/// 'part_size': ...` names the flag (`--part-size: ...`), and an option
+/// key quoted in parentheses, `(stall_timeout_ms)`, becomes its flag.
+pub fn flag_message(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("option '") {
+        let after = &rest[at + "option '".len()..];
+        let Some(end) = after.find('\'') else { break };
+        let key = &after[..end];
+        let key = if key.starts_with("meta") { "meta" } else { key };
+        out.push_str(&rest[..at]);
+        out.push_str(&flag_of(key));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    for (key, _, _) in OPTIONS {
+        out = out.replace(&format!("({key})"), &format!("({})", flag_of(key)));
+    }
+    out
+}
+
+/// A timeout's message in the person's terms: the limit as they typed it
+/// (or its default) and the flag that sets it, without the engine's
+/// milliseconds or the OS's words for a timed-out read.
+fn timeout_words(e: &Error, dest: &Destination, endpoint: &str) -> Option<String> {
+    let msg = e.message();
+    if msg.starts_with("stalled: ") {
+        let why = msg.split_once(") while ").map(|(_, w)| w);
+        return Some(format!(
+            "stalled: nothing sent or acknowledged for {} (--stall-timeout){}",
+            dest.typed("stall_timeout_ms"),
+            why.map(|w| format!(" while {w}")).unwrap_or_default()
+        ));
+    }
+    if msg.starts_with("deadline of ") {
+        return Some(format!(
+            "the --deadline of {} passed before the upload finished",
+            dest.typed("deadline_ms")
+        ));
+    }
+    if msg.starts_with("request timed out") {
+        let what = match e.key() {
+            Some(key) => format!(" to a request for '{key}'"),
+            None => String::new(),
+        };
+        return Some(format!(
+            "no answer from {endpoint}{what} within {} (--request-timeout); \
+             is the server overloaded, or the network dropping packets?",
+            dest.typed("request_timeout_ms")
+        ));
+    }
+    None
+}
+
+/// The engine's text with the OS's words for a timed-out read (`Resource
+/// temporarily unavailable (os error 11)`) said plainly.
+fn plain(text: &str) -> String {
+    let mut out = flag_message(text);
+    for os in [
+        "Resource temporarily unavailable (os error 11)",
+        "Connection timed out (os error 110)",
+        "timed out (os error 110)",
+    ] {
+        out = out.replace(os, "no data within the time allowed");
+    }
+    out
 }
 
 /// One line a person can act on: what is wrong and what to check. The
@@ -127,7 +248,8 @@ pub fn explain(e: &Error, dest: &Destination) -> String {
         Some("SignatureDoesNotMatch") => {
             return denied(" (the server computed another signature: is the secret key right?)")
         }
-        Some("InvalidAccessKeyId") => {
+        // s3s answers NotSignedUp for an access key it does not know.
+        Some("InvalidAccessKeyId") | Some("NotSignedUp") => {
             return denied(" (the server does not know this access key)")
         }
         Some("RequestTimeTooSkewed") => {
@@ -144,255 +266,19 @@ pub fn explain(e: &Error, dest: &Destination) -> String {
     match e.kind() {
         ErrorKind::Network => format!(
             "cannot reach {endpoint}: {}; is the server running, and are --endpoint and --proxy right?",
-            e.message()
+            plain(e.message())
         ),
-        _ => e.to_string(),
+        ErrorKind::Timeout => {
+            timeout_words(e, dest, endpoint).unwrap_or_else(|| plain(&e.to_string()))
+        }
+        _ => plain(&e.to_string()),
     }
 }
 
 /// The engine's full message when it adds to [`explain`]'s, else `None`.
 pub fn detail(e: &Error, dest: &Destination) -> Option<String> {
-    let full = e.to_string();
+    let full = plain(&e.to_string());
     (full != explain(e, dest)).then_some(full)
-}
-
-// ---------------------------------------------------------------- progress
-
-/// The live progress line on a terminal: one bar with bytes acknowledged,
-/// speed, ETA and files done. Hidden when not drawing to a terminal.
-pub struct Display {
-    bar: ProgressBar,
-}
-
-impl Display {
-    /// A display for a job of `bytes_total` bytes. It draws on stderr, and
-    /// only when `enabled` and both stdout and stderr are terminals: with
-    /// the output piped or redirected, nothing but the final report shows.
-    pub fn new(enabled: bool, bytes_total: u64) -> Display {
-        let live = enabled && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-        let bar = if live {
-            let bar = ProgressBar::with_draw_target(
-                Some(bytes_total),
-                ProgressDrawTarget::term_like_with_hz(
-                    Box::new(Narrowed(console::Term::stderr())),
-                    10,
-                ),
-            );
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_bar} {msg}")
-                    .expect("a valid progress template")
-                    .progress_chars("=> "),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
-        // Log lines go above the bar while it is drawn, not through it.
-        crate::logger::draw_above(&bar);
-        Display { bar }
-    }
-
-    /// Whether the bar is drawn.
-    pub fn is_live(&self) -> bool {
-        !self.bar.is_hidden()
-    }
-
-    /// Redraws from a snapshot.
-    pub fn update(&self, p: &Progress) {
-        if self.bar.is_hidden() {
-            return;
-        }
-        self.bar.set_length(p.bytes_total);
-        self.bar.set_position(p.bytes_done);
-        self.bar.set_message(progress_line(p));
-        // The spinner turns while big parts are in flight and no byte is
-        // acknowledged yet: alive, not stuck.
-        self.bar.tick();
-    }
-
-    /// A line above the bar (or on stderr when there is no bar).
-    pub fn note(&self, line: &str) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            // Not `println`: it pads the line to the width the bar was
-            // told, which `Narrowed` shortens, and the bar would follow on
-            // the same line.
-            self.bar.suspend(|| eprintln!("{line}"));
-        }
-    }
-
-    /// Removes the bar, leaving the terminal for the report.
-    pub fn finish(&self) {
-        crate::logger::no_bar();
-        self.bar.finish_and_clear();
-    }
-}
-
-/// Standard error, reported a few columns narrower than it is. A bar that
-/// filled the last column would leave the cursor there, and the `^C` the
-/// terminal echoes on Ctrl-C would wrap to a new line, stranding a stale
-/// bar above the report; with the margin the echo stays on the bar's line,
-/// which the next redraw clears.
-#[derive(Debug)]
-struct Narrowed(console::Term);
-
-impl TermLike for Narrowed {
-    fn width(&self) -> u16 {
-        self.0.size().1.saturating_sub(3).max(20)
-    }
-    fn height(&self) -> u16 {
-        self.0.size().0
-    }
-    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_up(n)
-    }
-    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_down(n)
-    }
-    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_right(n)
-    }
-    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        self.0.move_cursor_left(n)
-    }
-    fn write_line(&self, s: &str) -> std::io::Result<()> {
-        self.0.write_line(s)
-    }
-    fn write_str(&self, s: &str) -> std::io::Result<()> {
-        self.0.write_str(s)
-    }
-    fn clear_line(&self) -> std::io::Result<()> {
-        self.0.clear_line()
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// `" 45%  58.0 MiB/128.0 MiB  41.2 MiB/s  ETA 2s  files 120/304"`.
-pub fn progress_line(p: &Progress) -> String {
-    let pct = if p.bytes_total == 0 {
-        if p.files_done == p.files_total {
-            100
-        } else {
-            0
-        }
-    } else {
-        (p.bytes_done as u128 * 100 / p.bytes_total as u128) as u64
-    };
-    let eta = if p.speed_bps >= 1.0 && p.bytes_done < p.bytes_total {
-        let secs = (p.bytes_total - p.bytes_done) as f64 / p.speed_bps;
-        let secs = secs.ceil() as u64;
-        if secs < 60 {
-            format!("ETA {secs}s")
-        } else {
-            format!("ETA {}", human_duration(Duration::from_secs(secs)))
-        }
-    } else {
-        "ETA -".into()
-    };
-    format!(
-        "{pct:>3}%  {}/{}  {}  {eta}  files {}/{}",
-        human_bytes(p.bytes_done),
-        human_bytes(p.bytes_total),
-        human_rate(p.speed_bps),
-        p.files_done,
-        p.files_total
-    )
-}
-
-// ---------------------------------------------------------------- interrupts
-
-static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_interrupt(sig: libc::c_int) {
-    // Only async-signal-safe work here: atomics, write(2), _exit(2).
-    let _ = FIRST_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-    if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
-        const MSG: &[u8] = b"\nbatchput: interrupted again, exiting without cleanup; \
-            open multipart uploads may remain ('batchput cleanup' aborts them)\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is static.
-        unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
-            libc::_exit(128 + sig);
-        }
-    }
-}
-
-/// Catches SIGINT and SIGTERM: the first is recorded for [`interrupted`]
-/// (the caller stops its job and cleans up); a second one exits at once.
-pub fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
-        // value; the handler only touches atomics and async-signal-safe
-        // calls.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
-/// The first signal caught by [`catch_interrupts`], if any.
-pub fn interrupted() -> Option<i32> {
-    match FIRST_SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        sig => Some(sig),
-    }
-}
-
-/// How a watched job ended.
-pub struct Outcome {
-    /// The final snapshot.
-    pub progress: Progress,
-    /// The signal that stopped it, when one did.
-    pub signal: Option<i32>,
-}
-
-impl Outcome {
-    /// The process exit code: 0 success, 1 failure, 128 + signal when a
-    /// signal stopped it (130 for Ctrl-C).
-    pub fn exit_code(&self) -> u8 {
-        match (self.progress.state, self.signal) {
-            (JobState::Succeeded, _) => 0,
-            (JobState::Stopped, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-            _ => 1,
-        }
-    }
-}
-
-/// Follows `job` to its end, redrawing `display`; on the first interrupt
-/// it stops the job (every open upload is aborted) and keeps waiting for
-/// that cleanup to finish.
-pub fn watch(job: &Job, display: &Display) -> Outcome {
-    let mut signal = None;
-    loop {
-        let finished = job.wait(Some(Duration::from_millis(100)));
-        let p = job.progress();
-        display.update(&p);
-        if finished {
-            display.finish();
-            return Outcome {
-                progress: p,
-                signal,
-            };
-        }
-        if signal.is_none() {
-            if let Some(sig) = interrupted() {
-                signal = Some(sig);
-                job.stop();
-                display.note(
-                    "interrupted: stopping and aborting open uploads \
-                     (press Ctrl-C again to quit at once)",
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -457,6 +343,7 @@ mod tests {
         let dest = Destination {
             bucket: "photos".into(),
             endpoint: endpoint.clone(),
+            typed: Vec::new(),
         };
         assert_eq!(
             explain(&e, &dest),
@@ -472,5 +359,54 @@ mod tests {
         let e = Error::new(ErrorKind::LocalIo, "cannot read /x: permission denied");
         assert_eq!(explain(&e, &dest), "cannot read /x: permission denied");
         assert_eq!(detail(&e, &dest), None);
+        let (e, _) = server_error(
+            "403 Forbidden",
+            "NotSignedUp",
+            "Your account is not signed up",
+        );
+        assert!(
+            explain(&e, &dest).contains("the server does not know this access key"),
+            "{}",
+            explain(&e, &dest)
+        );
+    }
+
+    #[test]
+    fn messages_name_flags_and_durations_as_typed() {
+        assert_eq!(
+            flag_message("option 'part_size': must be between 5MiB and 5GiB (got '1MiB')"),
+            "--part-size: must be between 5MiB and 5GiB (got '1MiB')"
+        );
+        let dest = Destination {
+            typed: vec![("stall_timeout_ms".into(), "2s".into())],
+            ..Destination::default()
+        };
+        let e = Error::new(
+            ErrorKind::Timeout,
+            "stalled: nothing sent or acknowledged for 2034 ms (stall_timeout_ms) while 2 request(s) were in flight for 'a.bin'",
+        );
+        assert_eq!(
+            explain(&e, &dest),
+            "stalled: nothing sent or acknowledged for 2s (--stall-timeout) while 2 request(s) were in flight for 'a.bin'"
+        );
+        let e = Error::new(
+            ErrorKind::Timeout,
+            "deadline of 90000 ms (deadline_ms) passed with 0 of 53 files done",
+        );
+        assert_eq!(dest.typed("deadline_ms"), "none");
+        let dest = Destination {
+            typed: vec![("deadline_ms".into(), "90s".into())],
+            ..dest
+        };
+        assert_eq!(
+            explain(&e, &dest),
+            "the --deadline of 90s passed before the upload finished"
+        );
+        assert_eq!(dest.typed("request_timeout_ms"), "30s");
+        assert_eq!(duration_text(Duration::from_secs(86_400)), "1d");
+        assert_eq!(duration_text(Duration::from_secs(7_200)), "2h");
+        assert_eq!(duration_text(Duration::from_secs(90)), "90s");
+        assert_eq!(duration_text(Duration::from_secs(5_400)), "1h 30m");
+        assert_eq!(duration_text(Duration::from_millis(1_500)), "1500ms");
     }
 }

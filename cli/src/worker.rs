@@ -89,9 +89,11 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
-    pub store: super::StoreArgs,
+    pub store: crate::args::StoreArgs,
     #[command(flatten)]
-    pub tuning: super::TuningArgs,
+    pub plan: crate::args::PlanArgs,
+    #[command(flatten)]
+    pub tuning: crate::args::TuningArgs,
 }
 
 /// What every thread of the worker shares.
@@ -166,7 +168,7 @@ pub fn default_consumer() -> String {
 }
 
 pub fn main(args: WorkerArgs) -> ExitCode {
-    let base = match super::build_config(&args.store, Some(&args.tuning)) {
+    let base = match super::base_config(&args.store, Some(&args.plan), Some(&args.tuning)) {
         Ok(c) => c,
         Err(m) => return super::usage_error("worker", &m),
     };
@@ -188,7 +190,7 @@ pub fn main(args: WorkerArgs) -> ExitCode {
         queue: args.queue.clone(),
         journal_dir: args.journal_dir.clone(),
         base,
-        strict_inputs: args.tuning.strict_inputs,
+        strict_inputs: args.plan.strict_inputs,
         claim_idle: args.claim_idle.max(Duration::from_millis(100)),
         max_attempts: args.max_attempts,
         retry_backoff: args.retry_backoff,

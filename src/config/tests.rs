@@ -9,6 +9,9 @@ fn sizes_parse_in_every_spelling() {
     assert_eq!(parse_size("1GiB"), Ok(1 << 30));
     assert_eq!(parse_size("8MB"), Ok(8_000_000));
     assert_eq!(parse_size("1.5KiB"), Ok(1536));
+    assert_eq!(parse_size("16mb"), parse_size("16MB"));
+    assert_eq!(parse_size("16mib"), Ok(16 << 20));
+    assert_eq!(parse_size("2g"), Ok(2 << 30));
     assert!(parse_size("12 apples").is_err());
     assert!(parse_size("-1").is_err());
     assert!(parse_size("1e99").is_err());

@@ -34,6 +34,8 @@ pub(crate) struct RecordedPart {
 pub(crate) struct Recorded {
     pub created: SystemTime,
     pub bucket: String,
+    /// The endpoint(s) the batch started with, when recorded.
+    pub endpoint: Option<String>,
     pub files: Vec<RecordedFile>,
     pub ended: Option<String>,
 }
@@ -50,6 +52,7 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
     let mut out = Recorded {
         created: UNIX_EPOCH,
         bucket: String::new(),
+        endpoint: None,
         files: Vec::new(),
         ended: None,
     };
@@ -76,7 +79,7 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
             }
         };
         match fields.as_slice() {
-            ["H", MAGIC, v, created, bucket] if i == 0 => {
+            ["H", MAGIC, v, created, bucket, endpoint @ ..] if i == 0 && endpoint.len() <= 1 => {
                 if *v != VERSION {
                     return Err(format!(
                         "has version {v}; this batchput reads version {VERSION}"
@@ -84,6 +87,9 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                 }
                 out.created = UNIX_EPOCH + Duration::from_millis(num(created)?);
                 out.bucket = decode_str(bucket).ok_or_else(bad)?;
+                if let [endpoint] = endpoint {
+                    out.endpoint = Some(decode_str(endpoint).ok_or_else(bad)?);
+                }
             }
             _ if i == 0 => return Err("is not a batchput journal".into()),
             ["F", idx, size, mtime, mp, part_size, parts, path, key] if !complete_batch => {
