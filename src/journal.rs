@@ -274,9 +274,9 @@ impl Journal {
         };
         let created = unix_ms(SystemTime::now()).to_string();
         let mut header = vec!["H", MAGIC, VERSION, &created, bucket];
-        let endpoint = encode(endpoint.as_bytes());
+        let encoded = encode(endpoint.as_bytes());
         if !endpoint.is_empty() {
-            header.push(&endpoint);
+            header.push(&encoded);
         }
         j.record(&header);
         for (i, (p, source)) in plans.iter().zip(sources).enumerate() {
@@ -504,6 +504,37 @@ mod tests {
             part_size: 5 << 20,
             parts: 3,
         }
+    }
+
+    #[test]
+    fn the_endpoint_is_recorded_for_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let plans = [
+            plan_in(dir.path(), "a", "r/a"),
+            plan_in(dir.path(), "b", "r/b"),
+        ];
+        drop(
+            Journal::create_for(
+                &path,
+                "bkt",
+                "http://10.0.0.1:9000,http://10.0.0.2:9000",
+                &plans,
+            )
+            .unwrap(),
+        );
+        let info = JournalInfo::read(&path).unwrap();
+        assert_eq!(info.bucket, "bkt");
+        assert_eq!(
+            info.endpoint.as_deref(),
+            Some("http://10.0.0.1:9000,http://10.0.0.2:9000")
+        );
+        assert_eq!(info.keys, ["r/a", "r/b"]);
+        assert_eq!(info.bytes_total, 24 << 20);
+        // A journal without one (written before it was recorded) still reads.
+        let old = dir.path().join("old");
+        drop(Journal::create(&old, "bkt", &plans[..1]).unwrap());
+        assert_eq!(JournalInfo::read(&old).unwrap().endpoint, None);
     }
 
     #[test]

@@ -370,6 +370,56 @@ pub fn json_string(o: &mut String, s: &str) {
 mod tests {
     use super::*;
 
+    fn progress(state: JobState, done: u64, resumed: u64, files_done: u64) -> Progress {
+        Progress {
+            state,
+            files_total: 3,
+            files_done,
+            files_failed: 0,
+            parts_total: 0,
+            parts_done: 0,
+            bytes_total: 96 << 20,
+            bytes_done: done,
+            bytes_sent: done,
+            bytes_resumed: resumed,
+            speed_bps: 0.0,
+            avg_speed_bps: 1e12,
+            peak_speed_bps: 1e12,
+            elapsed: std::time::Duration::from_secs(2),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn summaries_say_what_this_run_did() {
+        // A finished journal resumed: nothing was sent, no speed.
+        assert_eq!(
+            summary(
+                &progress(JobState::Succeeded, 96 << 20, 96 << 20, 3),
+                &[],
+                "s3://b/r/",
+                None
+            ),
+            "nothing left to upload: all 3 files (96.0 MiB) were already complete at s3://b/r/"
+        );
+        // A resume: kept bytes are not counted as sent.
+        assert_eq!(
+            summary(
+                &progress(JobState::Succeeded, 96 << 20, 80 << 20, 3),
+                &[],
+                "s3://b/r/",
+                None
+            ),
+            "resumed: 3 files, 96.0 MiB complete at s3://b/r/; sent 16.0 MiB in 2.0 s \
+             (8.0 MiB/s average, 8.0 MiB/s peak), 80.0 MiB were already on the server"
+        );
+        // Stopped with nothing kept: no speed beside 0 B.
+        assert_eq!(
+            summary(&progress(JobState::Stopped, 2 << 20, 0, 0), &[], "s3://b/", Some(1e6)),
+            "stopped: 0 of 3 files uploaded (0 B of 96.0 MiB in complete objects) to s3://b/ in 2.0 s"
+        );
+    }
+
     #[test]
     fn json_strings_escape_what_json_requires() {
         let mut o = String::new();
