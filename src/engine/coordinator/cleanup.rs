@@ -474,6 +474,23 @@ fn look(store: &Store, key: &str, expect: &Expect) -> Outcome {
     match found {
         Ok(Some(etag)) => Outcome::Completed(etag),
         Ok(None) => Outcome::Absent,
+        // The server refuses these credentials (or has no such bucket): the
+        // request they signed cannot have stored anything either.
+        Err(e) if refuses_every_request(&e) => Outcome::Absent,
         Err(e) => Outcome::Unknown(e),
     }
+}
+
+/// Whether an error says that no request of ours, whatever it was, can
+/// have taken effect: the signature or key is refused, or the bucket does
+/// not exist. (AccessDenied alone does not: a policy may allow PUT and
+/// deny HEAD.)
+fn refuses_every_request(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        Some("SignatureDoesNotMatch")
+            | Some("InvalidAccessKeyId")
+            | Some("NotSignedUp")
+            | Some("NoSuchBucket")
+    )
 }

@@ -145,6 +145,8 @@ pub(crate) struct Coordinator<'a> {
     files_failed: u64,
     parts_done: u64,
     bytes_done: u64,
+    /// What a resumed job found on the server: not part of its speed.
+    bytes_resumed: u64,
     dirty: Vec<usize>,
 
     started: Instant,
@@ -236,6 +238,7 @@ impl<'a> Coordinator<'a> {
             files_failed: 0,
             parts_done: 0,
             bytes_done: 0,
+            bytes_resumed: 0,
             dirty: Vec::new(),
             started: now,
             last_progress: now,
@@ -306,7 +309,9 @@ impl<'a> Coordinator<'a> {
         self.started = now;
         self.last_progress = now;
         self.last_sample = now;
-        self.samples.push_back((now, 0));
+        // What a resumed job already had is not speed.
+        self.bytes_resumed = self.bytes_done;
+        self.samples.push_back((now, self.bytes_done));
         self.shared.published.lock().progress.state = JobState::Running;
 
         loop {

@@ -146,7 +146,7 @@ impl Coordinator<'_> {
         prog.speed_bps = self.speed;
         prog.elapsed = elapsed;
         prog.avg_speed_bps = if elapsed.as_secs_f64() > 0.0 {
-            self.bytes_done as f64 / elapsed.as_secs_f64()
+            (self.bytes_done - self.bytes_resumed) as f64 / elapsed.as_secs_f64()
         } else {
             0.0
         };
