@@ -2,8 +2,8 @@
  * batchput: fail-fast batch uploads of local files to S3-compatible object
  * storage. The C ABI; conventions in README.md ("C ABI").
  *
- * Fixed-width types: bp_status, bp_job_state, bp_file_state and
- * bp_log_level are uint32_t typedefs (in C23 and C++, enums whose
+ * Fixed-width types: bp_status, bp_job_state, bp_file_state,
+ * bp_integrity and bp_log_level are uint32_t typedefs (in C23 and C++, enums whose
  * underlying type is uint32_t: the same size); their enums only name the
  * values. No struct or signature depends on the size a compiler gives a
  * plain C enum (-fshort-enums).
@@ -193,6 +193,46 @@ enum bp_job_state
 typedef enum bp_job_state bp_job_state;
 #else
 typedef uint32_t bp_job_state;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ How a job's data is checked (`bp_progress.integrity_used`). In C a
+ `uint32_t`, like bp_status; a value this header does not know (from a
+ newer library) is a mode it does not know either.
+ */
+enum bp_integrity
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /*
+     Not settled yet (the job is queued, or probing the store), or the
+     job ended before it had data to send.
+     */
+    BP_INTEGRITY_UNKNOWN = 0,
+    /*
+     MD5 of each part computed while it streams, compared with the ETag.
+     */
+    BP_INTEGRITY_ETAG_MD5 = 1,
+    /*
+     Content-MD5 sent: the server rejects a corrupted part.
+     */
+    BP_INTEGRITY_CONTENT_MD5 = 2,
+    /*
+     x-amz-checksum-crc32c sent: the server rejects a corrupted part.
+     */
+    BP_INTEGRITY_CRC32C = 3,
+    /*
+     Nothing checked (integrity=none).
+     */
+    BP_INTEGRITY_NONE = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_integrity bp_integrity;
+#else
+typedef uint32_t bp_integrity;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -416,6 +456,13 @@ typedef struct bp_progress {
      part is retried. (Since 0.2.0.)
      */
     uint64_t bytes_sent;
+    /*
+     How the job's data is checked (a bp_integrity): the configured mode,
+     or what integrity=auto chose for this store (BP_INTEGRITY_CRC32C or
+     BP_INTEGRITY_ETAG_MD5); BP_INTEGRITY_UNKNOWN until the job has
+     settled it. (Since 0.2.0.)
+     */
+    bp_integrity integrity_used;
 } bp_progress;
 
 /*
@@ -555,7 +602,7 @@ struct bp_config *bp_config_new(void);
  connect_timeout_ms, request_timeout_ms, cleanup_timeout_ms, max_open_files,
  max_pending_uploads, rate_limit (bytes/s), acl, content_type,
  storage_class, meta.NAME (user metadata), integrity
- (etag-md5|content-md5|crc32c|none), ca_file, proxy, strict_inputs
+ (auto|etag-md5|content-md5|crc32c|none), ca_file, proxy, strict_inputs
  (true|false: special files in a directory walk are errors). Sizes accept
  "8388608", "8MiB", "1GiB", "500KB".
 

@@ -33,6 +33,16 @@ pub enum Addressing {
 /// How each part's bytes are checked against what the server stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Integrity {
+    /// The default: `Crc32c` where the store verifies `x-amz-checksum-crc32c`,
+    /// else `EtagMd5`. Once per uploader and endpoint, before its first job
+    /// sends data, a probe that creates no object finds out
+    /// (CreateMultipartUpload with the CRC32C algorithm, two tiny parts, one
+    /// with a wrong checksum, then abort); [`Progress::integrity_used`]
+    /// says what a job got. A probe that cannot run (network error) leaves
+    /// the job on `EtagMd5` with a warning, and is tried again by the next job.
+    ///
+    /// [`Progress::integrity_used`]: crate::Progress::integrity_used
+    Auto,
     /// MD5 computed while streaming, compared with the ETag the server
     /// returns when that ETag is an MD5; the multipart ETag (md5 of the part
     /// md5s, "-N") checked on complete. No extra read of the data.
@@ -45,6 +55,26 @@ pub enum Integrity {
     Crc32c,
     /// No check.
     None,
+}
+
+impl Integrity {
+    /// The option value that names it (`auto`, `etag-md5`, `content-md5`,
+    /// `crc32c`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Integrity::Auto => "auto",
+            Integrity::EtagMd5 => "etag-md5",
+            Integrity::ContentMd5 => "content-md5",
+            Integrity::Crc32c => "crc32c",
+            Integrity::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Integrity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A canned ACL S3 understands.
@@ -146,7 +176,7 @@ impl Default for Config {
             content_type: None,
             storage_class: None,
             metadata: Vec::new(),
-            integrity: Integrity::EtagMd5,
+            integrity: Integrity::Auto,
             ca_file: None,
             proxy: None,
             strict_inputs: false,
@@ -180,7 +210,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("content_type", "", "Content-Type of every object"),
     ("storage_class", "", "x-amz-storage-class of every object (STANDARD, STANDARD_IA, ...)"),
     ("meta.NAME", "", "user metadata x-amz-meta-NAME on every object"),
-    ("integrity", "etag-md5", "etag-md5 | content-md5 | crc32c | none"),
+    ("integrity", "auto", "auto (crc32c where the store verifies it, else etag-md5) | etag-md5 | content-md5 | crc32c | none"),
     ("ca_file", "$AWS_CA_BUNDLE", "PEM file of extra trusted CA certificates for https"),
     ("proxy", "", "HTTP proxy URL for every request"),
     ("strict_inputs", "false", "a special file met in a directory (FIFO, socket, device, dangling or directory link) is an error instead of being skipped with a warning"),
@@ -427,11 +457,16 @@ impl Config {
             "storage_class" => self.storage_class = non_empty(value),
             "integrity" => {
                 self.integrity = match value {
+                    "auto" => Integrity::Auto,
                     "etag-md5" => Integrity::EtagMd5,
                     "content-md5" => Integrity::ContentMd5,
                     "crc32c" => Integrity::Crc32c,
                     "none" => Integrity::None,
-                    _ => return Err(bad("expected etag-md5, content-md5, crc32c or none")),
+                    _ => {
+                        return Err(bad(
+                            "expected auto, etag-md5, content-md5, crc32c or none",
+                        ))
+                    }
                 }
             }
             "ca_file" => self.ca_file = non_empty(value).map(PathBuf::from),

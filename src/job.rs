@@ -104,6 +104,11 @@ pub struct Progress {
     pub elapsed: Duration,
     /// The first fatal error (or the stop/pause reason), if any.
     pub error: Option<Error>,
+    /// How this job's data is checked: the configured mode, or what
+    /// `integrity=auto` chose for this store (`Crc32c` or `EtagMd5`). `None`
+    /// while the job is queued or probing, and for a job that ended before
+    /// it had data to send.
+    pub integrity_used: Option<crate::Integrity>,
 }
 
 /// What happened to one file of a job.
@@ -228,6 +233,7 @@ impl JobShared {
                     peak_speed_bps: 0.0,
                     elapsed: Duration::ZERO,
                     error: None,
+                    integrity_used: None,
                 },
                 files,
             }),

@@ -8,6 +8,7 @@ mod engine;
 mod ffi;
 mod garage;
 mod inputs;
+mod integrity;
 mod journal;
 mod stop;
 mod store;

@@ -43,6 +43,7 @@ __all__ = [
     "BatchputError",
     "FileReport",
     "FileState",
+    "Integrity",
     "Job",
     "JobState",
     "LogLevel",
@@ -105,6 +106,16 @@ class FileState(enum.IntEnum):
     UNKNOWN = 7
 
 
+class Integrity(enum.IntEnum):
+    """bp_integrity: how a job's data is checked (Progress.integrity_used)."""
+
+    UNKNOWN = 0  # not settled yet, or nothing was sent
+    ETAG_MD5 = 1
+    CONTENT_MD5 = 2
+    CRC32C = 3
+    NONE = 4
+
+
 class LogLevel(enum.IntEnum):
     """bp_log_level: how much the library logs."""
 
@@ -160,7 +171,8 @@ class _Job(_Opaque):
     pass
 
 
-# bp_status, bp_job_state, bp_file_state and bp_log_level are uint32_t in C.
+# bp_status, bp_job_state, bp_file_state, bp_integrity and bp_log_level are
+# uint32_t in C.
 _u32 = ctypes.c_uint32
 
 
@@ -190,6 +202,7 @@ class _Progress(_Sized):
         ("peak_speed_bps", ctypes.c_double),
         ("elapsed_ms", ctypes.c_uint64),
         ("bytes_sent", ctypes.c_uint64),
+        ("integrity_used", _u32),
     ]
 
 
@@ -375,6 +388,9 @@ class Progress:
     error: Union[Status, int]
     bytes_sent: int = 0
     """Bytes written to the network, acknowledged or not (goes back down on a retry)."""
+    integrity_used: Union[Integrity, int] = Integrity.UNKNOWN
+    """How the job's data is checked: with integrity=auto, CRC32C where the
+    store verifies it, else ETAG_MD5; UNKNOWN until the job settles it."""
 
 
 @dataclass(frozen=True)
@@ -506,6 +522,7 @@ class Job:
             elapsed_ms=p.elapsed_ms,
             error=_status(p.error),
             bytes_sent=p.bytes_sent,
+            integrity_used=_enum(Integrity, p.integrity_used),
         )
 
     def wait(self, timeout: Optional[float] = None) -> bool:

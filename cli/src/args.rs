@@ -248,7 +248,7 @@ pub struct TuningArgs {
     pub meta: Vec<(String, String)>,
 
     #[arg(long, env = "BATCHPUT_INTEGRITY",
-          value_parser = ["etag-md5", "content-md5", "crc32c", "none"], help = opt("integrity"))]
+          value_parser = ["auto", "etag-md5", "content-md5", "crc32c", "none"], help = opt("integrity"))]
     pub integrity: Option<String>,
 
     #[arg(long, value_name = "DURATION", value_parser = typed_duration,

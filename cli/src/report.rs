@@ -167,7 +167,8 @@ pub fn file_table(files: &[FileReport], limit: usize) -> String {
     out
 }
 
-/// The final report as one JSON object, for scripts: totals, the error and
+/// The final report as one JSON object, for scripts: totals, the integrity
+/// mode used (`integrity_used`: null when the job sent nothing), the error and
 /// every file (path, key, size, bytes done, state, average and peak speed,
 /// ETag, error).
 ///
@@ -195,6 +196,7 @@ pub fn json_report(
     field_f64(&mut o, "elapsed_secs", p.elapsed.as_secs_f64());
     field_f64(&mut o, "avg_speed_bps", p.avg_speed_bps);
     field_f64(&mut o, "peak_speed_bps", p.peak_speed_bps);
+    field_opt_str(&mut o, "integrity_used", p.integrity_used.map(|i| i.as_str()));
     key(&mut o, "error");
     json_error(&mut o, p.error.as_ref(), dest, "transfer");
     key(&mut o, "skipped");

@@ -10,6 +10,7 @@
 mod abort;
 mod coordinator;
 mod messages;
+mod probe;
 mod rate;
 mod resume;
 mod worker;
@@ -29,12 +30,16 @@ use crate::store::Store;
 pub(crate) use abort::abort_and_verify;
 pub(crate) use worker::hex;
 
-/// What an uploader's jobs share: the client, the pool, the rate limit.
+/// What an uploader's jobs share: the client, the pool, the rate limit,
+/// and what `integrity=auto` learnt of each endpoint.
 pub(crate) struct Engine {
     pub cfg: Config,
     pub store: Store,
     pub pool: rayon::ThreadPool,
     pub rate: Option<Arc<rate::TokenBucket>>,
+    /// Per endpoint, the mode its integrity probe chose (`Crc32c` or
+    /// `EtagMd5`); `None` until a probe got an answer (see `probe`).
+    pub probed: Mutex<Vec<Option<crate::Integrity>>>,
 }
 
 /// A job waiting for the coordinator thread.
@@ -105,11 +110,13 @@ impl Runner {
             .build()
             .map_err(|e| Error::internal(format!("cannot start the worker pool: {e}")))?;
         let rate = (cfg.rate_limit > 0).then(|| Arc::new(rate::TokenBucket::new(cfg.rate_limit)));
+        let probed = Mutex::new(vec![None; store.endpoint_urls().len()]);
         let engine = Arc::new(Engine {
             cfg,
             store,
             pool,
             rate,
+            probed,
         });
         let (tx, rx) = crossbeam_channel::unbounded::<Queued>();
         let e = engine.clone();

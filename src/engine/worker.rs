@@ -60,6 +60,8 @@ pub(crate) struct OpenUploads {
 /// What every task of one job shares.
 pub(crate) struct JobContext {
     pub store: Store,
+    /// The job's mode; never `Auto`, which the coordinator resolves before
+    /// the first task.
     pub integrity: Integrity,
     /// Attempts per request (the `retries` option, at least 1).
     pub attempts: u32,
@@ -190,9 +192,11 @@ fn create(ctx: &JobContext, task: &Task, hint: usize) -> Result<Msg> {
     let file = task.file;
     let started = std::time::SystemTime::now();
     let mut unclear = false;
+    // The upload declares CRC32C exactly when its parts will carry one.
+    let crc32c = ctx.integrity == Integrity::Crc32c;
     let result = retrying(ctx, |_| {
         ctx.store
-            .create_multipart_upload(key, hint)
+            .create_multipart_upload_with(key, crc32c, hint)
             .inspect_err(|e| unclear |= e.outcome_unknown())
     });
     let upload_id = match result {
@@ -379,7 +383,11 @@ fn send_data(
                     .map_err(local)?;
                     (SentChecksum::Crc32c(crc), None, Some(crc))
                 }
-                Integrity::EtagMd5 | Integrity::None => (SentChecksum::None, None, None),
+                // `Auto` never reaches a worker: the coordinator resolves it
+                // before the first task (see `probe`).
+                Integrity::EtagMd5 | Integrity::None | Integrity::Auto => {
+                    (SentChecksum::None, None, None)
+                }
             };
             // What this attempt sent, taken back from `bytes_sent` if it fails.
             let sent = std::cell::Cell::new(0u64);
@@ -636,7 +644,7 @@ pub(super) fn backoff(attempt: u32, throttled: bool) -> Duration {
     Duration::from_millis(random_below(upper + 1))
 }
 
-fn random_below(n: u64) -> u64 {
+pub(super) fn random_below(n: u64) -> u64 {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
             let t = std::time::SystemTime::now()

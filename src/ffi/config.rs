@@ -41,7 +41,7 @@ pub extern "C" fn bp_config_new() -> *mut bp_config {
 /// connect_timeout_ms, request_timeout_ms, cleanup_timeout_ms, max_open_files,
 /// max_pending_uploads, rate_limit (bytes/s), acl, content_type,
 /// storage_class, meta.NAME (user metadata), integrity
-/// (etag-md5|content-md5|crc32c|none), ca_file, proxy, strict_inputs
+/// (auto|etag-md5|content-md5|crc32c|none), ca_file, proxy, strict_inputs
 /// (true|false: special files in a directory walk are errors). Sizes accept
 /// "8388608", "8MiB", "1GiB", "500KB".
 ///

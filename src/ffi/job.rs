@@ -126,6 +126,7 @@ pub unsafe extern "C" fn bp_job_poll(job: *const bp_job, out: *mut bp_progress) 
                 .error
                 .map_or(bp_status::BP_OK, |e| bp_status::from_kind(e.kind())),
             bytes_sent: p.bytes_sent,
+            integrity_used: p.integrity_used.into(),
         };
         // SAFETY: size bytes of *out are the caller's, by its struct_size.
         unsafe { write_progress(out, progress, size) };

@@ -20,7 +20,7 @@ use std::ffi::c_char;
 use std::mem::offset_of;
 
 use super::error::{bp_status, invalid_argument};
-use crate::{FileState, JobState};
+use crate::{FileState, Integrity, JobState};
 
 /// Where a job is in its life. In C a `uint32_t`, like bp_status.
 #[repr(u32)]
@@ -98,6 +98,38 @@ impl From<FileState> for bp_file_state {
     }
 }
 
+/// How a job's data is checked (`bp_progress.integrity_used`). In C a
+/// `uint32_t`, like bp_status; a value this header does not know (from a
+/// newer library) is a mode it does not know either.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum bp_integrity {
+    /// Not settled yet (the job is queued, or probing the store), or the
+    /// job ended before it had data to send.
+    BP_INTEGRITY_UNKNOWN = 0,
+    /// MD5 of each part computed while it streams, compared with the ETag.
+    BP_INTEGRITY_ETAG_MD5 = 1,
+    /// Content-MD5 sent: the server rejects a corrupted part.
+    BP_INTEGRITY_CONTENT_MD5 = 2,
+    /// x-amz-checksum-crc32c sent: the server rejects a corrupted part.
+    BP_INTEGRITY_CRC32C = 3,
+    /// Nothing checked (integrity=none).
+    BP_INTEGRITY_NONE = 4,
+}
+
+impl From<Option<Integrity>> for bp_integrity {
+    fn from(mode: Option<Integrity>) -> Self {
+        match mode {
+            // `Auto` is resolved before it is published.
+            None | Some(Integrity::Auto) => bp_integrity::BP_INTEGRITY_UNKNOWN,
+            Some(Integrity::EtagMd5) => bp_integrity::BP_INTEGRITY_ETAG_MD5,
+            Some(Integrity::ContentMd5) => bp_integrity::BP_INTEGRITY_CONTENT_MD5,
+            Some(Integrity::Crc32c) => bp_integrity::BP_INTEGRITY_CRC32C,
+            Some(Integrity::None) => bp_integrity::BP_INTEGRITY_NONE,
+        }
+    }
+}
+
 /// A snapshot of a job, copied out by bp_job_poll. Bytes and parts count
 /// only what the server acknowledged, except `bytes_sent`.
 ///
@@ -143,6 +175,11 @@ pub struct bp_progress {
     /// `bytes_done` while parts are on the wire, and goes back down when a
     /// part is retried. (Since 0.2.0.)
     pub bytes_sent: u64,
+    /// How the job's data is checked (a bp_integrity): the configured mode,
+    /// or what integrity=auto chose for this store (BP_INTEGRITY_CRC32C or
+    /// BP_INTEGRITY_ETAG_MD5); BP_INTEGRITY_UNKNOWN until the job has
+    /// settled it. (Since 0.2.0.)
+    pub integrity_used: bp_integrity,
 }
 
 /// What happened to one file, copied out by bp_job_file.
@@ -269,6 +306,7 @@ pub(crate) unsafe fn write_progress(out: *mut bp_progress, value: bp_progress, s
             peak_speed_bps,
             elapsed_ms,
             bytes_sent,
+            integrity_used,
         ]
     );
 }
@@ -309,10 +347,14 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn first_versions_end_where_the_appended_fields_start() {
-        // No padding anywhere: every field is 8 bytes, or a pair of 4-byte
-        // ones, so a C compiler lays the structs out as Rust does.
+        // No padding inside: every field is 8 bytes, or a pair of 4-byte
+        // ones, so a C compiler lays the structs out as Rust does. The last
+        // bp_progress field (4 bytes) is followed by 4 bytes of tail padding,
+        // as in C; a later 4-byte field would take them.
         assert_eq!(PROGRESS_MIN_SIZE, 8 + 4 + 4 + 11 * 8);
-        assert_eq!(std::mem::size_of::<bp_progress>(), PROGRESS_MIN_SIZE + 8);
+        assert_eq!(offset_of!(bp_progress, integrity_used), PROGRESS_MIN_SIZE + 8);
+        assert_eq!(std::mem::size_of::<bp_progress>(), PROGRESS_MIN_SIZE + 16);
+        assert_eq!(std::mem::size_of::<bp_integrity>(), 4);
         assert_eq!(FILE_REPORT_MIN_SIZE, 4 * 8 + 4 * 8 + 4 + 4);
         assert_eq!(
             std::mem::size_of::<bp_file_report>(),

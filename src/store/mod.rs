@@ -173,6 +173,8 @@ struct Health {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Every request goes to this endpoint, up or down (see [`Store::pinned`]).
+    pin: Option<usize>,
 }
 
 struct Inner {
@@ -185,6 +187,8 @@ struct Inner {
     /// Headers every new object gets: ACL, content type, storage class, metadata.
     object_headers: Vec<(&'static str, String)>,
     meta_headers: Vec<(String, String)>,
+    /// `integrity=crc32c`: [`Store::create_multipart_upload`] declares the
+    /// CRC32C algorithm.
     crc32c_uploads: bool,
 }
 
@@ -290,6 +294,7 @@ impl Store {
                 meta_headers,
                 crc32c_uploads: cfg.integrity == crate::Integrity::Crc32c,
             }),
+            pin: None,
         })
     }
 
@@ -332,10 +337,35 @@ impl Store {
         Ok(reply.etag.map(unquote).unwrap_or_default())
     }
 
-    /// Starts a multipart upload. Returns its upload id.
+    /// The same client, sending every request to endpoint `index` whatever
+    /// its health: a question about one node (the integrity probe) must be
+    /// answered by that node, not by the next one up.
+    pub(crate) fn pinned(&self, index: usize) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            pin: Some(index % self.inner.endpoints.len()),
+        }
+    }
+
+    /// Starts a multipart upload. Returns its upload id. With
+    /// `integrity=crc32c` in the configuration it declares the CRC32C
+    /// algorithm (see [`create_multipart_upload_with`](Store::create_multipart_upload_with)).
     pub fn create_multipart_upload(&self, key: &str, endpoint_hint: usize) -> Result<String> {
+        self.create_multipart_upload_with(key, self.inner.crc32c_uploads, endpoint_hint)
+    }
+
+    /// Starts a multipart upload, with `x-amz-checksum-algorithm: CRC32C`
+    /// when `crc32c`: each part of such an upload then carries
+    /// `x-amz-checksum-crc32c`, and its CompleteMultipartUpload names each
+    /// part's. Returns its upload id.
+    pub fn create_multipart_upload_with(
+        &self,
+        key: &str,
+        crc32c: bool,
+        endpoint_hint: usize,
+    ) -> Result<String> {
         let mut headers = self.inner.object_headers.clone();
-        if self.inner.crc32c_uploads {
+        if crc32c {
             headers.push(("x-amz-checksum-algorithm", "CRC32C".into()));
         }
         let reply = self.call_with_meta(Request {
@@ -522,6 +552,9 @@ impl Store {
     /// if it is up, else the next one up, else the hinted one anyway (all
     /// down: better to try than to fail without asking).
     fn pick_endpoint(&self, hint: usize) -> usize {
+        if let Some(pinned) = self.pin {
+            return pinned;
+        }
         let n = self.inner.endpoints.len();
         let now = self.inner.health.epoch.elapsed().as_millis() as u64;
         (0..n)

@@ -40,6 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 /// How long a blocking socket call waits before the stop flag is looked at
 /// again; it bounds how long dropping the proxy takes.
 const TICK: Duration = Duration::from_millis(100);
@@ -217,9 +219,16 @@ pub struct Entry {
     pub finished: Option<Instant>,
     /// Whether a rule (or the global black hole) acted on this request.
     pub injected: bool,
+    /// The request's header names, lowercased, in order.
+    pub headers: Vec<String>,
 }
 
 impl Entry {
+    /// Whether the request carried header `name` (any case).
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
     /// Percent-decoded value of a query parameter; Some("") for a bare flag
     /// like `uploads`. '+' is kept as is: S3 clients encode spaces as %20.
     pub fn query_param(&self, name: &str) -> Option<String> {
@@ -329,6 +338,8 @@ pub struct Match {
     pub query_contains: Option<String>,
     /// Query parameter partNumber equals this.
     pub part_number: Option<u32>,
+    /// A header of this name (any case) is present.
+    pub header: Option<String>,
 }
 
 impl Match {
@@ -374,7 +385,13 @@ impl Match {
         self
     }
 
-    fn matches(&self, method: &str, path: &str, query: &str) -> bool {
+    /// Requests that carry header `name`.
+    pub fn and_header(mut self, name: &str) -> Match {
+        self.header = Some(name.to_string());
+        self
+    }
+
+    fn matches<H: AsRef<str>>(&self, method: &str, path: &str, query: &str, headers: &[H]) -> bool {
         self.method
             .as_ref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -389,6 +406,10 @@ impl Match {
             && self.part_number.is_none_or(|n| {
                 query_param(query, "partNumber").and_then(|v| v.parse::<u32>().ok()) == Some(n)
             })
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|h| headers.iter().any(|k| k.as_ref().eq_ignore_ascii_case(h)))
     }
 }
 
@@ -434,6 +455,11 @@ pub enum Action {
         code: String,
         message: String,
     },
+    /// Be a store that verifies `x-amz-checksum-crc32c` (in front of one
+    /// that does not): read the whole body (keep such bodies small), answer
+    /// 400 BadDigest when its CRC32C differs from the header's, else
+    /// forward it and relay the answer.
+    VerifyCrc32c,
 }
 
 impl Action {
@@ -485,7 +511,7 @@ impl Shared {
                 && slot
                     .rule
                     .matcher
-                    .matches(&req.method, &req.path, &req.query)
+                    .matches(&req.method, &req.path, &req.query, &req.header_names())
         })?;
         slot.used += 1;
         Some(slot.rule.action.clone())
@@ -499,6 +525,7 @@ impl Shared {
         log.entries.push((
             seq,
             Entry {
+                headers: req.headers.iter().map(|(k, _)| k.clone()).collect(),
                 method: req.method.clone(),
                 path: req.path.clone(),
                 query: req.query.clone(),
@@ -688,7 +715,36 @@ impl Conn {
                 self.forward_and_swallow(seq, &req)?;
                 Ok(false)
             }
+            Some(Action::VerifyCrc32c) => self.verify_crc32c(seq, &req),
         }
+    }
+
+    /// See [`Action::VerifyCrc32c`].
+    fn verify_crc32c(&mut self, seq: u64, req: &Request) -> io::Result<bool> {
+        let mut body = Vec::with_capacity(req.content_length as usize);
+        while (body.len() as u64) < req.content_length {
+            let want = (req.content_length - body.len() as u64).min(CHUNK as u64) as usize;
+            let n = self.client.read(&mut self.scratch[..want])?;
+            if n == 0 {
+                return Err(eof("client closed mid-body"));
+            }
+            body.extend_from_slice(&self.scratch[..n]);
+            let len = body.len() as u64;
+            self.sh.update(seq, |e| e.body_len = len);
+        }
+        let sent = header(&req.headers, "x-amz-checksum-crc32c");
+        let crc = crc32c::crc32c(&body).to_be_bytes();
+        let actual = base64::engine::general_purpose::STANDARD.encode(crc);
+        if sent.is_some_and(|v| v != actual) {
+            let message = "The CRC32C you specified did not match the calculated checksum.";
+            self.answer(seq, req, 400, "BadDigest", message)?;
+            return Ok(!req.close);
+        }
+        self.connect_upstream()?;
+        let up = self.upstream.as_mut().expect("connected just above");
+        up.write_all(&req.head)?;
+        up.write_all(&body)?;
+        self.relay_response(seq, req)
     }
 
     /// See [`Action::SwallowAnswer`].
@@ -1260,9 +1316,15 @@ struct Request {
     close: bool,
     /// `Expect: 100-continue`: the client waits for a word before its body.
     expect_continue: bool,
+    /// Headers, names lowercased.
+    headers: Vec<(String, String)>,
 }
 
 impl Request {
+    fn header_names(&self) -> Vec<&str> {
+        self.headers.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
     fn parse(head: Vec<u8>) -> io::Result<Request> {
         let (start, headers) = split_head(&head)?;
         let mut parts = start.split_whitespace();
@@ -1289,6 +1351,10 @@ impl Request {
             close: wants_close(version, &headers),
             expect_continue: header(&headers, "expect")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
             head,
         })
     }
@@ -1847,6 +1913,7 @@ mod tests {
             started: ms(start),
             finished: end.map(ms),
             injected: false,
+            headers: Vec::new(),
         };
         let log = vec![
             entry("PUT", 0, Some(10)),
@@ -1878,6 +1945,7 @@ mod tests {
             started: Instant::now(),
             finished: None,
             injected: false,
+            headers: vec!["x-amz-checksum-crc32c".into()],
         };
         assert_eq!(e.key(), "dir/a b+c");
         assert!(e.is_create_upload() && !e.is_complete());
@@ -1888,12 +1956,19 @@ mod tests {
         assert_eq!(e.query_param("uploads"), None);
         e.method = "PUT".into();
         assert!(e.is_upload_part());
-        assert!(Match::part(7).matches("PUT", &e.path, &e.query));
-        assert!(!Match::part(70).matches("PUT", &e.path, &e.query));
-        assert!(!Match::part(7).matches("GET", &e.path, &e.query));
+        assert!(Match::part(7).matches("PUT", &e.path, &e.query, &e.headers));
+        assert!(!Match::part(70).matches("PUT", &e.path, &e.query, &e.headers));
+        assert!(!Match::part(7).matches("GET", &e.path, &e.query, &e.headers));
         assert!(Match::query("partNumber=7")
             .and_path("dir/")
-            .matches("PUT", &e.path, &e.query));
+            .matches("PUT", &e.path, &e.query, &e.headers));
+        assert!(e.has_header("X-Amz-Checksum-CRC32C") && !e.has_header("content-md5"));
+        assert!(Match::part(7)
+            .and_header("X-Amz-Checksum-Crc32c")
+            .matches("PUT", &e.path, &e.query, &e.headers));
+        assert!(!Match::part(7)
+            .and_header("content-md5")
+            .matches("PUT", &e.path, &e.query, &e.headers));
         e.method = "DELETE".into();
         assert!(e.is_abort());
     }

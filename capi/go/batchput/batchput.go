@@ -136,6 +136,30 @@ func (s FileState) String() string {
 	return names[s]
 }
 
+// Integrity is how a job's data is checked (bp_integrity).
+type Integrity int
+
+// Integrity modes. With integrity=auto a job gets IntegrityCRC32C where the
+// store verifies it, else IntegrityETagMD5.
+const (
+	// IntegrityUnknown: not settled yet (queued, or probing the store), or
+	// the job ended before it had data to send.
+	IntegrityUnknown    Integrity = C.BP_INTEGRITY_UNKNOWN
+	IntegrityETagMD5    Integrity = C.BP_INTEGRITY_ETAG_MD5
+	IntegrityContentMD5 Integrity = C.BP_INTEGRITY_CONTENT_MD5
+	IntegrityCRC32C     Integrity = C.BP_INTEGRITY_CRC32C
+	IntegrityNone       Integrity = C.BP_INTEGRITY_NONE
+)
+
+// String is the option value that names the mode ("crc32c", "etag-md5", ...).
+func (i Integrity) String() string {
+	names := [...]string{"unknown", "etag-md5", "content-md5", "crc32c", "none"}
+	if i < 0 || int(i) >= len(names) {
+		return fmt.Sprintf("Integrity(%d)", int(i))
+	}
+	return names[i]
+}
+
 // Progress is a snapshot of a job (bp_progress). Bytes and parts count what
 // the server acknowledged.
 type Progress struct {
@@ -149,6 +173,8 @@ type Progress struct {
 	// BytesSent counts bytes written to the network, acknowledged or not;
 	// it goes back down when a part is retried.
 	BytesSent uint64
+	// IntegrityUsed is how the job's data is checked, once settled.
+	IntegrityUsed Integrity
 }
 
 // FileReport is what happened to one file (bp_file_report).
@@ -373,20 +399,21 @@ func (j *Job) Poll() (Progress, error) {
 		return Progress{}, err
 	}
 	return Progress{
-		State:        JobState(out.state),
-		FilesTotal:   uint64(out.files_total),
-		FilesDone:    uint64(out.files_done),
-		FilesFailed:  uint64(out.files_failed),
-		PartsTotal:   uint64(out.parts_total),
-		PartsDone:    uint64(out.parts_done),
-		BytesTotal:   uint64(out.bytes_total),
-		BytesDone:    uint64(out.bytes_done),
-		SpeedBps:     float64(out.speed_bps),
-		AvgSpeedBps:  float64(out.avg_speed_bps),
-		PeakSpeedBps: float64(out.peak_speed_bps),
-		Elapsed:      time.Duration(out.elapsed_ms) * time.Millisecond,
-		Err:          Status(out.error),
-		BytesSent:    uint64(out.bytes_sent),
+		State:         JobState(out.state),
+		FilesTotal:    uint64(out.files_total),
+		FilesDone:     uint64(out.files_done),
+		FilesFailed:   uint64(out.files_failed),
+		PartsTotal:    uint64(out.parts_total),
+		PartsDone:     uint64(out.parts_done),
+		BytesTotal:    uint64(out.bytes_total),
+		BytesDone:     uint64(out.bytes_done),
+		SpeedBps:      float64(out.speed_bps),
+		AvgSpeedBps:   float64(out.avg_speed_bps),
+		PeakSpeedBps:  float64(out.peak_speed_bps),
+		Elapsed:       time.Duration(out.elapsed_ms) * time.Millisecond,
+		Err:           Status(out.error),
+		BytesSent:     uint64(out.bytes_sent),
+		IntegrityUsed: Integrity(out.integrity_used),
 	}, nil
 }
 

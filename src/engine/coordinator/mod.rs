@@ -28,7 +28,8 @@ mod progress;
 
 use super::messages::{Msg, Source, Task, Unsettled, Work};
 use super::worker::{self, multipart_etag, JobContext};
-use super::Engine;
+use super::{probe, Engine};
+use crate::config::Integrity;
 use crate::error::{Error, ErrorKind};
 use crate::job::{FileState, Halt, JobShared, JobState};
 use crate::journal::Journal;
@@ -178,7 +179,12 @@ impl<'a> Coordinator<'a> {
         let cfg = &engine.cfg;
         let ctx = Arc::new(JobContext {
             store: engine.store.clone(),
-            integrity: cfg.integrity,
+            // Replaced by what the probe says (`choose_integrity`) before
+            // any task runs.
+            integrity: match cfg.integrity {
+                Integrity::Auto => Integrity::EtagMd5,
+                configured => configured,
+            },
             attempts: cfg.retries.max(1),
             cancel: shared.cancel.clone(),
             scope: crate::store::interrupt::Scope::new(shared.interrupt.clone()),
@@ -313,6 +319,15 @@ impl<'a> Coordinator<'a> {
         self.bytes_resumed = self.bytes_done;
         self.samples.push_back((now, self.bytes_done));
         self.shared.published.lock().progress.state = JobState::Running;
+        let integrity = self.choose_integrity();
+        // A stop or pause that came while the probe ran: nothing has started.
+        let halt = *self.shared.halt.lock();
+        if let Some(halt) = halt {
+            self.ending = Some(Ending::Halted(halt));
+            self.finish();
+            return;
+        }
+        self.shared.published.lock().progress.integrity_used = integrity;
 
         loop {
             if self.ending.is_none() {
@@ -347,6 +362,17 @@ impl<'a> Coordinator<'a> {
             self.publish();
         }
         self.finish();
+    }
+
+    /// Settles the job's integrity mode (probing the store for `auto`, see
+    /// `probe`). A job with nothing left to send does not probe: `None`.
+    fn choose_integrity(&mut self) -> Option<Integrity> {
+        let first = (0..self.plans.len()).find(|&f| self.files[f].phase != Phase::Done)?;
+        let mode = probe::job_integrity(self.engine, &self.keys[first], &self.shared.interrupt);
+        Arc::get_mut(&mut self.ctx)
+            .expect("no task holds the job context before the first dispatch")
+            .integrity = mode;
+        Some(mode)
     }
 
     // ------------------------------------------------------------ dispatch

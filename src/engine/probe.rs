@@ -1,0 +1,221 @@
+//! `integrity=auto`: which integrity mode a job gets.
+//!
+//! CRC32C sent as `x-amz-checksum-crc32c` costs a cheap pre-pass over each
+//! part, and the server checks it before it stores anything; MD5 against
+//! the ETag costs a hash of every byte on our side. Which one is safe
+//! depends on the store: one that ignores the header would check nothing.
+//! So, once per uploader and endpoint, before the first job sends data, a
+//! probe asks: CreateMultipartUpload with `x-amz-checksum-algorithm:
+//! CRC32C` at a key in the batch's own key space (the first key plus
+//! `.batchput-probe-<random>`, so it needs no permission the upload does
+//! not), a tiny part with the right checksum, one with a wrong checksum,
+//! then AbortMultipartUpload checked with ListParts. It never completes, so
+//! it never creates an object.
+//!
+//! A store that accepts the right part and refuses the wrong one verifies
+//! CRC32C: `crc32c`. One that accepts the wrong part, or refuses the
+//! algorithm or the right part (OBS, OSS and older MinIO refuse what they
+//! do not know), does not: `etag-md5`. Every byte stays verified end to
+//! end either way. A probe that gets no such answer (network error, 403,
+//! 5xx, a stop) leaves that job on `etag-md5` with a warning and is not
+//! remembered, so the next job asks again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
+use super::worker::random_below;
+use super::Engine;
+use crate::config::{Integrity, MAX_KEY_LEN};
+use crate::error::{Error, Result};
+use crate::store::interrupt::{in_scope, Interrupt, Scope};
+use crate::store::{Body, SentChecksum, Store};
+
+/// What the probe's parts carry: a few bytes (a part that is never
+/// completed may be smaller than S3's 5 MiB minimum).
+const PROBE_BODY: &[u8] = b"batchput integrity probe";
+
+/// What the probe's key adds to the batch's first key.
+pub(crate) const PROBE_SUFFIX: &str = ".batchput-probe-";
+
+/// The probe's requests wait at most this long to connect and for each
+/// read or write (less when the configured timeouts are shorter): a job
+/// should not wait long for an optimisation.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// It refused the part with the wrong checksum and took the right one.
+    Verifies,
+    /// It does not verify CRC32C (why, for the log).
+    DoesNotVerify(String),
+}
+
+/// The mode of a job whose first file to send has `key`: the configured
+/// one, or for `auto` what the endpoints answered (probing those not asked
+/// yet). Never `Auto`.
+///
+/// One mode for the whole job, the weakest any endpoint allows: a request
+/// may fail over to any node of a cluster, and a part sent with a CRC32C
+/// must go to an upload created with that algorithm and to a node that
+/// checks it. The nodes of one cluster run the same software, so in
+/// practice they agree and nothing is lost.
+pub(crate) fn job_integrity(engine: &Engine, key: &str, interrupt: &Arc<Interrupt>) -> Integrity {
+    let configured = engine.cfg.integrity;
+    if configured != Integrity::Auto {
+        log::info!("integrity: {configured} (configured)");
+        return configured;
+    }
+    let urls = engine.store.endpoint_urls();
+    let mut mode = Integrity::Crc32c;
+    for (i, url) in urls.iter().enumerate() {
+        // Only the coordinator thread probes, so no two probes race; the
+        // lock is not held while one runs.
+        let known = engine.probed.lock()[i];
+        let answer = match known {
+            Some(answer) => answer,
+            None => match probe(engine, i, key, interrupt) {
+                Ok(Verdict::Verifies) => {
+                    log::info!("integrity auto: {url} verifies x-amz-checksum-crc32c");
+                    engine.probed.lock()[i] = Some(Integrity::Crc32c);
+                    Integrity::Crc32c
+                }
+                Ok(Verdict::DoesNotVerify(why)) => {
+                    log::info!("integrity auto: {url} does not verify x-amz-checksum-crc32c: {why}");
+                    engine.probed.lock()[i] = Some(Integrity::EtagMd5);
+                    Integrity::EtagMd5
+                }
+                Err(e) if interrupt.is_cancelled() => {
+                    log::debug!("integrity auto: the probe of {url} was cut off: {e}");
+                    Integrity::EtagMd5
+                }
+                Err(e) => {
+                    log::warn!(
+                        "integrity auto: could not ask {url} whether it verifies CRC32C \
+                         ({e}); this job checks MD5 against the ETag (etag-md5)"
+                    );
+                    Integrity::EtagMd5
+                }
+            },
+        };
+        if answer != Integrity::Crc32c {
+            // The job's mode is decided; the other endpoints need not be asked.
+            mode = Integrity::EtagMd5;
+            break;
+        }
+    }
+    log::info!("integrity: {mode} (auto)");
+    mode
+}
+
+/// The probe's key: `first` plus the suffix, cut at a character boundary
+/// if the whole would be longer than S3 allows.
+pub(crate) fn probe_key(first: &str) -> String {
+    let suffix = format!("{PROBE_SUFFIX}{:016x}", random_below(u64::MAX));
+    let mut cut = first.len().min(MAX_KEY_LEN - suffix.len());
+    while !first.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &first[..cut])
+}
+
+/// Asks endpoint `index`. `Err` when it gave no answer that tells.
+fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>) -> Result<Verdict> {
+    let cfg = &engine.cfg;
+    let store = engine.store.pinned(index);
+    let key = probe_key(first);
+    let scope = Scope {
+        interrupt: interrupt.clone(),
+        io_timeout: Some(cfg.request_timeout.min(PROBE_TIMEOUT)),
+        connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
+        fresh_connections: false,
+    };
+    // Cleanup runs in a scope of its own: a stop that cut the probe must
+    // not keep it from removing what the probe made.
+    let cleanup = cleanup_scope(Arc::new(Interrupt::new()), cfg.request_timeout);
+    let started = std::time::SystemTime::now();
+    let upload_id = match in_scope(&scope, || {
+        store.create_multipart_upload_with(&key, true, 0)
+    }) {
+        Ok(id) => id,
+        Err(e) if refused(&e) => {
+            return Ok(Verdict::DoesNotVerify(format!(
+                "it refused CreateMultipartUpload with x-amz-checksum-algorithm CRC32C: {e}"
+            )))
+        }
+        Err(e) => {
+            if e.outcome_unknown() {
+                // The server may have made an upload whose id we never
+                // learnt: find it where the store lists uploads (best effort,
+                // it warns where it cannot).
+                let _ = in_scope(&cleanup, || abort_strays(&engine.store, &key, None, started));
+            }
+            return Err(e);
+        }
+    };
+    let verdict = in_scope(&scope, || parts(&store, &key, &upload_id));
+    // Whatever happened, the upload goes.
+    if let Err(e) = in_scope(&cleanup, || abort_and_verify(&engine.store, &key, &upload_id)) {
+        log::error!("integrity auto: {e}");
+    }
+    verdict
+}
+
+/// The two parts: the right checksum must be taken, the wrong one refused.
+fn parts(store: &Store, key: &str, upload_id: &str) -> Result<Verdict> {
+    let right = crc32c::crc32c(PROBE_BODY);
+    let send = |number: u32, crc: u32| {
+        store.upload_part(
+            key,
+            upload_id,
+            number,
+            Body::Bytes(PROBE_BODY),
+            SentChecksum::Crc32c(crc),
+            0,
+        )
+    };
+    match send(1, right) {
+        Ok(_) => {}
+        Err(e) if refused(&e) => {
+            return Ok(Verdict::DoesNotVerify(format!(
+                "it refused a part with the right x-amz-checksum-crc32c: {e}"
+            )))
+        }
+        Err(e) => return Err(e),
+    }
+    match send(2, !right) {
+        Ok(_) => Ok(Verdict::DoesNotVerify(
+            "it accepted a part with a wrong x-amz-checksum-crc32c".into(),
+        )),
+        Err(e) if refused(&e) => Ok(Verdict::Verifies),
+        Err(e) => Err(e),
+    }
+}
+
+/// An answer that is the server's verdict on the request itself (400 Bad
+/// Request: BadDigest, InvalidRequest, InvalidArgument,
+/// XAmzContentChecksumMismatch...; 501 Not Implemented), not on our
+/// credentials, the bucket or its own health.
+fn refused(e: &Error) -> bool {
+    matches!(e.status(), Some(400) | Some(501))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_key_extends_the_first_key_within_the_limit() {
+        let k = probe_key("photos/2024/a.jpg");
+        assert!(k.starts_with("photos/2024/a.jpg.batchput-probe-"), "{k}");
+        assert_eq!(k.len(), "photos/2024/a.jpg".len() + PROBE_SUFFIX.len() + 16);
+        assert_ne!(probe_key("x"), probe_key("x"), "random");
+        // At the limit, the first key is cut, on a character boundary.
+        let long = "é".repeat(MAX_KEY_LEN / 2);
+        let k = probe_key(&long);
+        assert!(k.len() <= MAX_KEY_LEN, "{}", k.len());
+        assert!(k.starts_with("éé"));
+        assert!(k.contains(PROBE_SUFFIX));
+    }
+}
