@@ -13,8 +13,6 @@ use batchput::{Config, FileState, Integrity, JobState, Uploader};
 use crate::support::proxy::{Action, Entry, Match, Proxy, Rule};
 use crate::support::{self, finish, make_files, small_parts, specs, Files, Server, MIB};
 
-/// What the probe's keys contain.
-const PROBE: &str = ".batchput-probe-";
 const ALGORITHM: &str = "x-amz-checksum-algorithm";
 const CRC: &str = "x-amz-checksum-crc32c";
 
@@ -56,10 +54,6 @@ fn two_files(prefix: &str) -> Files {
     ]))
 }
 
-fn is_probe(e: &Entry) -> bool {
-    e.key().contains(PROBE)
-}
-
 /// Runs `files` on `up` to success and returns the mode the job used.
 fn upload(up: &Uploader, files: &Files) -> Option<Integrity> {
     let job = up.start(&files.batch()).unwrap();
@@ -73,7 +67,7 @@ fn upload(up: &Uploader, files: &Files) -> Option<Integrity> {
 /// part and PutObject.
 fn assert_sent_as(log: &[Entry], mode: Integrity) {
     let crc = mode == Integrity::Crc32c;
-    let job: Vec<&Entry> = log.iter().filter(|e| !is_probe(e)).collect();
+    let job: Vec<&Entry> = log.iter().filter(|e| !e.is_probe()).collect();
     let creates: Vec<_> = job.iter().filter(|e| e.is_create_upload()).collect();
     let data: Vec<_> = job
         .iter()
@@ -102,7 +96,7 @@ fn the_probe_finds_what_each_store_does() {
         server.assert_no_open_uploads();
 
         let log = proxy.log();
-        let probe: Vec<&Entry> = log.iter().filter(|e| is_probe(e)).collect();
+        let probe: Vec<&Entry> = log.iter().filter(|e| e.is_probe()).collect();
         // Create, the right part, the wrong one, abort, ListParts.
         assert_eq!(probe.iter().filter(|e| e.is_create_upload()).count(), 1);
         assert_eq!(probe.iter().filter(|e| e.is_upload_part()).count(), 2);
@@ -110,8 +104,8 @@ fn the_probe_finds_what_each_store_does() {
         // In the batch's own key space: the first file's key.
         assert!(probe[0].key().starts_with("probe/big.batchput-probe-"), "{probe:?}");
         // Before any byte of the job.
-        let first_job_request = log.iter().position(|e| !is_probe(e)).unwrap();
-        let last_probe_request = log.iter().rposition(is_probe).unwrap();
+        let first_job_request = log.iter().position(|e| !e.is_probe()).unwrap();
+        let last_probe_request = log.iter().rposition(Entry::is_probe).unwrap();
         assert!(last_probe_request < first_job_request, "{log:?}");
         assert_sent_as(&log, expected);
     }
@@ -143,7 +137,7 @@ fn a_store_that_verifies_crc32c_gets_it() {
     // The wrong part was refused by the front, the right one stored.
     let statuses: Vec<_> = log
         .iter()
-        .filter(|e| is_probe(e) && e.is_upload_part())
+        .filter(|e| e.is_probe() && e.is_upload_part())
         .map(|e| e.status)
         .collect();
     assert_eq!(statuses, [Some(200), Some(400)], "{log:?}");
@@ -165,7 +159,7 @@ fn a_store_that_refuses_the_algorithm_gets_etag_md5() {
     files.verify_all(&server.store());
     server.assert_no_open_uploads();
     let log = proxy.log();
-    assert_eq!(log.iter().filter(|e| is_probe(e)).count(), 1, "{log:?}");
+    assert_eq!(log.iter().filter(|e| e.is_probe()).count(), 1, "{log:?}");
     assert_sent_as(&log, Integrity::EtagMd5);
 }
 
@@ -186,7 +180,7 @@ fn a_store_that_ignores_the_checksum_gets_etag_md5() {
     let log = proxy.log();
     let probe_parts = log
         .iter()
-        .filter(|e| is_probe(e) && e.is_upload_part() && e.injected)
+        .filter(|e| e.is_probe() && e.is_upload_part() && e.injected)
         .count();
     assert_eq!(probe_parts, 2, "both probe parts were 'accepted': {log:?}");
     assert_sent_as(&log, Integrity::EtagMd5);
@@ -213,7 +207,7 @@ fn a_probe_without_an_answer_leaves_the_job_on_etag_md5_and_is_asked_again() {
     let again = two_files("cut-again");
     assert_eq!(upload(&up, &again), Some(Integrity::Crc32c));
     let log = proxy.log();
-    assert_eq!(log.iter().filter(|e| is_probe(e) && e.is_create_upload()).count(), 1);
+    assert_eq!(log.iter().filter(|e| e.is_probe() && e.is_create_upload()).count(), 1);
     assert_sent_as(&log, Integrity::Crc32c);
     files.verify_all(&server.store());
     again.verify_all(&server.store());
@@ -225,7 +219,7 @@ fn the_probe_runs_once_per_uploader() {
     let server = support::s3s();
     let proxy = verifying_front(&server);
     let cfg = small_parts(server.config_via(&proxy.endpoint()));
-    let probes = || proxy.count(|e| is_probe(e) && e.is_create_upload());
+    let probes = || proxy.count(|e| e.is_probe() && e.is_create_upload());
 
     let up = Uploader::new(cfg.clone()).unwrap();
     let first = two_files("once/1");
@@ -262,7 +256,7 @@ fn an_explicit_mode_skips_the_probe() {
         let files = two_files(&format!("explicit/{mode}"));
         assert_eq!(upload(&up, &files), Some(mode));
         let log = proxy.log();
-        assert_eq!(log.iter().filter(|e| is_probe(e)).count(), 0, "{mode}: {log:?}");
+        assert_eq!(log.iter().filter(|e| e.is_probe()).count(), 0, "{mode}: {log:?}");
         assert_sent_as(&log, mode);
         files.verify_all(&server.store());
     }
@@ -285,7 +279,7 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
     let files = two_files("weakest");
     assert_eq!(upload(&up, &files), Some(Integrity::EtagMd5));
     // Each node answered its own probe (not one for the other).
-    let probes = |p: &Proxy| p.count(|e| is_probe(e) && e.is_create_upload());
+    let probes = |p: &Proxy| p.count(|e| e.is_probe() && e.is_create_upload());
     assert_eq!((probes(&a), probes(&b)), (1, 1));
     files.verify_all(&server.store());
 
@@ -317,7 +311,7 @@ fn a_stop_during_the_probe_is_prompt_and_leaves_nothing_open() {
     let job = up.start(&files.batch()).unwrap();
     assert!(proxy.wait_for(Duration::from_secs(10), |log| log
         .iter()
-        .any(|e| is_probe(e) && e.is_upload_part())));
+        .any(|e| e.is_probe() && e.is_upload_part())));
     let stopped = Instant::now();
     job.stop();
     let p = finish(&job, 30);
@@ -331,7 +325,7 @@ fn a_stop_during_the_probe_is_prompt_and_leaves_nothing_open() {
     // The probe's upload is gone, and the job made none.
     server.assert_no_open_uploads();
     let log = proxy.log();
-    assert_eq!(log.iter().filter(|e| !is_probe(e)).count(), 0, "{log:?}");
+    assert_eq!(log.iter().filter(|e| !e.is_probe()).count(), 0, "{log:?}");
     files.assert_absent(&server.store(), 0);
 }
 

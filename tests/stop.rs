@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use batchput::{Config, ErrorKind, FileState, JobState, Uploader};
+use batchput::{Config, ErrorKind, FileState, Integrity, JobState, Uploader};
 
 use crate::support::proxy::{Action, Match, Proxy, Rule};
 use crate::support::{self, finish, make_files, small_parts, specs, MIB};
@@ -151,7 +151,9 @@ fn a_stop_while_answers_are_held_reports_the_objects_the_server_made() {
         ("held/b", 200_000),
         ("held/c", 100_000),
     ]));
-    let up = Uploader::new(server.config_via(&proxy.endpoint()).workers(3)).unwrap();
+    // An explicit mode: the integrity probe's parts would be held too.
+    let cfg = server.config_via(&proxy.endpoint()).workers(3);
+    let up = Uploader::new(cfg.integrity(Integrity::EtagMd5)).unwrap();
     let job = up.start(&files.batch()).unwrap();
     wait_for_requests(&proxy, 3, |e| e.method == "PUT" && e.body_len > 0);
     // Whole bodies in, and a moment for the server to act on them.

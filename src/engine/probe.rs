@@ -20,13 +20,16 @@
 //! 5xx, a stop) leaves that job on `etag-md5` with a warning and is not
 //! remembered, so the next job asks again.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
+use crossbeam_channel::RecvTimeoutError;
+
+use super::abort::{abort_and_verify_until, abort_strays, cleanup_scope};
 use super::worker::random_below;
 use super::Engine;
-use crate::config::{Integrity, MAX_KEY_LEN};
+use crate::config::{Config, Integrity, MAX_KEY_LEN};
 use crate::error::{Error, Result};
 use crate::store::interrupt::{in_scope, Interrupt, Scope};
 use crate::store::{Body, SentChecksum, Store};
@@ -131,9 +134,6 @@ fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>)
         connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
         fresh_connections: false,
     };
-    // Cleanup runs in a scope of its own: a stop that cut the probe must
-    // not keep it from removing what the probe made.
-    let cleanup = cleanup_scope(Arc::new(Interrupt::new()), cfg.request_timeout);
     let started = std::time::SystemTime::now();
     let upload_id = match in_scope(&scope, || {
         store.create_multipart_upload_with(&key, true, 0)
@@ -149,17 +149,51 @@ fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>)
                 // The server may have made an upload whose id we never
                 // learnt: find it where the store lists uploads (best effort,
                 // it warns where it cannot).
-                let _ = in_scope(&cleanup, || abort_strays(&engine.store, &key, None, started));
+                within_budget(cfg, |_| {
+                    let _ = abort_strays(&engine.store, &key, None, started);
+                });
             }
             return Err(e);
         }
     };
     let verdict = in_scope(&scope, || parts(&store, &key, &upload_id));
     // Whatever happened, the upload goes.
-    if let Err(e) = in_scope(&cleanup, || abort_and_verify(&engine.store, &key, &upload_id)) {
+    let aborted = within_budget(cfg, |give_up| {
+        abort_and_verify_until(&engine.store, &key, &upload_id, give_up)
+    });
+    if let Err(e) = aborted {
         log::error!("integrity auto: {e}");
     }
     verdict
+}
+
+/// Runs the probe's cleanup as the job's own runs: in a scope of its own
+/// (a stop that cut the probe must not keep it from removing what the probe
+/// made), cut off when the cleanup budget (`cleanup_timeout_ms`) runs out.
+/// `f` gets the flag that says it ran out. A scoped watchdog thread, joined
+/// before this returns, keeps the time.
+fn within_budget<R>(cfg: &Config, f: impl FnOnce(&AtomicBool) -> R) -> R {
+    let budget = Arc::new(Interrupt::new());
+    let scope = cleanup_scope(budget.clone(), cfg.request_timeout);
+    let (done, watch) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|s| {
+        let b = &budget;
+        let watchdog = std::thread::Builder::new()
+            .name("batchput-probe-cleanup".into())
+            .spawn_scoped(s, move || {
+                if watch.recv_timeout(cfg.cleanup_timeout) == Err(RecvTimeoutError::Timeout) {
+                    log::warn!("integrity auto: the cleanup budget (cleanup_timeout_ms) ran out");
+                    b.cancel();
+                }
+            });
+        if let Err(e) = watchdog {
+            // Still bounded, by the short timeouts of the cleanup scope.
+            log::debug!("integrity auto: no watchdog for the cleanup: {e}");
+        }
+        let result = in_scope(&scope, || f(budget.flag()));
+        drop(done);
+        result
+    })
 }
 
 /// The two parts: the right checksum must be taken, the wrong one refused.

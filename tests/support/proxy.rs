@@ -224,6 +224,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A request of the `integrity=auto` probe (its key has
+    /// `.batchput-probe-`), not of the job's files.
+    pub fn is_probe(&self) -> bool {
+        self.key().contains(".batchput-probe-")
+    }
+
     /// Whether the request carried header `name` (any case).
     pub fn has_header(&self, name: &str) -> bool {
         self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))

@@ -365,9 +365,13 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Settles the job's integrity mode (probing the store for `auto`, see
-    /// `probe`). A job with nothing left to send does not probe: `None`.
+    /// `probe`). A job with no data left to send (a resume that only has
+    /// uploads to complete) does not probe: `None`.
     fn choose_integrity(&mut self) -> Option<Integrity> {
-        let first = (0..self.plans.len()).find(|&f| self.files[f].phase != Phase::Done)?;
+        let first = (0..self.plans.len()).find(|&f| {
+            let (run, plan) = (&self.files[f], &self.plans[f]);
+            run.phase != Phase::Done && !(plan.multipart && run.parts_done == plan.parts)
+        })?;
         let mode = probe::job_integrity(self.engine, &self.keys[first], &self.shared.interrupt);
         Arc::get_mut(&mut self.ctx)
             .expect("no task holds the job context before the first dispatch")
