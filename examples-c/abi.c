@@ -38,6 +38,7 @@ int main(void)
     FIELD(bp_progress, peak_speed_bps);
     FIELD(bp_progress, elapsed_ms);
     FIELD(bp_progress, bytes_sent);
+    FIELD(bp_progress, integrity_used);
     SIZE(bp_file_report);
     FIELD(bp_file_report, struct_size);
     FIELD(bp_file_report, path);

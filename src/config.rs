@@ -462,11 +462,7 @@ impl Config {
                     "content-md5" => Integrity::ContentMd5,
                     "crc32c" => Integrity::Crc32c,
                     "none" => Integrity::None,
-                    _ => {
-                        return Err(bad(
-                            "expected auto, etag-md5, content-md5, crc32c or none",
-                        ))
-                    }
+                    _ => return Err(bad("expected auto, etag-md5, content-md5, crc32c or none")),
                 }
             }
             "ca_file" => self.ca_file = non_empty(value).map(PathBuf::from),

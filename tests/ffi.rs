@@ -392,6 +392,8 @@ fn header_declares_every_export_with_its_doc() {
         "const char *etag;",
         "const char *upload_id;",
         "uint64_t bytes_sent;",
+        "bp_integrity integrity_used;",
+        "BP_INTEGRITY_CRC32C = 3,",
         "bp_status bp_set_log_level(uint32_t level);",
         "bp_status bp_log_next(uint32_t *level, char *buf, size_t len, size_t *written);",
         "typedef struct bp_job bp_job;",

@@ -30,14 +30,18 @@ fn by_hand(what: &str, store: &Store) -> Integrity {
     };
     let data = b"checked by hand";
     let crc = crc32c::crc32c(data);
-    let send = |n, crc| store.upload_part(key, &id, n, Body::Bytes(data), SentChecksum::Crc32c(crc), 0);
+    let send =
+        |n, crc| store.upload_part(key, &id, n, Body::Bytes(data), SentChecksum::Crc32c(crc), 0);
     let right = send(1, crc);
     let wrong = send(2, !crc);
     store.abort_multipart_upload(key, &id, 0).unwrap();
     eprintln!(
         "{what} by hand: right checksum {:?}, wrong checksum {:?}",
         right.as_ref().map(|_| "accepted"),
-        wrong.as_ref().map(|_| "accepted").map_err(|e| e.to_string())
+        wrong
+            .as_ref()
+            .map(|_| "accepted")
+            .map_err(|e| e.to_string())
     );
     if right.is_ok() && wrong.is_err() {
         Integrity::Crc32c
@@ -89,7 +93,10 @@ fn the_probe_finds_what_each_store_does() {
         eprintln!("{:?}: integrity auto should choose {expected}", server.kind);
         let proxy = Proxy::start(&server.endpoint);
         let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-        assert!(format!("{:?}", up.config()).contains("integrity: Auto"), "the default");
+        assert!(
+            format!("{:?}", up.config()).contains("integrity: Auto"),
+            "the default"
+        );
         let files = two_files("probe");
         assert_eq!(upload(&up, &files), Some(expected), "{:?}", server.kind);
         files.verify_all(&server.store());
@@ -102,7 +109,10 @@ fn the_probe_finds_what_each_store_does() {
         assert_eq!(probe.iter().filter(|e| e.is_upload_part()).count(), 2);
         assert!(probe.iter().any(|e| e.is_abort()), "{probe:?}");
         // In the batch's own key space: the first file's key.
-        assert!(probe[0].key().starts_with("probe/big.batchput-probe-"), "{probe:?}");
+        assert!(
+            probe[0].key().starts_with("probe/big.batchput-probe-"),
+            "{probe:?}"
+        );
         // Before any byte of the job.
         let first_job_request = log.iter().position(|e| !e.is_probe()).unwrap();
         let last_probe_request = log.iter().rposition(Entry::is_probe).unwrap();
@@ -115,7 +125,10 @@ fn the_probe_finds_what_each_store_does() {
 /// moto take any x-amz-checksum-crc32c on a part: see the test above).
 fn verifying_front(server: &Server) -> Proxy {
     let proxy = Proxy::start(&server.endpoint);
-    proxy.add_rule(Rule::new(Match::method("PUT").and_header(CRC), Action::VerifyCrc32c));
+    proxy.add_rule(Rule::new(
+        Match::method("PUT").and_header(CRC),
+        Action::VerifyCrc32c,
+    ));
     proxy
 }
 
@@ -150,8 +163,14 @@ fn a_store_that_refuses_the_algorithm_gets_etag_md5() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     proxy.add_rule(Rule::new(
-        Match::method("POST").and_query("uploads").and_header(ALGORITHM),
-        Action::respond(400, "InvalidArgument", "x-amz-checksum-algorithm is not supported"),
+        Match::method("POST")
+            .and_query("uploads")
+            .and_header(ALGORITHM),
+        Action::respond(
+            400,
+            "InvalidArgument",
+            "x-amz-checksum-algorithm is not supported",
+        ),
     ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
     let files = two_files("refuses");
@@ -192,12 +211,23 @@ fn a_probe_without_an_answer_leaves_the_job_on_etag_md5_and_is_asked_again() {
     let proxy = Proxy::start(&server.endpoint);
     // The probe's first part: the connection is cut before its body.
     proxy.add_rule(
-        Rule::new(Match::method("PUT").and_header(CRC), Action::CutAfter { bytes: 0 }).times(1),
+        Rule::new(
+            Match::method("PUT").and_header(CRC),
+            Action::CutAfter { bytes: 0 },
+        )
+        .times(1),
     );
-    proxy.add_rule(Rule::new(Match::method("PUT").and_header(CRC), Action::VerifyCrc32c));
+    proxy.add_rule(Rule::new(
+        Match::method("PUT").and_header(CRC),
+        Action::VerifyCrc32c,
+    ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
     let files = two_files("cut");
-    assert_eq!(upload(&up, &files), Some(Integrity::EtagMd5), "the job is not failed");
+    assert_eq!(
+        upload(&up, &files),
+        Some(Integrity::EtagMd5),
+        "the job is not failed"
+    );
     // The probe's upload was aborted all the same.
     server.assert_no_open_uploads();
     assert_sent_as(&proxy.log(), Integrity::EtagMd5);
@@ -207,7 +237,12 @@ fn a_probe_without_an_answer_leaves_the_job_on_etag_md5_and_is_asked_again() {
     let again = two_files("cut-again");
     assert_eq!(upload(&up, &again), Some(Integrity::Crc32c));
     let log = proxy.log();
-    assert_eq!(log.iter().filter(|e| e.is_probe() && e.is_create_upload()).count(), 1);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.is_probe() && e.is_create_upload())
+            .count(),
+        1
+    );
     assert_sent_as(&log, Integrity::Crc32c);
     files.verify_all(&server.store());
     again.verify_all(&server.store());
@@ -256,7 +291,11 @@ fn an_explicit_mode_skips_the_probe() {
         let files = two_files(&format!("explicit/{mode}"));
         assert_eq!(upload(&up, &files), Some(mode));
         let log = proxy.log();
-        assert_eq!(log.iter().filter(|e| e.is_probe()).count(), 0, "{mode}: {log:?}");
+        assert_eq!(
+            log.iter().filter(|e| e.is_probe()).count(),
+            0,
+            "{mode}: {log:?}"
+        );
         assert_sent_as(&log, mode);
         files.verify_all(&server.store());
     }
@@ -271,7 +310,9 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
     let a = verifying_front(&server);
     let b = Proxy::start(&server.endpoint);
     b.add_rule(Rule::new(
-        Match::method("POST").and_query("uploads").and_header(ALGORITHM),
+        Match::method("POST")
+            .and_query("uploads")
+            .and_header(ALGORITHM),
         Action::respond(400, "InvalidRequest", "checksum algorithm not supported"),
     ));
     let cfg = small_parts(server.config_via(&format!("{},{}", a.endpoint(), b.endpoint())));
@@ -291,7 +332,10 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
 
     // Two nodes that verify: crc32c.
     b.clear_rules();
-    b.add_rule(Rule::new(Match::method("PUT").and_header(CRC), Action::VerifyCrc32c));
+    b.add_rule(Rule::new(
+        Match::method("PUT").and_header(CRC),
+        Action::VerifyCrc32c,
+    ));
     let both = Uploader::new(cfg).unwrap();
     let third = two_files("weakest-both");
     assert_eq!(upload(&both, &third), Some(Integrity::Crc32c));
@@ -305,7 +349,10 @@ fn a_stop_during_the_probe_is_prompt_and_leaves_nothing_open() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     // The probe's first part is never answered.
-    proxy.add_rule(Rule::new(Match::method("PUT").and_header(CRC), Action::BlackHole));
+    proxy.add_rule(Rule::new(
+        Match::method("PUT").and_header(CRC),
+        Action::BlackHole,
+    ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
     let files = two_files("stop");
     let job = up.start(&files.batch()).unwrap();
@@ -315,7 +362,11 @@ fn a_stop_during_the_probe_is_prompt_and_leaves_nothing_open() {
     let stopped = Instant::now();
     job.stop();
     let p = finish(&job, 30);
-    assert!(stopped.elapsed() < Duration::from_secs(3), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed()
+    );
     assert_eq!(p.state, JobState::Stopped);
     assert_eq!(p.integrity_used, None, "no data was sent");
     assert_eq!(p.bytes_done, 0);

@@ -266,7 +266,10 @@ fn kill_between_the_last_part_and_complete_then_resume() {
             assert_eq!(state, "Succeeded", "{:?} {action:?}", server.kind);
             let after = proxy.log();
             assert_eq!(
-                after.iter().filter(|e| e.is_upload_part() && !e.is_probe()).count(),
+                after
+                    .iter()
+                    .filter(|e| e.is_upload_part() && !e.is_probe())
+                    .count(),
                 0,
                 "{action:?}: every part was on the server already"
             );

@@ -95,6 +95,8 @@ def test_success():
         assert p.error == Status.OK
         assert p.files_done == 3 and p.bytes_done == p.bytes_total == 6 * MIB + 1007, p
         assert p.parts_done == p.parts_total == 4, p  # two single PUTs and two parts
+        # integrity=auto (the default) on s3s-fs, which takes any CRC32C on a part.
+        assert p.integrity_used == batchput.Integrity.ETAG_MD5, p
         assert job.error is None
         reports = list(job)
         for report, (path, key) in zip(reports, files):
@@ -217,6 +219,7 @@ def test_struct_size_rule():
 def test_new_states_and_statuses_keep_their_numbers():
     assert (FileState.ABORT_FAILED, FileState.UNKNOWN) == (6, 7)
     assert (Status.EMPTY, Status.LOGGER_IN_USE) == (18, 19)
+    assert (batchput.Integrity.UNKNOWN, batchput.Integrity.CRC32C) == (0, 3)
     assert batchput.lib.bp_status_str(Status.EMPTY) == b"nothing to read (not an error)"
     expect_error(Status.INVALID_ARGUMENT, ["'level' is 6"], batchput.set_log_level, 6)
 

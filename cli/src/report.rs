@@ -196,7 +196,11 @@ pub fn json_report(
     field_f64(&mut o, "elapsed_secs", p.elapsed.as_secs_f64());
     field_f64(&mut o, "avg_speed_bps", p.avg_speed_bps);
     field_f64(&mut o, "peak_speed_bps", p.peak_speed_bps);
-    field_opt_str(&mut o, "integrity_used", p.integrity_used.map(|i| i.as_str()));
+    field_opt_str(
+        &mut o,
+        "integrity_used",
+        p.integrity_used.map(|i| i.as_str()),
+    );
     key(&mut o, "error");
     json_error(&mut o, p.error.as_ref(), dest, "transfer");
     key(&mut o, "skipped");

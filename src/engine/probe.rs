@@ -19,10 +19,15 @@
 //! end either way. A probe that gets no such answer (network error, 403,
 //! 5xx, a stop) leaves that job on `etag-md5` with a warning and is not
 //! remembered, so the next job asks again.
+//!
+//! The probe is the job's first act, on the coordinator thread. A stop cuts
+//! it like any request (a CreateMultipartUpload already sent gets a moment
+//! to answer, so its upload can be aborted); its abort then runs within the
+//! cleanup budget, as the job's own cleanup does.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
@@ -45,6 +50,10 @@ pub(crate) const PROBE_SUFFIX: &str = ".batchput-probe-";
 /// read or write (less when the configured timeouts are shorter): a job
 /// should not wait long for an optimisation.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stop lets the probe's CreateMultipartUpload answer (see
+/// [`follow_stop`]).
+const CREATE_GRACE: Duration = Duration::from_secs(1);
 
 /// What one endpoint answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +94,9 @@ pub(crate) fn job_integrity(engine: &Engine, key: &str, interrupt: &Arc<Interrup
                     Integrity::Crc32c
                 }
                 Ok(Verdict::DoesNotVerify(why)) => {
-                    log::info!("integrity auto: {url} does not verify x-amz-checksum-crc32c: {why}");
+                    log::info!(
+                        "integrity auto: {url} does not verify x-amz-checksum-crc32c: {why}"
+                    );
                     engine.probed.lock()[i] = Some(Integrity::EtagMd5);
                     Integrity::EtagMd5
                 }
@@ -124,20 +135,39 @@ pub(crate) fn probe_key(first: &str) -> String {
 }
 
 /// Asks endpoint `index`. `Err` when it gave no answer that tells.
-fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>) -> Result<Verdict> {
+fn probe(engine: &Engine, index: usize, first: &str, job: &Arc<Interrupt>) -> Result<Verdict> {
     let cfg = &engine.cfg;
     let store = engine.store.pinned(index);
     let key = probe_key(first);
-    let scope = Scope {
-        interrupt: interrupt.clone(),
-        io_timeout: Some(cfg.request_timeout.min(PROBE_TIMEOUT)),
-        connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
-        fresh_connections: false,
-    };
+    let own = Arc::new(Interrupt::new());
+    let creating = AtomicBool::new(true);
+    let done = AtomicBool::new(false);
     let started = std::time::SystemTime::now();
-    let upload_id = match in_scope(&scope, || {
-        store.create_multipart_upload_with(&key, true, 0)
-    }) {
+    let (created, verdict) = std::thread::scope(|s| {
+        let watcher = std::thread::Builder::new()
+            .name("batchput-probe".into())
+            .spawn_scoped(s, || follow_stop(job, &own, &creating, &done));
+        let scope = Scope {
+            // Without a watcher, a stop cuts the probe at once.
+            interrupt: if watcher.is_ok() {
+                own.clone()
+            } else {
+                job.clone()
+            },
+            io_timeout: Some(cfg.request_timeout.min(PROBE_TIMEOUT)),
+            connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
+            fresh_connections: false,
+        };
+        let created = in_scope(&scope, || store.create_multipart_upload_with(&key, true, 0));
+        creating.store(false, Ordering::Relaxed);
+        let verdict = created
+            .as_ref()
+            .ok()
+            .map(|id| in_scope(&scope, || parts(&store, &key, id)));
+        done.store(true, Ordering::Relaxed);
+        (created, verdict)
+    });
+    let upload_id = match created {
         Ok(id) => id,
         Err(e) if refused(&e) => {
             return Ok(Verdict::DoesNotVerify(format!(
@@ -156,7 +186,6 @@ fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>)
             return Err(e);
         }
     };
-    let verdict = in_scope(&scope, || parts(&store, &key, &upload_id));
     // Whatever happened, the upload goes.
     let aborted = within_budget(cfg, |give_up| {
         abort_and_verify_until(&engine.store, &key, &upload_id, give_up)
@@ -164,7 +193,34 @@ fn probe(engine: &Engine, index: usize, first: &str, interrupt: &Arc<Interrupt>)
     if let Err(e) = aborted {
         log::error!("integrity auto: {e}");
     }
-    verdict
+    verdict.unwrap_or_else(|| {
+        Err(Error::internal(
+            "the probe created an upload and sent no part",
+        ))
+    })
+}
+
+/// Passes a stop of the job (`job` cancelled) on to the probe's own
+/// requests (`own`) until `done`: at once, except while the
+/// CreateMultipartUpload is out, which gets [`CREATE_GRACE`] to answer.
+/// Cut while the server acts on it, it would leave an upload whose id we
+/// never learn, found afterwards only where the store lists uploads.
+fn follow_stop(job: &Interrupt, own: &Interrupt, creating: &AtomicBool, done: &AtomicBool) {
+    const POLL: Duration = Duration::from_millis(10);
+    while !done.load(Ordering::Relaxed) {
+        if job.is_cancelled() {
+            let until = Instant::now() + CREATE_GRACE;
+            while creating.load(Ordering::Relaxed)
+                && !done.load(Ordering::Relaxed)
+                && Instant::now() < until
+            {
+                std::thread::sleep(POLL);
+            }
+            own.cancel();
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Runs the probe's cleanup as the job's own runs: in a scope of its own

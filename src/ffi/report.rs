@@ -352,7 +352,10 @@ mod tests {
         // bp_progress field (4 bytes) is followed by 4 bytes of tail padding,
         // as in C; a later 4-byte field would take them.
         assert_eq!(PROGRESS_MIN_SIZE, 8 + 4 + 4 + 11 * 8);
-        assert_eq!(offset_of!(bp_progress, integrity_used), PROGRESS_MIN_SIZE + 8);
+        assert_eq!(
+            offset_of!(bp_progress, integrity_used),
+            PROGRESS_MIN_SIZE + 8
+        );
         assert_eq!(std::mem::size_of::<bp_progress>(), PROGRESS_MIN_SIZE + 16);
         assert_eq!(std::mem::size_of::<bp_integrity>(), 4);
         assert_eq!(FILE_REPORT_MIN_SIZE, 4 * 8 + 4 * 8 + 4 + 4);

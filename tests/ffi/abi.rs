@@ -34,7 +34,7 @@ fn rust_layout() -> String {
     }
     fields!(bp_progress: struct_size, state, error, files_total, files_done, files_failed,
         parts_total, parts_done, bytes_total, bytes_done, speed_bps, avg_speed_bps,
-        peak_speed_bps, elapsed_ms, bytes_sent);
+        peak_speed_bps, elapsed_ms, bytes_sent, integrity_used);
     fields!(bp_file_report: struct_size, path, key, etag, size, bytes_done, avg_speed_bps,
         peak_speed_bps, state, error, upload_id);
     want
@@ -43,7 +43,13 @@ fn rust_layout() -> String {
 #[test]
 fn header_types_are_fixed_width_typedefs() {
     let header = std::fs::read_to_string(repo().join("include/batchput.h")).unwrap();
-    for t in ["bp_status", "bp_job_state", "bp_file_state", "bp_log_level"] {
+    for t in [
+        "bp_status",
+        "bp_job_state",
+        "bp_file_state",
+        "bp_integrity",
+        "bp_log_level",
+    ] {
         assert!(
             header.contains(&format!("typedef uint32_t {t};")),
             "no `typedef uint32_t {t};` in the header"
@@ -196,14 +202,33 @@ fn an_older_caller_gets_its_fields_and_not_a_byte_more() {
     assert_eq!(unsafe { bp_job_poll(job, c.ptr()) }, bp_status::BP_OK);
     assert_eq!(c.struct_size(), old);
     assert!(c.untouched_from(old), "bp_job_poll wrote past struct_size");
-    // SAFETY: the bytes are a bp_progress up to `old`; bytes_sent, the
-    // canary, is a plain u64.
-    let got: bp_progress = unsafe { c.ptr::<bp_progress>().read() };
-    assert_eq!(got.state, bp_job_state::BP_JOB_SUCCEEDED);
-    assert_eq!(got.error, bp_status::BP_OK);
-    assert_eq!((got.files_done, got.bytes_done), (1, 1000));
-    assert_eq!(got.elapsed_ms, want.elapsed_ms);
-    assert_eq!(got.bytes_sent, u64::from_ne_bytes([CANARY; 8]));
+    let got = c.ptr::<bp_progress>();
+    // Field by field, never the whole struct: integrity_used holds canary
+    // bytes, which are no bp_integrity.
+    macro_rules! field {
+        ($p:ident.$f:ident) => {
+            // SAFETY: within the canary's 256 bytes; written by the library
+            // up to `old`, plain canary bytes after (read only as a u64).
+            unsafe { std::ptr::addr_of!((*$p).$f).read_unaligned() }
+        };
+    }
+    assert_eq!(field!(got.state), bp_job_state::BP_JOB_SUCCEEDED);
+    assert_eq!(field!(got.error), bp_status::BP_OK);
+    assert_eq!((field!(got.files_done), field!(got.bytes_done)), (1, 1000));
+    assert_eq!(field!(got.elapsed_ms), want.elapsed_ms);
+    assert_eq!(field!(got.bytes_sent), u64::from_ne_bytes([CANARY; 8]));
+
+    // Built before integrity_used existed: bytes_sent, and not a byte more.
+    let old = offset_of!(bp_progress, integrity_used);
+    let mut c = Canary::new(old);
+    assert_eq!(unsafe { bp_job_poll(job, c.ptr()) }, bp_status::BP_OK);
+    assert_eq!(c.struct_size(), old);
+    assert!(c.untouched_from(old), "bp_job_poll wrote past struct_size");
+    let got = c.ptr::<bp_progress>();
+    assert_eq!(field!(got.bytes_sent), want.bytes_sent);
+    // A newer caller gets it: integrity=auto on s3s-fs, which takes any
+    // x-amz-checksum-crc32c on a part, chose etag-md5.
+    assert_eq!(want.integrity_used, bp_integrity::BP_INTEGRITY_ETAG_MD5);
 
     // Built before upload_id existed.
     let old = offset_of!(bp_file_report, upload_id);

@@ -514,10 +514,12 @@ impl Shared {
         let mut rules = lock(&self.rules);
         let slot = rules.iter_mut().find(|slot| {
             slot.rule.times.is_none_or(|n| slot.used < n)
-                && slot
-                    .rule
-                    .matcher
-                    .matches(&req.method, &req.path, &req.query, &req.header_names())
+                && slot.rule.matcher.matches(
+                    &req.method,
+                    &req.path,
+                    &req.query,
+                    &req.header_names(),
+                )
         })?;
         slot.used += 1;
         Some(slot.rule.action.clone())

@@ -136,26 +136,27 @@ func (s FileState) String() string {
 	return names[s]
 }
 
-// Integrity is how a job's data is checked (bp_integrity).
-type Integrity int
+// IntegrityMode is how a job's data is checked (bp_integrity). (Integrity
+// is the status BP_INTEGRITY.)
+type IntegrityMode int
 
 // Integrity modes. With integrity=auto a job gets IntegrityCRC32C where the
 // store verifies it, else IntegrityETagMD5.
 const (
 	// IntegrityUnknown: not settled yet (queued, or probing the store), or
 	// the job ended before it had data to send.
-	IntegrityUnknown    Integrity = C.BP_INTEGRITY_UNKNOWN
-	IntegrityETagMD5    Integrity = C.BP_INTEGRITY_ETAG_MD5
-	IntegrityContentMD5 Integrity = C.BP_INTEGRITY_CONTENT_MD5
-	IntegrityCRC32C     Integrity = C.BP_INTEGRITY_CRC32C
-	IntegrityNone       Integrity = C.BP_INTEGRITY_NONE
+	IntegrityUnknown    IntegrityMode = C.BP_INTEGRITY_UNKNOWN
+	IntegrityETagMD5    IntegrityMode = C.BP_INTEGRITY_ETAG_MD5
+	IntegrityContentMD5 IntegrityMode = C.BP_INTEGRITY_CONTENT_MD5
+	IntegrityCRC32C     IntegrityMode = C.BP_INTEGRITY_CRC32C
+	IntegrityNone       IntegrityMode = C.BP_INTEGRITY_NONE
 )
 
 // String is the option value that names the mode ("crc32c", "etag-md5", ...).
-func (i Integrity) String() string {
+func (i IntegrityMode) String() string {
 	names := [...]string{"unknown", "etag-md5", "content-md5", "crc32c", "none"}
 	if i < 0 || int(i) >= len(names) {
-		return fmt.Sprintf("Integrity(%d)", int(i))
+		return fmt.Sprintf("IntegrityMode(%d)", int(i))
 	}
 	return names[i]
 }
@@ -174,7 +175,7 @@ type Progress struct {
 	// it goes back down when a part is retried.
 	BytesSent uint64
 	// IntegrityUsed is how the job's data is checked, once settled.
-	IntegrityUsed Integrity
+	IntegrityUsed IntegrityMode
 }
 
 // FileReport is what happened to one file (bp_file_report).
@@ -413,7 +414,7 @@ func (j *Job) Poll() (Progress, error) {
 		Elapsed:       time.Duration(out.elapsed_ms) * time.Millisecond,
 		Err:           Status(out.error),
 		BytesSent:     uint64(out.bytes_sent),
-		IntegrityUsed: Integrity(out.integrity_used),
+		IntegrityUsed: IntegrityMode(out.integrity_used),
 	}, nil
 }
 

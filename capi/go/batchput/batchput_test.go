@@ -134,6 +134,10 @@ func TestUploadSucceeds(t *testing.T) {
 	if p.State != JobSucceeded || p.FilesDone != 3 || p.BytesDone != 6*mib+1007 || p.PartsDone != 4 {
 		t.Fatalf("%+v", p)
 	}
+	// integrity=auto (the default) on s3s-fs, which takes any CRC32C on a part.
+	if p.IntegrityUsed != IntegrityETagMD5 || p.IntegrityUsed.String() != "etag-md5" {
+		t.Fatalf("integrity used: %v", p.IntegrityUsed)
+	}
 	reports, err := job.Files()
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +263,8 @@ func TestClosedHandlesAreMisuse(t *testing.T) {
 }
 
 func TestNewStatesKeepTheirNumbers(t *testing.T) {
-	if FileAbortFailed != 6 || FileUnknown != 7 || Empty != 18 || LoggerInUse != 19 || LogTrace != 5 {
+	if FileAbortFailed != 6 || FileUnknown != 7 || Empty != 18 || LoggerInUse != 19 || LogTrace != 5 ||
+		IntegrityUnknown != 0 || IntegrityCRC32C != 3 {
 		t.Fatal("a value of the C ABI changed")
 	}
 	if FileAbortFailed.String() != "abort failed" || Empty.String() != "nothing to read (not an error)" {
