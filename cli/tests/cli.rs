@@ -356,6 +356,11 @@ fn log_lines_go_to_stderr_and_json_stays_alone_on_stdout() {
     // Every run meets one retryable error, which the library logs at debug.
     let upload = |extra: &[&str], rust_log: Option<&str>| -> Run {
         proxy.clear_rules();
+        // Not the integrity probe's parts (which carry a CRC32C).
+        proxy.add_rule(Rule::new(
+            Match::method("PUT").and_header("x-amz-checksum-crc32c"),
+            Action::Delay(Duration::ZERO),
+        ));
         proxy.add_rule(
             Rule::new(
                 Match::method("PUT"),
@@ -377,6 +382,8 @@ fn log_lines_go_to_stderr_and_json_stays_alone_on_stdout() {
         let v: serde_json::Value =
             serde_json::from_str(&r.stdout).expect("stdout is one JSON object and nothing else");
         assert_eq!(v["state"], "succeeded", "{r:?}");
+        // --integrity auto (the default) on s3s-fs, which takes any CRC32C on a part.
+        assert_eq!(v["integrity_used"], "etag-md5", "{r:?}");
         r
     };
     let retried = |r: &Run| {
@@ -397,6 +404,11 @@ fn log_lines_go_to_stderr_and_json_stays_alone_on_stdout() {
     // -v is info: still no debug line.
     let r = upload(&["-v"], None);
     assert!(!r.stderr.contains("batchput: debug:"), "{r:?}");
+    // ... and it says which integrity mode the job got.
+    assert!(
+        r.stderr.contains("integrity: etag-md5 (auto)"),
+        "-v logs the integrity mode: {r:?}"
+    );
 
     // Without -v, RUST_LOG decides.
     let r = upload(&[], Some("batchput=debug"));
