@@ -340,6 +340,7 @@ mod tests {
             peak_speed_bps: 0.0,
             elapsed: Duration::ZERO,
             error: None,
+            integrity_used: None,
         }
     }
 

@@ -393,6 +393,7 @@ mod tests {
             peak_speed_bps: 1e12,
             elapsed: std::time::Duration::from_secs(2),
             error: None,
+            integrity_used: None,
         }
     }
 
