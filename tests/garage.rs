@@ -95,7 +95,12 @@ fn losing_the_only_endpoint_fails_clearly_and_cleanup_finds_the_leftovers() {
         e.to_string().contains("could not abort"),
         "the abort could not reach the node: {e}"
     );
-    assert_eq!(job.files()[0].state, FileState::Failed);
+    // Its own error failed the job, and its upload is still open on the
+    // dead node: the report says so, by id, rather than "failed".
+    let report = &job.files()[0];
+    assert_eq!(report.state, FileState::AbortFailed, "{:?}", report.error);
+    let open_id = report.upload_id.clone().expect("the open upload's id");
+    assert!(e.to_string().contains(&open_id), "{e}");
 
     server.garage().unwrap().restart(0);
     let listed = server.store().list_multipart_uploads("").unwrap();
@@ -104,6 +109,7 @@ fn losing_the_only_endpoint_fails_clearly_and_cleanup_finds_the_leftovers() {
         1,
         "the dead node kept the upload open: {listed:?}"
     );
+    assert_eq!(listed[0].upload_id, open_id, "the report named it");
     assert_eq!(up.cleanup("", Duration::ZERO).unwrap(), 1);
     assert!(server
         .store()

@@ -271,7 +271,11 @@ fn kill_between_the_last_part_and_complete_then_resume() {
                     .filter(|e| e.is_upload_part() && !e.is_probe())
                     .count(),
                 0,
-                "{action:?}: every part was on the server already"
+                "{action:?}: every part was on the server already: {:?}",
+                after
+                    .iter()
+                    .map(|e| format!("{} {} {} {:?}", e.method, e.path, e.query, e.status))
+                    .collect::<Vec<_>>()
             );
             assert_no_part_resent(&before, &after);
             files.verify_all(&server.store());

@@ -158,17 +158,46 @@ fn reconcile_unchanged(store: &Store, recorded: &Recorded, rec: &RecordedFile) -
 }
 
 /// An upload that is gone: completed after the journal's last sync (the
-/// object's ETag is the one its recorded parts make), or aborted.
+/// object's ETag is the one its recorded parts make, or, for parts sent
+/// with CRC32Cs and no MD5, its stored checksum is the one their CRC32Cs
+/// make), or aborted.
 fn completed_unrecorded(store: &Store, rec: &RecordedFile, plan: &FilePlan) -> Result<Prior> {
     let md5s: Option<Vec<[u8; 16]>> = (1..=plan.parts)
         .map(|n| rec.parts.get(&n).and_then(|p| p.md5))
         .collect();
-    if let (Some(md5s), Some(obj)) = (md5s, store.head_object(&plan.key)?) {
-        if obj.etag == multipart_etag(&md5s) {
-            return Ok(Prior::Done { etag: obj.etag });
+    if let Some(md5s) = md5s {
+        if let Some(obj) = store.head_object(&plan.key)? {
+            if obj.etag == multipart_etag(&md5s) {
+                return Ok(Prior::Done { etag: obj.etag });
+            }
+        }
+        return Ok(Prior::Fresh);
+    }
+    let crcs: Option<Vec<u32>> = (1..=plan.parts)
+        .map(|n| rec.parts.get(&n).and_then(|p| p.crc32c))
+        .collect();
+    if let Some(crcs) = crcs {
+        if let Some(obj) = store.head_object_checksum(&plan.key)? {
+            if obj.size == plan.size && obj.crc32c.as_deref() == Some(&multipart_crc32c(&crcs)) {
+                return Ok(Prior::Done { etag: obj.etag });
+            }
         }
     }
     Ok(Prior::Fresh)
+}
+
+/// The checksum S3 stores for a multipart object uploaded with CRC32Cs:
+/// the CRC32C of the parts' CRC32Cs (big-endian), base64, then `-N`.
+fn multipart_crc32c(part_crcs: &[u32]) -> String {
+    let mut all = Vec::with_capacity(part_crcs.len() * 4);
+    for c in part_crcs {
+        all.extend_from_slice(&c.to_be_bytes());
+    }
+    format!(
+        "{}-{}",
+        crate::store::crc32c_base64(crc32c::crc32c(&all)),
+        part_crcs.len()
+    )
 }
 
 /// Aborts uploads on exactly `key` that the journal does not know: a

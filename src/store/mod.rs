@@ -108,6 +108,11 @@ pub struct ObjectInfo {
     pub etag: String,
     /// Content-Type, when the server says.
     pub content_type: Option<String>,
+    /// The object's CRC32C as the server reports it (`x-amz-checksum-crc32c`:
+    /// base64, and `-N` for a multipart object's checksum of part
+    /// checksums), when asked for with [`Store::head_object_checksum`] and
+    /// the store keeps one.
+    pub crc32c: Option<String>,
 }
 
 /// A part to name in CompleteMultipartUpload.
@@ -150,6 +155,7 @@ struct Reply {
     etag: Option<String>,
     content_type: Option<String>,
     content_length: Option<u64>,
+    checksum_crc32c: Option<String>,
     body: Vec<u8>,
 }
 
@@ -474,12 +480,28 @@ impl Store {
 
     /// Size and ETag of an object, or `None` when it does not exist.
     pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.head(key, false)
+    }
+
+    /// [`head_object`](Store::head_object) with `x-amz-checksum-mode:
+    /// ENABLED`: the object's stored CRC32C too, where the store keeps one
+    /// (a stored checksum identifies an object uploaded without MD5s).
+    pub fn head_object_checksum(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.head(key, true)
+    }
+
+    fn head(&self, key: &str, checksum: bool) -> Result<Option<ObjectInfo>> {
+        let headers = if checksum {
+            vec![("x-amz-checksum-mode", "ENABLED".to_string())]
+        } else {
+            Vec::new()
+        };
         match self.call(Request {
             operation: "HeadObject",
             method: "HEAD",
             key: Some(key),
             query: &[],
-            headers: Vec::new(),
+            headers,
             body: Body::Empty,
             endpoint_hint: 0,
         }) {
@@ -487,6 +509,7 @@ impl Store {
                 size: reply.content_length.unwrap_or(0),
                 etag: reply.etag.map(unquote).unwrap_or_default(),
                 content_type: reply.content_type,
+                crc32c: reply.checksum_crc32c.map(|c| c.trim().to_string()),
             })),
             Err(e) if e.status() == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
             Err(e) => Err(e),
@@ -677,6 +700,7 @@ impl Store {
                     etag: resp.header("etag").map(str::to_string),
                     content_type: resp.header("content-type").map(str::to_string),
                     content_length: resp.header("content-length").and_then(|v| v.parse().ok()),
+                    checksum_crc32c: resp.header("x-amz-checksum-crc32c").map(str::to_string),
                     body: resp.body,
                 })
             }
