@@ -251,8 +251,9 @@ impl JobShared {
         let mut h = self.halt.lock();
         if h.is_none() && !self.published.lock().progress.state.is_finished() {
             *h = Some(halt);
-            // Cut what is in flight now, not at the coordinator's next tick.
-            self.interrupt.cancel();
+            // Cut what is in flight now, not at the coordinator's next tick
+            // (which cuts the gentle rest: see `Interrupt::cancel_gently`).
+            self.interrupt.cancel_gently();
         }
     }
 }

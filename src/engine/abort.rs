@@ -27,6 +27,7 @@ pub(crate) fn cleanup_scope(interrupt: Arc<Interrupt>, request_timeout: Duration
         io_timeout: Some(short),
         connect_timeout: Some(short),
         fresh_connections: true,
+        gentle: false,
     }
 }
 

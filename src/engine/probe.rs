@@ -157,6 +157,7 @@ fn probe(engine: &Engine, index: usize, first: &str, job: &Arc<Interrupt>) -> Re
             io_timeout: Some(cfg.request_timeout.min(PROBE_TIMEOUT)),
             connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
             fresh_connections: false,
+            gentle: false,
         };
         let created = in_scope(&scope, || store.create_multipart_upload_with(&key, true, 0));
         creating.store(false, Ordering::Relaxed);

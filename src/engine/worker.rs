@@ -194,10 +194,14 @@ fn create(ctx: &JobContext, task: &Task, hint: usize) -> Result<Msg> {
     let mut unclear = false;
     // The upload declares CRC32C exactly when its parts will carry one.
     let crc32c = ctx.integrity == Integrity::Crc32c;
+    // Gentle: a stop lets an answer already on its way arrive (a moment),
+    // so the upload it made is known and aborted rather than orphaned.
+    let gentle = ctx.scope.gentle();
     let result = retrying(ctx, |_| {
-        ctx.store
-            .create_multipart_upload_with(key, crc32c, hint)
-            .inspect_err(|e| unclear |= e.outcome_unknown())
+        in_scope(&gentle, || {
+            ctx.store.create_multipart_upload_with(key, crc32c, hint)
+        })
+        .inspect_err(|e| unclear |= e.outcome_unknown())
     });
     let upload_id = match result {
         Ok(id) => id,

@@ -371,8 +371,11 @@ impl Client {
             .map_err(|e| SendError::early(HttpError::Connect(e)))?;
         let registration = match interrupt {
             Some(i) => Some(
-                i.register(conn.stream.tcp().as_raw_fd())
-                    .ok_or_else(|| SendError::early(HttpError::Cancelled(cancelled())))?,
+                i.register(
+                    conn.stream.tcp().as_raw_fd(),
+                    scope.as_ref().is_some_and(|s| s.gentle),
+                )
+                .ok_or_else(|| SendError::early(HttpError::Cancelled(cancelled())))?,
             ),
             None => None,
         };
@@ -481,7 +484,7 @@ impl Client {
         let fd = conn.stream.tcp().as_raw_fd();
         let _registration = match interrupt {
             Some(i) => Some(
-                i.register(fd)
+                i.register(fd, false)
                     .ok_or_else(|| HttpError::Cancelled(cancelled()))?,
             ),
             None => None,

@@ -32,7 +32,9 @@ use parking_lot::Mutex;
 /// Cuts off every request registered with it, and every later one.
 pub(crate) struct Interrupt {
     cancelled: Arc<AtomicBool>,
-    sockets: Mutex<Vec<(u64, RawFd)>>,
+    /// Registered sockets: id, descriptor, and whether the request is
+    /// gentle (see [`Interrupt::cancel_gently`]).
+    sockets: Mutex<Vec<(u64, RawFd, bool)>>,
     next_id: AtomicU64,
 }
 
@@ -55,6 +57,19 @@ impl Interrupt {
     /// Sets the flag and shuts down every registered socket: each request
     /// blocked on one fails at once. Idempotent; any thread.
     pub fn cancel(&self) {
+        self.shut_down(true);
+    }
+
+    /// Sets the flag and shuts down every socket but those of gentle
+    /// requests: a request that creates something the caller must learn
+    /// the id of to undo it (CreateMultipartUpload) may still take its
+    /// answer, until [`cancel`](Interrupt::cancel) follows a moment later.
+    /// Cut off, its upload would be made with an id nobody knows.
+    pub fn cancel_gently(&self) {
+        self.shut_down(false);
+    }
+
+    fn shut_down(&self, gentle_too: bool) {
         // The flag first: a request registering from now on sees it under
         // the lock below and is refused.
         self.cancelled.store(true, Ordering::SeqCst);
@@ -67,7 +82,10 @@ impl Interrupt {
             l_onoff: 1,
             l_linger: 0,
         };
-        for &(_, fd) in self.sockets.lock().iter() {
+        for &(_, fd, gentle) in self.sockets.lock().iter() {
+            if gentle && !gentle_too {
+                continue;
+            }
             // SAFETY: `fd` is open: it is unregistered (under this lock)
             // before its connection closes it. `linger` is valid for the call.
             unsafe {
@@ -93,13 +111,13 @@ impl Interrupt {
     }
 
     /// Registers `fd` until the returned guard drops; `None` once cancelled.
-    pub(crate) fn register(&self, fd: RawFd) -> Option<Registration<'_>> {
+    pub(crate) fn register(&self, fd: RawFd, gentle: bool) -> Option<Registration<'_>> {
         let mut sockets = self.sockets.lock();
         if self.is_cancelled() {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        sockets.push((id, fd));
+        sockets.push((id, fd, gentle));
         Some(Registration {
             interrupt: self,
             id,
@@ -116,7 +134,7 @@ pub(crate) struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut sockets = self.interrupt.sockets.lock();
-        if let Some(i) = sockets.iter().position(|(id, _)| *id == self.id) {
+        if let Some(i) = sockets.iter().position(|(id, _, _)| *id == self.id) {
             sockets.swap_remove(i);
         }
     }
@@ -134,6 +152,8 @@ pub(crate) struct Scope {
     /// Open a new connection for each request instead of reusing one: after
     /// a failure the pooled connections may lead to a server that hangs.
     pub fresh_connections: bool,
+    /// Requests spared by [`Interrupt::cancel_gently`].
+    pub gentle: bool,
 }
 
 impl Scope {
@@ -144,6 +164,15 @@ impl Scope {
             io_timeout: None,
             connect_timeout: None,
             fresh_connections: false,
+            gentle: false,
+        }
+    }
+
+    /// The same scope for requests [`Interrupt::cancel_gently`] spares.
+    pub fn gentle(&self) -> Scope {
+        Scope {
+            gentle: true,
+            ..self.clone()
         }
     }
 
@@ -198,7 +227,9 @@ mod tests {
         let reg_interrupt = interrupt.clone();
         let fd = client.as_raw_fd();
         let reader = std::thread::spawn(move || {
-            let _reg = reg_interrupt.register(fd).expect("not cancelled yet");
+            let _reg = reg_interrupt
+                .register(fd, false)
+                .expect("not cancelled yet");
             let started = Instant::now();
             let mut b = [0u8; 1];
             let n = client.read(&mut b);
@@ -210,7 +241,10 @@ mod tests {
         // EOF (Ok(0)) is what a shut-down socket reads.
         assert_eq!(result, Ok(0));
         assert!(waited < Duration::from_secs(5), "{waited:?}");
-        assert!(interrupt.register(0).is_none(), "refused after cancel");
+        assert!(
+            interrupt.register(0, true).is_none(),
+            "refused after cancel"
+        );
     }
 
     #[test]

@@ -106,6 +106,10 @@ impl Coordinator<'_> {
             self.handle(msg);
         }
         let ending = self.ending.take();
+        if ending.is_some() {
+            // Gentle requests included, should the loop have ended first.
+            self.shared.interrupt.cancel();
+        }
         let pause = matches!(ending, Some(Ending::Halted(Halt::Pause)));
         // Close the registry: from here on, a late CreateMultipartUpload
         // answer is aborted by its own worker.

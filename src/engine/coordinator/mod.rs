@@ -337,6 +337,10 @@ impl<'a> Coordinator<'a> {
                 break;
             }
             if let Some(since) = self.ending_since {
+                if since.elapsed() >= TICK {
+                    // A gentle request's answer had its moment.
+                    self.shared.interrupt.cancel();
+                }
                 if self.in_flight == 0 || since.elapsed() >= GRACE {
                     break;
                 }
@@ -759,8 +763,9 @@ impl<'a> Coordinator<'a> {
     }
 
     fn begin_ending(&mut self, ending: Ending) {
-        // Every request in flight is cut off now: none waits for its server.
-        self.shared.interrupt.cancel();
+        // Every request in flight is cut off now: none waits for its server
+        // (a CreateMultipartUpload's answer gets one tick more, below).
+        self.shared.interrupt.cancel_gently();
         self.ending = Some(ending);
         self.ending_since = Some(Instant::now());
         self.to_complete.clear();
