@@ -282,6 +282,21 @@ fn complete(
                     .with_key(key)),
                 }
             }
+            // The upload is unknown without an unanswered attempt of ours:
+            // a previous process's CompleteMultipartUpload (cut off by a
+            // pause or a kill, and finished by the server afterwards) may
+            // have made the object. Ours only if its ETag is the one our
+            // parts' MD5s make.
+            Err(e)
+                if expected_etag.is_some()
+                    && (e.code() == Some("NoSuchUpload")
+                        || matches!(e.status(), Some(403) | Some(404))) =>
+            {
+                match completed_object(&ctx.store, key, parts.len(), expected_etag)? {
+                    Some(etag) => Ok(etag),
+                    None => Err(e),
+                }
+            }
             other => other,
         }
     });

@@ -7,9 +7,10 @@
 //! messages. Then [`Coordinator::finish`]:
 //! 1. closes the registry of open uploads (a CreateMultipartUpload answered
 //!    from now on is aborted by its own worker);
-//! 2. if a part was cut off after its whole body was sent, waits a moment
-//!    ([`SETTLE`]) for the server to finish storing it, so the abort that
-//!    follows removes it rather than racing it;
+//! 2. if a part or a CompleteMultipartUpload was cut off after its whole
+//!    request was sent, waits a moment ([`SETTLE`]) for the server to finish
+//!    it, so the abort or the HeadObject that follows sees the outcome
+//!    rather than racing it (a resume checks again in any case);
 //! 3. runs the cleanup tasks on a few threads of its own, each request with
 //!    fresh connections and short timeouts: abort every open upload and
 //!    check it is gone (not on pause), look for the object of every request
@@ -120,7 +121,13 @@ impl Coordinator<'_> {
         };
         let mut outcomes = HashMap::new();
         if ending.is_some() {
-            if !pause && self.files.iter().any(|r| r.part_cut_after_send) {
+            // A part, or a CompleteMultipartUpload, cut off after its whole
+            // request went out may still be at work on the server.
+            let at_work = self.files.iter().any(|r| {
+                (r.part_cut_after_send && !pause)
+                    || matches!(r.unsettled, Some(Unsettled::Complete { .. }))
+            });
+            if at_work {
                 let budget_end = self.ending_since.unwrap_or_else(Instant::now)
                     + self.engine.cfg.cleanup_timeout;
                 let left = budget_end.saturating_duration_since(Instant::now());
