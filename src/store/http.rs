@@ -403,7 +403,7 @@ impl Client {
                     HttpError::Timeout(_) => HttpError::Timeout(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "nothing received or sent for {} s (the idle timeout, request_timeout_ms)",
+                            "nothing received or sent for {} s (the request timeout)",
                             io_timeout.as_secs_f64()
                         ),
                     )),
