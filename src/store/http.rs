@@ -41,6 +41,7 @@ use parking_lot::Mutex;
 use super::body::{pread_full, read_full, send_file, send_streamed};
 use super::connect::{self, cancelled, Resolver};
 use super::interrupt::{self, Interrupt};
+use super::tls::tls_failure;
 use super::wire;
 
 /// Body bytes handed to one socket write.
@@ -705,35 +706,6 @@ fn readable_within(tcp: &TcpStream, wait: Duration) -> Result<bool, HttpError> {
         }
         return Ok(n > 0);
     }
-}
-
-/// A handshake failure, in words that say what to do about it.
-fn tls_failure(host: &str, e: io::Error) -> HttpError {
-    use rustls::{CertificateError, Error as TlsError};
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) else {
-        return io_error(e);
-    };
-    let why = match tls {
-        TlsError::InvalidCertificate(cert) => match cert {
-            CertificateError::UnknownIssuer => format!(
-                "TLS certificate of {host} is not trusted (unknown issuer): \
-                 pass --ca-file (option ca_file) with the CA that signed it"
-            ),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                format!("TLS certificate of {host} is not valid for {host}")
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                format!("TLS certificate of {host} has expired")
-            }
-            other => format!("TLS certificate of {host} is not valid: {other:?}"),
-        },
-        other => {
-            return HttpError::Connect(io::Error::other(format!(
-                "TLS handshake with {host} failed: {other}"
-            )))
-        }
-    };
-    HttpError::Tls(io::Error::new(io::ErrorKind::InvalidData, why))
 }
 
 /// Reads an answer through `wire`: head (interim 1xx answers skipped),

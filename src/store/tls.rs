@@ -1,7 +1,10 @@
-//! The TLS client configuration: which roots are trusted.
+//! TLS: which roots are trusted, and what a failed handshake tells the
+//! person (a certificate problem is not a network fault: it is not
+//! retried, and it says what to do).
 
 use std::sync::Arc;
 
+use super::http::{io_error, HttpError};
 use crate::error::{Error, Result};
 
 /// TLS roots: the bundled Mozilla roots, the system's trust store (which
@@ -43,4 +46,33 @@ pub(super) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::Cl
         .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// A handshake failure, in words that say what to do about it.
+pub(super) fn tls_failure(host: &str, e: std::io::Error) -> HttpError {
+    use rustls::{CertificateError, Error as TlsError};
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) else {
+        return io_error(e);
+    };
+    let why = match tls {
+        TlsError::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => format!(
+                "TLS certificate of {host} is not trusted (unknown issuer): \
+                 pass --ca-file (option ca_file) with the CA that signed it"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("TLS certificate of {host} is not valid for {host}")
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("TLS certificate of {host} has expired")
+            }
+            other => format!("TLS certificate of {host} is not valid: {other:?}"),
+        },
+        other => {
+            return HttpError::Connect(std::io::Error::other(format!(
+                "TLS handshake with {host} failed: {other}"
+            )))
+        }
+    };
+    HttpError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
 }
