@@ -180,6 +180,7 @@ impl Fleet<'_> {
                 "--bucket",
                 &self.server.bucket,
             ])
+            .args(["--region", &self.server.region])
             .args(["--access-key", &self.server.access_key])
             .args(["--secret-key", &self.server.secret_key])
             .args(["--part-size", "5MiB", "--multipart-threshold", "5MiB"])
@@ -280,10 +281,15 @@ fn puts_of(proxy: &Proxy, key: &str) -> usize {
 
 // ------------------------------------------------------------------- tests
 
+/// A real distributed store where installed (Garage), else s3s-fs.
+fn store_server() -> Server {
+    support::garage().unwrap_or_else(support::s3s)
+}
+
 #[test]
 fn three_workers_run_thirty_tasks_once_each_though_one_is_killed() {
     let redis = RedisServer::start();
-    let server = support::s3s();
+    let server = store_server();
     let proxy = Proxy::start(&server.endpoint);
     let data = tempfile::tempdir().unwrap();
     let fleet = Fleet {
@@ -410,7 +416,7 @@ fn three_workers_run_thirty_tasks_once_each_though_one_is_killed() {
 #[test]
 fn poison_and_failing_tasks_are_dead_lettered_and_the_rest_goes_on() {
     let redis = RedisServer::start();
-    let server = support::s3s();
+    let server = store_server();
     let data = tempfile::tempdir().unwrap();
     let fleet = Fleet {
         redis: &redis,
@@ -499,7 +505,7 @@ fn poison_and_failing_tasks_are_dead_lettered_and_the_rest_goes_on() {
 #[test]
 fn sigterm_hands_a_running_task_to_another_worker_at_once() {
     let redis = RedisServer::start();
-    let server = support::s3s();
+    let server = store_server();
     let proxy = Proxy::start(&server.endpoint);
     let data = tempfile::tempdir().unwrap();
     let fleet = Fleet {
@@ -569,7 +575,7 @@ fn sigterm_hands_a_running_task_to_another_worker_at_once() {
 #[test]
 fn workers_reconnect_after_a_redis_restart_and_finish() {
     let mut redis = RedisServer::start();
-    let server = support::s3s();
+    let server = store_server();
     let proxy = Proxy::start(&server.endpoint);
     let data = tempfile::tempdir().unwrap();
     let mut objects = Vec::new();
