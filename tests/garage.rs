@@ -53,7 +53,8 @@ fn a_batch_survives_the_loss_of_a_node_through_the_other_endpoints() {
     // Every object reads back intact through node 3.
     let via_node3 = batchput::store::Store::new(&server.config().endpoint(&endpoints[2])).unwrap();
     files.verify_all(&via_node3);
-    assert!(via_node3.list_multipart_uploads("").unwrap().is_empty());
+    let left = via_node3.list_multipart_uploads("").unwrap();
+    assert!(left.is_empty(), "uploads left open: {left:?}");
     let served: HashSet<String> = job.files().into_iter().filter_map(|r| r.endpoint).collect();
     assert!(served.len() >= 2, "work spread over the nodes: {served:?}");
     assert!(served.iter().all(|e| endpoints.contains(e)));

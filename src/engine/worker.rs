@@ -33,6 +33,10 @@ use crate::store::{Body, SentChecksum, Store, CANCELLED};
 /// send path reads in the HTTP client's pieces (`store::http::WRITE_CHUNK`).
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// How long a CreateMultipartUpload retried after an unanswered attempt
+/// waits before it looks for the upload that attempt may have made.
+const STRAY_SETTLE: Duration = Duration::from_millis(500);
+
 /// CompleteMultipartUpload's idle timeout grows by this much per part: the
 /// server assembles the object before it answers, which takes minutes for
 /// thousands of parts (S3 streams whitespace meanwhile; some stores send
@@ -215,7 +219,11 @@ fn create(ctx: &JobContext, task: &Task, hint: usize) -> Result<Msg> {
         Err(e) => return Err(e),
     };
     if unclear {
-        // Best effort: the warning says where a stray can still be found.
+        // The unanswered create may still be settling on the server (a
+        // cluster replicates it to the node we list through): give it a
+        // moment first. Best effort: the warning says where a stray can
+        // still be found.
+        sleep_unless_cancelled(STRAY_SETTLE, &ctx.cancel);
         let _ = abort_strays(&ctx.store, key, Some(&upload_id), started);
     }
     let mut reg = ctx.uploads.lock();
