@@ -165,20 +165,14 @@ fn base_config(
 /// Turns a file the batch cannot take into the error a pre-flight check
 /// reports: a missing path is bad input, an unreadable one local I/O.
 fn unreadable(path: &Path, e: &std::io::Error) -> Error {
-    let (kind, reason) = match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            (ErrorKind::InvalidInput, "no such file or directory".into())
-        }
-        std::io::ErrorKind::PermissionDenied => (ErrorKind::LocalIo, "permission denied".into()),
-        _ => {
-            let s = e.to_string();
-            (
-                ErrorKind::LocalIo,
-                s.split(" (os error").next().unwrap_or(&s).to_lowercase(),
-            )
-        }
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::InvalidInput,
+        _ => ErrorKind::LocalIo,
     };
-    Error::new(kind, format!("cannot read {}: {reason}", path.display()))
+    Error::new(
+        kind,
+        format!("cannot read {}: {}", path.display(), io_reason(e)),
+    )
 }
 
 /// The batch of every path on the command line, and the special files its

@@ -274,10 +274,20 @@ fn complete(
                 unclear = true;
                 Err(e)
             }
-            Err(e) if unclear && matches!(e.status(), Some(403) | Some(404)) => {
+            // The upload is unknown to the server. After an unanswered
+            // attempt of ours, or a previous process's (a pause or kill cut
+            // its Complete, which the server then finished), the object may
+            // be there: ours if its ETag is the one our parts make (with no
+            // MD5s, only after our own unanswered attempt). Never taken as
+            // the server's verdict on the first attempt.
+            Err(e)
+                if (unclear || expected_etag.is_some())
+                    && (e.code() == Some("NoSuchUpload")
+                        || matches!(e.status(), Some(403) | Some(404))) =>
+            {
                 match completed_object(&ctx.store, key, parts.len(), expected_etag)? {
                     Some(etag) => Ok(etag),
-                    None => Err(Error::new(
+                    None if unclear => Err(Error::new(
                         ErrorKind::Server,
                         format!(
                             "an earlier attempt got no answer, and now the server answers HTTP {} {} \
@@ -288,20 +298,6 @@ fn complete(
                     )
                     .with_operation("CompleteMultipartUpload")
                     .with_key(key)),
-                }
-            }
-            // The upload is unknown without an unanswered attempt of ours:
-            // a previous process's CompleteMultipartUpload (cut off by a
-            // pause or a kill, and finished by the server afterwards) may
-            // have made the object. Ours only if its ETag is the one our
-            // parts' MD5s make.
-            Err(e)
-                if expected_etag.is_some()
-                    && (e.code() == Some("NoSuchUpload")
-                        || matches!(e.status(), Some(403) | Some(404))) =>
-            {
-                match completed_object(&ctx.store, key, parts.len(), expected_etag)? {
-                    Some(etag) => Ok(etag),
                     None => Err(e),
                 }
             }

@@ -193,6 +193,16 @@ fn wire_error(e: wire::WireError) -> HttpError {
     }
 }
 
+/// A failure to resolve or connect: our interrupt's (`connect::cancelled`)
+/// or the network's.
+fn connect_error(e: io::Error) -> HttpError {
+    if e.kind() == io::ErrorKind::Interrupted {
+        HttpError::Cancelled(e)
+    } else {
+        HttpError::Connect(e)
+    }
+}
+
 /// Whether a failure looks like the peer closing the connection.
 fn is_connection_drop(e: &HttpError) -> bool {
     matches!(e, HttpError::Io(io) if matches!(
@@ -447,21 +457,13 @@ impl Client {
         let addrs = self
             .resolver
             .resolve(host, port, connect_timeout, interrupt)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    HttpError::Cancelled(e)
-                } else {
-                    HttpError::Connect(e)
-                }
-            })?;
+            .map_err(connect_error)?;
         let tcp = connect::connect(&addrs, connect_timeout, interrupt).map_err(|e| {
-            if e.kind() == io::ErrorKind::Interrupted {
-                HttpError::Cancelled(e)
-            } else {
+            if e.kind() != io::ErrorKind::Interrupted {
                 // The name may lead elsewhere now: ask again next time.
                 self.resolver.forget(host, port);
-                HttpError::Connect(e)
             }
+            connect_error(e)
         })?;
         let _ = tcp.set_nodelay(true);
         // The tunnel and the handshake are part of connecting: they get the
