@@ -51,11 +51,12 @@ fn a_large_body_refused_before_it_is_sent_costs_no_body_and_no_wait() {
 #[test]
 fn large_bodies_go_through_servers_that_answer_the_expectation() {
     for server in support::servers() {
+        let proxy = Proxy::start(&server.endpoint);
         let files = make_files(&specs(&[
             ("expect/one", 3 * MIB),
             ("expect/parts", 11 * MIB),
         ]));
-        let up = Uploader::new(support::small_parts(server.config())).unwrap();
+        let up = Uploader::new(support::small_parts(server.config_via(&proxy.endpoint()))).unwrap();
         let job = up.start(&files.batch()).unwrap();
         let p = finish(&job, 120);
         assert_eq!(
@@ -67,5 +68,24 @@ fn large_bodies_go_through_servers_that_answer_the_expectation() {
         );
         files.verify_all(&server.store());
         server.assert_no_open_uploads();
+        // The large bodies asked first; the small ones (the last part) did not.
+        let puts: Vec<_> = proxy
+            .log()
+            .into_iter()
+            .filter(|e| e.method == "PUT")
+            .collect();
+        let asked = |e: &crate::support::proxy::Entry| e.has_header("expect");
+        assert!(
+            puts.iter().filter(|e| e.body_len > MIB as u64).all(asked),
+            "{:?}: a large body went without asking: {puts:?}",
+            server.kind
+        );
+        assert!(
+            puts.iter()
+                .filter(|e| e.body_len <= MIB as u64)
+                .all(|e| !asked(e)),
+            "{:?}: a small body asked: {puts:?}",
+            server.kind
+        );
     }
 }
