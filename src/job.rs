@@ -136,6 +136,9 @@ pub struct FileReport {
     pub endpoint: Option<String>,
     /// The file's own error, if it failed.
     pub error: Option<Error>,
+    /// A completed download: how its bytes were checked against the
+    /// object. `None` for uploads and unfinished downloads.
+    pub verified: Option<crate::Verification>,
 }
 
 /// The changing part of a file report, published by the coordinator.
@@ -149,6 +152,7 @@ pub(crate) struct FileStatus {
     pub upload_id: Option<String>,
     pub endpoint: Option<String>,
     pub error: Option<Error>,
+    pub verified: Option<crate::Verification>,
 }
 
 impl Default for FileStatus {
@@ -162,6 +166,7 @@ impl Default for FileStatus {
             upload_id: None,
             endpoint: None,
             error: None,
+            verified: None,
         }
     }
 }
@@ -372,5 +377,6 @@ fn report(id: &FileIdentity, s: FileStatus) -> FileReport {
         upload_id: s.upload_id,
         endpoint: s.endpoint,
         error: s.error,
+        verified: s.verified,
     }
 }

@@ -8,6 +8,8 @@
 //! ```text
 //! H  batchput-journal 1 <created unix ms> <bucket> [<endpoint>]
 //! F  <idx> <size> <mtime ns|-> <multipart 0|1> <part size> <parts> <path> <key>
+//! G  <idx> <size> <part size> <parts> <by part number 0|1> <etag> <path> <key>
+//!                                  a download: object <key> (as planned) to <path>
 //! B  <files>                       the batch is fully recorded
 //! N  <idx> <size> <mtime ns|-> <multipart> <part size> <parts>
 //!                                  file idx changed and was planned anew
@@ -103,6 +105,8 @@ pub struct JournalInfo {
     pub keys: Vec<String>,
     /// The batch's size in bytes.
     pub bytes_total: u64,
+    /// A download's journal: the files are destinations of objects.
+    pub download: bool,
 }
 
 impl JournalInfo {
@@ -116,6 +120,7 @@ impl JournalInfo {
             endpoint: recorded.endpoint,
             keys: recorded.files.iter().map(|f| f.plan.key.clone()).collect(),
             bytes_total: recorded.files.iter().map(|f| f.plan.size).sum(),
+            download: recorded.download,
         })
     }
 }
@@ -224,11 +229,16 @@ impl Journal {
         endpoint: &str,
         plans: &[FilePlan],
     ) -> Result<Journal> {
-        // Absolute and canonical: resume may run from anywhere.
+        // Absolute and canonical: resume may run from anywhere. (A
+        // download's destination does not exist yet: its plan made it
+        // absolute.)
         let sources = plans
             .iter()
-            .map(|p| {
-                std::fs::canonicalize(&p.path).map_err(|e| Error::local_io("read", &p.path, &e))
+            .map(|p| match p.object {
+                Some(_) => Ok(p.path.clone()),
+                None => {
+                    std::fs::canonicalize(&p.path).map_err(|e| Error::local_io("read", &p.path, &e))
+                }
             })
             .collect::<Result<Vec<PathBuf>>>()?;
         // One atomic step: no check-then-open race.
@@ -280,6 +290,20 @@ impl Journal {
         }
         j.record(&header);
         for (i, (p, source)) in plans.iter().zip(sources).enumerate() {
+            if let Some(object) = &p.object {
+                j.record(&[
+                    "G",
+                    &i.to_string(),
+                    &p.size.to_string(),
+                    &p.part_size.to_string(),
+                    &p.parts.to_string(),
+                    if object.by_part_number { "1" } else { "0" },
+                    &encode(object.etag.as_bytes()),
+                    &encode(source.as_os_str().as_bytes()),
+                    &encode(p.key.as_bytes()),
+                ]);
+                continue;
+            }
             let shape = shape(p);
             let mut fields = vec!["F", &i.to_string()]
                 .into_iter()
@@ -503,6 +527,7 @@ mod tests {
             multipart: true,
             part_size: 5 << 20,
             parts: 3,
+            object: None,
         }
     }
 

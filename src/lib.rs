@@ -47,6 +47,7 @@ pub use config::{
     parse_duration, parse_size, Addressing, Config, Integrity, MAX_KEY_LEN, MAX_PARTS,
     MAX_PART_SIZE, MIN_PART_SIZE, OPTIONS,
 };
+pub use engine::Verification;
 pub use error::{Error, ErrorKind, Result};
 pub use job::{FileReport, FileState, Job, JobState, Progress};
 pub use journal::JournalInfo;

@@ -36,6 +36,9 @@ pub(crate) struct FilePlan {
     pub part_size: u64,
     /// Number of parts (1 for a single PUT).
     pub parts: u32,
+    /// A download's source: the object it fetches (its `path` is the
+    /// destination). `None` for an upload.
+    pub object: Option<std::sync::Arc<crate::engine::RemoteObject>>,
 }
 
 impl FilePlan {
@@ -136,6 +139,7 @@ pub(crate) fn plan(files: &[(PathBuf, String)], cfg: &Config) -> Result<Vec<File
             multipart,
             part_size,
             parts,
+            object: None,
         });
     }
     Ok(plans)

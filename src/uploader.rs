@@ -78,16 +78,7 @@ impl Uploader {
     pub fn start(&self, batch: &Batch) -> Result<Job> {
         let cfg = &self.runner.engine.cfg;
         let plans = crate::plan::plan(&batch.files, cfg)?;
-        let journal = match &batch.journal {
-            Some(path) => Some(Journal::create_for(
-                path,
-                &cfg.bucket,
-                &self.store().endpoint_urls().join(","),
-                &plans,
-            )?),
-            None => None,
-        };
-        self.submit(plans, journal, None)
+        self.submit_new(plans, batch.journal.as_deref())
     }
 
     fn submit(
@@ -137,6 +128,34 @@ impl Uploader {
             priors,
         })?;
         Ok(Job { shared })
+    }
+
+    /// Downloads `batch`, whose entries are (local destination path, key)
+    /// pairs, with the guarantees of an upload: fail-fast, bounded stop,
+    /// a truthful report, a journal for pause and resume. Checked before any
+    /// byte moves: every key, every destination (not a directory, no two
+    /// keys to one path), every object's size and ETag (HeadObject, in
+    /// parallel). Each object is fetched into a temporary file beside its
+    /// destination (`.NAME.batchput-partial`) and renamed into place only
+    /// once complete and checked ([`FileReport::verified`](crate::FileReport::verified)).
+    pub fn download(&self, batch: &Batch) -> Result<Job> {
+        let plans = crate::engine::download::plan::plan(&self.runner.engine, &batch.files, None)?;
+        self.submit_new(plans, batch.journal.as_deref())
+    }
+
+    /// Plans a new batch's journal (if any) and queues the batch.
+    fn submit_new(&self, plans: Vec<crate::plan::FilePlan>, journal: Option<&Path>) -> Result<Job> {
+        let cfg = &self.runner.engine.cfg;
+        let journal = match journal {
+            Some(path) => Some(Journal::create_for(
+                path,
+                &cfg.bucket,
+                &self.store().endpoint_urls().join(","),
+                &plans,
+            )?),
+            None => None,
+        };
+        self.submit(plans, journal, None)
     }
 
     /// Starts a batch of every regular file under `dir` (recursively), keyed

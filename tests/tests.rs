@@ -4,6 +4,7 @@
 
 mod support;
 
+mod download;
 mod engine;
 mod ffi;
 mod garage;

@@ -30,6 +30,10 @@ pub(crate) enum Work {
         /// The multipart ETag expected when every part's MD5 is known.
         expected_etag: Option<String>,
     },
+    /// Download a range or part of an object into its temporary file.
+    Get(super::download::Fetch),
+    /// Check a downloaded file and rename it into place.
+    Finish(super::download::Finish),
 }
 
 impl Work {
@@ -39,6 +43,8 @@ impl Work {
             Work::Create => "CreateMultipartUpload",
             Work::Part { .. } => "UploadPart",
             Work::Complete { .. } => "CompleteMultipartUpload",
+            Work::Get(_) => "GetObject",
+            Work::Finish(_) => "finishing the download",
         }
     }
 }
@@ -89,6 +95,12 @@ pub(crate) enum Msg {
         file: usize,
         part: Option<u32>,
         error: Error,
+    },
+    /// A download is checked and in place.
+    Fetched {
+        file: usize,
+        etag: String,
+        verified: super::download::Verification,
     },
     /// A request that creates something was sent in full and its answer
     /// never came (cut off, timed out): the server may have acted on it.

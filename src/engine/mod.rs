@@ -9,6 +9,7 @@
 
 mod abort;
 mod coordinator;
+pub(crate) mod download;
 mod messages;
 mod probe;
 mod rate;
@@ -28,6 +29,8 @@ use crate::plan::FilePlan;
 use crate::store::Store;
 
 pub(crate) use abort::abort_and_verify;
+pub(crate) use download::RemoteObject;
+pub use download::Verification;
 pub(crate) use worker::hex;
 
 /// What an uploader's jobs share: the client, the pool, the rate limit,

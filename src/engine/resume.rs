@@ -30,6 +30,9 @@ pub(crate) fn reconcile(
     recorded: &Recorded,
     journal: &mut Journal,
 ) -> Result<(Vec<FilePlan>, Vec<Prior>)> {
+    if recorded.download {
+        return super::download::resume::reconcile(store, recorded, journal);
+    }
     let mut plans = Vec::with_capacity(recorded.files.len());
     let mut priors = Vec::with_capacity(recorded.files.len());
     for (i, rec) in recorded.files.iter().enumerate() {

@@ -59,6 +59,10 @@ pub(crate) fn complete_timeout(request_timeout: Duration, parts: usize) -> Durat
 pub(crate) struct OpenUploads {
     pub closed: bool,
     pub open: BTreeMap<usize, (Arc<str>, String)>,
+    /// Downloads renamed into place (file, ETag, check), recorded under
+    /// the same lock: a file that took its final name is reported
+    /// complete even if its message comes after cleanup began.
+    pub renamed: Vec<(usize, String, super::download::Verification)>,
 }
 
 /// What every task of one job shares.
@@ -93,7 +97,7 @@ impl JobContext {
     }
 
     /// Counts `n` bytes handed to the network.
-    fn note_sent(&self, n: u64) {
+    pub(crate) fn note_sent(&self, n: u64) {
         self.bytes_sent.fetch_add(n, Ordering::Relaxed);
         self.activity.fetch_add(n, Ordering::Relaxed);
     }
@@ -104,6 +108,7 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
     let file = task.file;
     let part = match &task.work {
         Work::Part { part, .. } => Some(*part),
+        Work::Get(how) => Some(how.part),
         _ => None,
     };
     let msg = match catch_unwind(AssertUnwindSafe(|| {
@@ -184,6 +189,8 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
             parts,
             expected_etag,
         } => complete(ctx, task, upload_id, parts, expected_etag.as_deref(), hint),
+        Work::Get(how) => super::download::fetch(ctx, task, how),
+        Work::Finish(how) => super::download::finish(ctx, task, how),
     }
 }
 
@@ -698,11 +705,11 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn is_md5_hex(etag: &str) -> bool {
+pub(crate) fn is_md5_hex(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn is_multipart_etag(etag: &str) -> bool {
+pub(crate) fn is_multipart_etag(etag: &str) -> bool {
     matches!(etag.split_once('-'), Some((h, n)) if is_md5_hex(h) && n.parse::<u32>().is_ok())
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Recorded {
     pub endpoint: Option<String>,
     pub files: Vec<RecordedFile>,
     pub ended: Option<String>,
+    /// A download's journal (its files are `G` records).
+    pub download: bool,
 }
 
 /// Parses a journal. A torn last line is ignored; anything else that is
@@ -55,6 +57,7 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
         endpoint: None,
         files: Vec::new(),
         ended: None,
+        download: false,
     };
     let mut complete_batch = false;
     let n = lines.len();
@@ -117,6 +120,56 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                         multipart,
                         part_size,
                         parts,
+                        object: None,
+                    },
+                    upload_id: None,
+                    intended: false,
+                    parts: BTreeMap::new(),
+                    done: None,
+                });
+            }
+            ["G", idx, size, part_size, parts, by_part, etag, path, key] if !complete_batch => {
+                if num(idx)? as usize != out.files.len() {
+                    return Err(bad());
+                }
+                let path = decode(path).ok_or_else(bad)?;
+                if path.is_empty() || path.contains(&0) || path[0] != b'/' {
+                    return Err(invalid(
+                        "a destination path is empty, relative or holds a NUL byte".into(),
+                    ));
+                }
+                let key = decode_str(key).ok_or_else(|| invalid("a key is not UTF-8".into()))?;
+                crate::plan::check_key(&key).map_err(|e| invalid(e.message().to_string()))?;
+                let (size, part_size, parts) = (num(size)?, num(part_size)?, num(parts)?);
+                let by_part_number = match *by_part {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad()),
+                };
+                if size > MAX_OBJECT_SIZE
+                    || parts == 0
+                    || parts > u64::from(MAX_PARTS)
+                    || part_size > MAX_PART_SIZE
+                    || (!by_part_number && size > 0 && size.div_ceil(part_size.max(1)) != parts)
+                {
+                    return Err(invalid(format!(
+                        "{parts} part(s) of {part_size} bytes for an object of {size} bytes"
+                    )));
+                }
+                out.download = true;
+                out.files.push(RecordedFile {
+                    plan: FilePlan {
+                        path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+                        key,
+                        size,
+                        mtime: None,
+                        multipart: true,
+                        part_size,
+                        parts: parts as u32,
+                        object: Some(std::sync::Arc::new(crate::engine::RemoteObject {
+                            etag: decode_str(etag).ok_or_else(bad)?,
+                            by_part_number,
+                        })),
                     },
                     upload_id: None,
                     intended: false,

@@ -112,6 +112,15 @@ impl Response {
     }
 }
 
+/// Where a successful answer's body goes when it is not kept in memory (a
+/// download): told the head first, then given the body piece by piece as
+/// it arrives. An error from either ends the request as
+/// [`HttpError::Body`]. Error answers are still read whole (they are XML).
+pub(crate) trait Sink {
+    fn head(&mut self, head: &wire::Head) -> io::Result<()>;
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
 /// Why a request got no answer.
 #[derive(Debug)]
 pub(crate) enum HttpError {
@@ -182,6 +191,7 @@ pub(super) fn io_error(e: io::Error) -> HttpError {
 fn wire_error(e: wire::WireError) -> HttpError {
     match e {
         wire::WireError::Io(e) => io_error(e),
+        wire::WireError::Sink(e) => HttpError::Body(e),
         closed @ wire::WireError::Closed { .. } => HttpError::Io(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             closed.to_string(),
@@ -343,12 +353,16 @@ impl Client {
     /// back to the pool when the answer allows it. The calling thread's
     /// [`Scope`](interrupt::Scope), if any, can cut the request off and
     /// sets its timeouts.
-    pub fn send(
+    ///
+    /// With a `sink`, a successful answer's body is streamed to it instead
+    /// of kept (the response's `body` is then empty).
+    pub fn send_to(
         &self,
         method: &str,
         target: &Target<'_>,
         headers: &[(&str, &str)],
         body: ReqBody<'_>,
+        sink: Option<&mut dyn Sink>,
     ) -> Result<Response, SendError> {
         let scope = interrupt::current();
         let interrupt = scope.as_ref().map(|s| &*s.interrupt);
@@ -391,7 +405,16 @@ impl Client {
             None => None,
         };
         let mut reached = Reached::default();
-        let result = self.exchange(&mut conn, method, target, headers, body, &key, &mut reached);
+        let result = self.exchange(
+            &mut conn,
+            method,
+            target,
+            headers,
+            body,
+            &key,
+            &mut reached,
+            sink,
+        );
         // Unregistered before the connection can close (see `interrupt`).
         drop(registration);
         match result {
@@ -564,6 +587,7 @@ impl Client {
         body: ReqBody<'_>,
         key: &str,
         reached: &mut Reached,
+        sink: Option<&mut dyn Sink>,
     ) -> Result<(Response, bool), HttpError> {
         let body_len = body.len();
         // A bodiless POST or PUT still says its length: some front ends
@@ -642,14 +666,14 @@ impl Client {
             // A server may answer (403, 404) and close before taking the
             // whole body: its answer says more than the broken pipe.
             Err(HttpError::Io(e)) => {
-                return match read_answer(conn, method, reached) {
+                return match read_answer(conn, method, reached, None) {
                     Ok((response, _)) => Ok((response, false)),
                     Err(_) => Err(HttpError::Io(e)),
                 };
             }
             Err(e) => return Err(e),
         }
-        read_answer(conn, method, reached)
+        read_answer(conn, method, reached, sink)
     }
 
     /// After a head with `Expect: 100-continue`: waits up to
@@ -711,24 +735,42 @@ fn readable_within(tcp: &TcpStream, wait: Duration) -> Result<bool, HttpError> {
 }
 
 /// Reads an answer through `wire`: head (interim 1xx answers skipped),
-/// then the body its headers announce. Returns it and whether the
-/// connection may carry another request.
+/// then the body its headers announce, kept or (a success with a `sink`)
+/// streamed. Returns it and whether the connection may carry another
+/// request.
 fn read_answer(
     conn: &mut Conn,
     method: &str,
     reached: &mut Reached,
+    sink: Option<&mut dyn Sink>,
 ) -> Result<(Response, bool), HttpError> {
     let stream = &mut conn.stream;
-    let answer = wire::read_answer(
-        &mut conn.rbuf,
-        &mut |buf: &mut Vec<u8>| read_more(stream, buf),
-        method,
-        &limits_for(method),
-    );
+    let rbuf = &mut conn.rbuf;
+    let limits = limits_for(method);
+    let answer = (|| {
+        let fill = &mut |buf: &mut Vec<u8>| read_more(stream, buf);
+        let head = wire::read_final_head(rbuf, fill, &limits)?;
+        match sink {
+            Some(sink) if (200..300).contains(&head.status) => {
+                sink.head(&head).map_err(wire::WireError::Sink)?;
+                // Streamed: no body cap (the caller checks the length it
+                // asked for).
+                let limits = limits.with_max_body(u64::MAX);
+                let reusable =
+                    wire::read_body_to(rbuf, fill, method, &head, &limits, &mut |b| sink.data(b))?;
+                Ok((head, Vec::new(), reusable))
+            }
+            _ => {
+                let (body, reusable) = wire::read_body(rbuf, fill, method, &head, &limits)?;
+                Ok((head, body, reusable))
+            }
+        }
+    })();
     let (head, body, reusable) = answer.map_err(|e| {
         reached.answer_started |= match &e {
             wire::WireError::Closed { answer_started } => *answer_started,
             wire::WireError::Io(_) => !conn.rbuf.is_empty(),
+            wire::WireError::Sink(_) => true,
             _ => true,
         };
         wire_error(e)

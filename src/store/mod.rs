@@ -20,6 +20,7 @@ mod connect;
 mod encode;
 mod endpoint;
 mod errors;
+mod get;
 mod http;
 pub(crate) mod interrupt;
 mod list;
@@ -41,6 +42,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) use encode::parse_timestamp;
 pub use endpoint::Endpoint;
 use errors::{error_from_root, server_error, transport_error};
+pub use get::{ContentRange, GetHead, GetSpec, ObjectSink};
 use sign::{Payload, Signer};
 use tls::tls_config;
 
@@ -597,12 +599,19 @@ impl Store {
         let meta = &self.inner.meta_headers;
         let extra: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let headers = std::mem::take(&mut req.headers);
-        self.call_inner(req, headers, &extra)
+        self.call_inner(req, headers, &extra, None)
     }
 
     fn call(&self, mut req: Request<'_, '_>) -> Result<Reply> {
         let headers = std::mem::take(&mut req.headers);
-        self.call_inner(req, headers, &[])
+        self.call_inner(req, headers, &[], None)
+    }
+
+    /// [`call`](Store::call) with a successful answer's body streamed to
+    /// `sink` (see `get`).
+    fn call_to(&self, mut req: Request<'_, '_>, sink: &mut dyn http::Sink) -> Result<Reply> {
+        let headers = std::mem::take(&mut req.headers);
+        self.call_inner(req, headers, &[], Some(sink))
     }
 
     fn call_inner(
@@ -610,6 +619,7 @@ impl Store {
         req: Request<'_, '_>,
         headers: Vec<(&'static str, String)>,
         extra: &[(&str, &str)],
+        sink: Option<&mut dyn http::Sink>,
     ) -> Result<Reply> {
         let inner = &self.inner;
         let index = self.pick_endpoint(req.endpoint_hint);
@@ -693,7 +703,7 @@ impl Store {
                 e.with_key(key_for_errors)
             }
         };
-        match inner.client.send(req.method, &target, &all, body) {
+        match inner.client.send_to(req.method, &target, &all, body, sink) {
             Ok(resp) if (200..300).contains(&resp.status) => {
                 LAST_ENDPOINT.with(|c| c.set(index));
                 Ok(Reply {

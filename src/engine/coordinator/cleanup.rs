@@ -32,6 +32,7 @@ use std::time::{Instant, SystemTime};
 
 use super::{Coordinator, Ending};
 use crate::engine::abort::{abort_and_verify_until, abort_strays, cleanup_scope, AbortOutcome};
+use crate::engine::download;
 use crate::engine::messages::Unsettled;
 use crate::engine::worker::completed_object;
 use crate::error::{Error, ErrorKind};
@@ -114,11 +115,21 @@ impl Coordinator<'_> {
         let pause = matches!(ending, Some(Ending::Halted(Halt::Pause)));
         // Close the registry: from here on, a late CreateMultipartUpload
         // answer is aborted by its own worker.
-        let open: Vec<(usize, (Arc<str>, String))> = {
+        let (open, renamed): (Vec<(usize, (Arc<str>, String))>, _) = {
             let mut reg = self.ctx.uploads.lock();
             reg.closed = true;
-            std::mem::take(&mut reg.open).into_iter().collect()
+            (
+                std::mem::take(&mut reg.open).into_iter().collect(),
+                std::mem::take(&mut reg.renamed),
+            )
         };
+        // Downloads that took their final name, whether or not their
+        // message arrived: they are complete.
+        for (f, etag, verified) in renamed {
+            self.files[f].verified = Some(verified);
+            self.files[f].has_temp = false;
+            self.settle_completed(f, etag, Instant::now());
+        }
         let mut outcomes = HashMap::new();
         if ending.is_some() {
             // A part, or a CompleteMultipartUpload, cut off after its whole
@@ -250,6 +261,9 @@ impl Coordinator<'_> {
                 }
                 Some(Outcome::StraysHandled) | None => {}
             }
+            if self.plans[f].object.is_some() {
+                self.settle_download(f, pause);
+            }
             let run = &mut self.files[f];
             match run.state {
                 FileState::Running if pause && upload.is_some() => {
@@ -323,6 +337,25 @@ impl Coordinator<'_> {
             }
         }
         self.complete_file(f, etag, now);
+    }
+
+    /// A download that did not finish: on pause its temporary file is kept
+    /// (with the journal, resume fetches only what it lacks); otherwise it
+    /// is removed, so nothing half-written is left behind.
+    fn settle_download(&mut self, f: usize, pause: bool) {
+        let run = &mut self.files[f];
+        if run.state == FileState::Completed || run.started.is_none() {
+            return;
+        }
+        if pause && run.state == FileState::Running && run.has_temp {
+            run.state = FileState::Paused;
+            return;
+        }
+        download::remove_temp(&self.plans[f].path);
+        run.has_temp = false;
+        if run.state == FileState::Running {
+            run.state = FileState::Aborted;
+        }
     }
 
     /// File `f` ends in `state`, unless its own error already made it

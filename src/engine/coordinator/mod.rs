@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 mod cleanup;
 mod progress;
 
+use super::download::{self, Fetch, Finish};
 use super::messages::{Msg, Source, Task, Unsettled, Work};
 use super::worker::{self, multipart_etag, JobContext};
 use super::{probe, Engine};
@@ -108,6 +109,10 @@ struct FileRun {
     /// A part of it was cut off after its whole body was sent: the server
     /// may still be storing it, so its abort waits a moment.
     part_cut_after_send: bool,
+    /// A download's temporary file exists (made or kept by this job).
+    has_temp: bool,
+    /// How a download was checked.
+    verified: Option<download::Verification>,
 }
 
 /// Why the job is ending early.
@@ -221,6 +226,8 @@ impl<'a> Coordinator<'a> {
                 error: None,
                 unsettled: None,
                 part_cut_after_send: false,
+                has_temp: false,
+                verified: None,
             })
             .collect();
         let priors = priors.unwrap_or_else(|| plans.iter().map(|_| Prior::Fresh).collect());
@@ -376,6 +383,10 @@ impl<'a> Coordinator<'a> {
             let (run, plan) = (&self.files[f], &self.plans[f]);
             run.phase != Phase::Done && !(plan.multipart && run.parts_done == plan.parts)
         })?;
+        if self.plans[first].object.is_some() {
+            // A download: the check of its bytes is decided per object.
+            return None;
+        }
         let mode = probe::job_integrity(self.engine, &self.keys[first], &self.shared.interrupt);
         Arc::get_mut(&mut self.ctx)
             .expect("no task holds the job context before the first dispatch")
@@ -430,6 +441,9 @@ impl<'a> Coordinator<'a> {
             // Completed before this job was resumed.
             self.next_file += 1;
             return true;
+        }
+        if self.plans[f].object.is_some() {
+            return self.start_download(f);
         }
         if self.plans[f].multipart {
             if self.pending_uploads >= self.max_pending_uploads {
@@ -487,6 +501,32 @@ impl<'a> Coordinator<'a> {
         true
     }
 
+    /// Starts downloading file `f`: no request, its temporary file is made
+    /// when its first part is dispatched. Downloads in progress count
+    /// against `max_pending_uploads`.
+    fn start_download(&mut self, f: usize) -> bool {
+        if self.pending_uploads >= self.max_pending_uploads {
+            return false;
+        }
+        self.next_file += 1;
+        self.pending_uploads += 1;
+        self.active.push(f);
+        self.mark_started(f);
+        if let Some(j) = &mut self.journal {
+            j.record_intent(f);
+        }
+        let parts = self.plans[f].parts;
+        let run = &mut self.files[f];
+        self.backlog += (parts - run.parts_done) as u64;
+        run.phase = Phase::Uploading;
+        if run.parts_done == parts {
+            // Resumed with every part in its temporary file.
+            run.has_temp = true;
+            self.to_complete.push_back(f);
+        }
+        true
+    }
+
     fn mark_started(&mut self, f: usize) {
         let run = &mut self.files[f];
         run.state = FileState::Running;
@@ -501,6 +541,29 @@ impl<'a> Coordinator<'a> {
     /// must not block the job), or no longer looks as planned, fails the job.
     fn open_source(&mut self, f: usize) -> bool {
         let plan = &self.plans[f];
+        if plan.object.is_some() {
+            // A download's "source" is its temporary file, written to.
+            let keep = self.files[f].parts_done > 0;
+            return match download::open_temp(&plan.path, plan.size, keep) {
+                Ok(file) => {
+                    self.open_files += 1;
+                    let run = &mut self.files[f];
+                    run.holds_fd = true;
+                    run.has_temp = true;
+                    run.source = Some(Source {
+                        file: Arc::new(file),
+                        size: plan.size,
+                        mtime: None,
+                    });
+                    true
+                }
+                Err(e) => {
+                    let e = e.with_key(plan.key.clone());
+                    self.fail(f, e);
+                    false
+                }
+            };
+        }
         let opened = crate::plan::open_regular(&plan.path).and_then(|(file, meta)| {
             if meta.len() != plan.size {
                 return Err(Error::new(
@@ -548,18 +611,41 @@ impl<'a> Coordinator<'a> {
             // Last part handed out: the descriptor closes when it returns.
             run.source = None;
         }
-        let upload_id = run.upload_id.clone().expect("created before parts");
+        let upload_id = run.upload_id.clone();
         self.backlog -= 1;
-        self.spawn(
-            f,
-            Work::Part { part, upload_id },
-            Some((source, offset, len)),
-        );
+        let work = match &plan.object {
+            Some(object) => Work::Get(Fetch {
+                part,
+                parts: plan.parts,
+                object_size: plan.size,
+                object: object.clone(),
+                hash: download::hash_while_fetching(object, plan.parts),
+            }),
+            None => Work::Part {
+                part,
+                upload_id: upload_id.expect("created before parts"),
+            },
+        };
+        self.spawn(f, work, Some((source, offset, len)));
     }
 
     fn spawn_complete(&mut self, f: usize) {
         let run = &mut self.files[f];
         run.phase = Phase::Completing;
+        if let Some(object) = &self.plans[f].object {
+            let how = Finish {
+                size: self.plans[f].size,
+                object: object.clone(),
+                md5s: run
+                    .parts
+                    .iter()
+                    .map(|p| p.as_ref().and_then(|p| p.md5))
+                    .collect(),
+                part_size_hint: self.engine.cfg.part_size,
+            };
+            self.spawn(f, Work::Finish(how), None);
+            return;
+        }
         let upload_id = run.upload_id.clone().expect("created before complete");
         let done: Vec<&DonePart> = run
             .parts
@@ -665,6 +751,21 @@ impl<'a> Coordinator<'a> {
                 self.pending_uploads -= 1;
                 self.active.retain(|&a| a != file);
                 self.journal_done(file, &etag, true);
+                self.complete_file(file, etag, now);
+            }
+            Msg::Fetched {
+                file,
+                etag,
+                verified,
+            } => {
+                self.files[file].verified = Some(verified);
+                self.files[file].has_temp = false;
+                self.pending_uploads -= 1;
+                self.active.retain(|&a| a != file);
+                // Synced for objects in parts, as for uploads: losing it
+                // would cost their whole download again.
+                let sync = self.plans[file].parts > 1;
+                self.journal_done(file, &etag, sync);
                 self.complete_file(file, etag, now);
             }
             Msg::Unsettled { file, error, what } => {

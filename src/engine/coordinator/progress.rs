@@ -188,5 +188,6 @@ fn status_of(run: &FileRun, now: Instant) -> FileStatus {
         upload_id: run.upload_id.as_deref().map(str::to_string),
         endpoint: run.endpoint.clone(),
         error: run.error.clone(),
+        verified: run.verified,
     }
 }

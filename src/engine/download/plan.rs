@@ -1,0 +1,319 @@
+//! From (destination, key) pairs — or a prefix and a directory — to the
+//! plan of a download: every key checked, every destination checked
+//! before a byte moves, every object's size and ETag known, and how each
+//! object is split.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::RemoteObject;
+use crate::engine::worker::is_multipart_etag;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::plan::{check_key, part_size_for, FilePlan};
+
+/// What is known of an object before its download: from a listing, or a
+/// HeadObject.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub size: u64,
+    pub etag: String,
+}
+
+/// Plans the download of `entries` (destination, key), in order. `known`
+/// gives what a listing already said of each key; the others are asked
+/// with HeadObject (in parallel, on the pool).
+pub(crate) fn plan(
+    engine: &Engine,
+    entries: &[(PathBuf, String)],
+    known: Option<Vec<Known>>,
+) -> Result<Vec<FilePlan>> {
+    if entries.is_empty() {
+        return Err(Error::input("the batch is empty: add at least one object"));
+    }
+    let mut dests = Vec::with_capacity(entries.len());
+    let mut seen: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len());
+    for (dest, key) in entries {
+        check_key(key).map_err(|e| e.with_path(dest.clone()))?;
+        let dest = check_destination(dest)?;
+        if let Some(first) = seen.insert(dest.clone(), key) {
+            return Err(Error::input(format!(
+                "keys '{first}' and '{key}' would both be downloaded to {}",
+                dest.display()
+            ))
+            .with_key(key.clone())
+            .with_path(dest));
+        }
+        dests.push(dest);
+    }
+    // A destination under another one: that one would have to be a file
+    // and a directory at once.
+    let all: HashSet<&Path> = dests.iter().map(PathBuf::as_path).collect();
+    for (dest, (_, key)) in dests.iter().zip(entries) {
+        if let Some(parent) = dest.ancestors().skip(1).find(|a| all.contains(a)) {
+            return Err(Error::input(format!(
+                "'{key}' would be downloaded to {}, under {}, which another key downloads to as a file",
+                dest.display(),
+                parent.display()
+            ))
+            .with_key(key.clone())
+            .with_path(dest.clone()));
+        }
+    }
+    let known = match known {
+        Some(k) => k,
+        None => head_all(engine, entries)?,
+    };
+    let by_part_number = serves_parts(engine, entries, &known)?;
+    let cfg = &engine.cfg;
+    let mut plans = Vec::with_capacity(entries.len());
+    for ((dest, (_, key)), k) in dests.into_iter().zip(entries).zip(known) {
+        let multipart_etag = is_multipart_etag(&k.etag);
+        let (part_size, parts, by_part) = match &by_part_number {
+            Some(first_parts) if multipart_etag && k.size > 0 => {
+                let (len, count) = match first_parts.get(key.as_str()) {
+                    Some(p) => *p,
+                    None => part_layout(engine, key)?,
+                };
+                (len, count, true)
+            }
+            _ if k.size >= cfg.multipart_threshold && k.size > 0 => {
+                let part = part_size_for(k.size, cfg.part_size).ok_or_else(|| {
+                    Error::input(format!("'{key}' is {} bytes: more than S3 stores", k.size))
+                })?;
+                (part, k.size.div_ceil(part) as u32, false)
+            }
+            _ => (k.size, 1, false),
+        };
+        plans.push(FilePlan {
+            path: dest,
+            key: key.clone(),
+            size: k.size,
+            mtime: None,
+            multipart: true,
+            part_size,
+            parts,
+            object: Some(Arc::new(RemoteObject {
+                etag: k.etag,
+                by_part_number: by_part,
+            })),
+        });
+    }
+    Ok(plans)
+}
+
+/// An absolute destination that is not a directory.
+fn check_destination(dest: &Path) -> Result<PathBuf> {
+    let refuse = |why: String| Error::input(why).with_path(dest);
+    if dest.as_os_str().is_empty() {
+        return Err(refuse("a destination path is empty".into()));
+    }
+    if dest.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(refuse(format!(
+            "{} names a directory: a download needs a file name",
+            dest.display()
+        )));
+    }
+    let abs = std::path::absolute(dest).map_err(|e| Error::local_io("resolve", dest, &e))?;
+    if abs.is_dir() {
+        return Err(refuse(format!(
+            "{} is a directory: an object cannot be downloaded over it",
+            dest.display()
+        )));
+    }
+    if let Some(parent) = abs.parent() {
+        if let Some(file) = parent.ancestors().find(|a| a.exists() && !a.is_dir()) {
+            return Err(refuse(format!(
+                "{} cannot be created: {} is a file, not a directory",
+                dest.display(),
+                file.display()
+            )));
+        }
+    }
+    Ok(abs)
+}
+
+/// HeadObject for every key, in parallel on the pool.
+fn head_all(engine: &Engine, entries: &[(PathBuf, String)]) -> Result<Vec<Known>> {
+    use rayon::prelude::*;
+    engine.pool.install(|| {
+        entries
+            .par_iter()
+            .map(|(_, key)| match engine.store.head_object(key)? {
+                Some(info) => Ok(Known {
+                    size: info.size,
+                    etag: info.etag,
+                }),
+                None => Err(Error::input(format!(
+                    "no object '{key}' in bucket '{}'",
+                    engine.store.bucket()
+                ))
+                .with_key(key.clone())),
+            })
+            .collect()
+    })
+}
+
+/// Whether the store serves parts by number (`?partNumber=N`), asked of
+/// the first multipart object; then the layout of every multipart object
+/// (its first part's size and its part count), by key. `None` when no
+/// object is multipart or the store does not serve parts.
+#[allow(clippy::type_complexity)]
+fn serves_parts(
+    engine: &Engine,
+    entries: &[(PathBuf, String)],
+    known: &[Known],
+) -> Result<Option<HashMap<String, (u64, u32)>>> {
+    // Served: part 1 comes back as a 206 from byte 0.
+    use rayon::prelude::*;
+    let multipart: Vec<&str> = entries
+        .iter()
+        .zip(known)
+        .filter(|(_, k)| is_multipart_etag(&k.etag) && k.size > 0)
+        .map(|((_, key), _)| key.as_str())
+        .collect();
+    let Some(first) = multipart.first() else {
+        return Ok(None);
+    };
+    // Asked with the GET itself (some stores answer a HEAD by part but
+    // ignore the part number of a GET), cut off after its head.
+    let head = engine.store.get_head_only(first, 1);
+    let served = head.is_some_and(|h| h.status == 206 && h.range.is_some_and(|r| r.start == 0));
+    if !served {
+        log::debug!("the store does not serve parts by number: multipart ETags are recomputed from the file");
+        return Ok(None);
+    }
+    let layouts = engine.pool.install(|| {
+        multipart
+            .par_iter()
+            .map(|key| Ok((key.to_string(), part_layout(engine, key)?)))
+            .collect::<Result<HashMap<_, _>>>()
+    })?;
+    Ok(Some(layouts))
+}
+
+/// The first part's size and the part count of a multipart object.
+fn part_layout(engine: &Engine, key: &str) -> Result<(u64, u32)> {
+    let head = engine.store.head_part(key, 1)?.ok_or_else(|| {
+        Error::input(format!(
+            "no object '{key}' in bucket '{}'",
+            engine.store.bucket()
+        ))
+        .with_key(key)
+    })?;
+    let count = head.parts_count.unwrap_or(1).max(1);
+    let len = head.range.map(|r| r.len()).or(head.length).unwrap_or(0);
+    Ok((len.max(1), count))
+}
+
+/// Maps the objects under `prefix` to paths below `dir`: a key's path is
+/// what follows the prefix's last `/`. Folder markers (keys ending in `/`)
+/// are skipped. A key that would land outside `dir` — an empty, `.` or `..`
+/// segment, a leading `/`, a backslash, a NUL — is refused, naming it.
+pub(crate) fn map_below(
+    prefix: &str,
+    dir: &Path,
+    objects: Vec<(String, Known)>,
+) -> Result<(Vec<(PathBuf, String)>, Vec<Known>)> {
+    let base = match prefix.rfind('/') {
+        Some(i) => &prefix[..=i],
+        None => "",
+    };
+    let mut entries = Vec::with_capacity(objects.len());
+    let mut known = Vec::with_capacity(objects.len());
+    for (key, k) in objects {
+        if key.ends_with('/') {
+            log::info!("skipping '{key}': a folder marker, not a file");
+            continue;
+        }
+        let rel = key.strip_prefix(base).unwrap_or(&key);
+        check_relative(&key, rel)?;
+        entries.push((dir.join(rel), key.clone()));
+        known.push(k);
+    }
+    if entries.is_empty() {
+        return Err(Error::input(format!(
+            "no object under '{prefix}' to download"
+        )));
+    }
+    Ok((entries, known))
+}
+
+fn check_relative(key: &str, rel: &str) -> Result<()> {
+    let refuse = |why: &str| {
+        Error::input(format!(
+            "key '{}' cannot be downloaded: {why}",
+            key.escape_debug()
+        ))
+        .with_key(key)
+    };
+    if rel.starts_with('/') {
+        return Err(refuse("it would name an absolute path"));
+    }
+    if rel.contains('\0') || rel.contains('\\') {
+        return Err(refuse("it holds a NUL or a backslash"));
+    }
+    if rel
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(refuse(
+            "an empty, '.' or '..' path segment would lead outside the destination directory",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn obj(key: &str) -> (String, Known) {
+        (
+            key.into(),
+            Known {
+                size: 1,
+                etag: String::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn keys_map_below_the_directory_after_the_prefix() {
+        let (e, _) = map_below(
+            "photos/2024-",
+            Path::new("/d"),
+            vec![
+                obj("photos/2024-01/a b.jpg"),
+                obj("photos/2024-02/"),
+                obj("photos/2024-x"),
+            ],
+        )
+        .unwrap();
+        let paths: Vec<_> = e.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("/d/2024-01/a b.jpg"),
+                PathBuf::from("/d/2024-x")
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_that_would_escape_are_refused() {
+        for key in [
+            "p//etc/passwd",
+            "p/a/../../x",
+            "p/./x",
+            "p/a\\..\\x",
+            "p/a//b",
+        ] {
+            let err = map_below("p/", Path::new("/d"), vec![obj(key)]).unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be downloaded"),
+                "{key}: {err}"
+            );
+        }
+    }
+}
