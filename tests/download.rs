@@ -400,3 +400,84 @@ fn an_existing_file_is_replaced_only_once_the_download_is_complete() {
     assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
     assert_eq!(md5_hex(&std::fs::read(&dest).unwrap()), md5_hex(&data));
 }
+
+#[test]
+fn kill_mid_download_then_resume_in_a_new_process_fetches_only_what_is_missing() {
+    for server in support::fast_servers() {
+        let store = server.store();
+        let key = "dl/killed";
+        let data = pattern(20 * MIB, 13);
+        put_in_parts(&store, key, &data, &[5 * MIB; 4]);
+        let proxy = Proxy::start(&server.endpoint);
+        // Two parts come, the others hang: by part number (Garage) or by
+        // range (s3s-fs, which does not serve parts).
+        for n in [3, 4] {
+            proxy.add_rule(Rule::new(
+                Match::method("GET").and_query(&format!("partNumber={n}")),
+                Action::BlackHole,
+            ));
+        }
+        proxy.add_rule(
+            Rule::new(
+                Match::method("GET").and_header("range"),
+                Action::Delay(Duration::ZERO),
+            )
+            .times(2),
+        );
+        proxy.add_rule(Rule::new(
+            Match::method("GET").and_header("range"),
+            Action::BlackHole,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let dest = dir.path().join("out/killed.bin");
+        let list = format!("{}\t{key}\n", dest.display());
+        let mut child = crate::journal::spawn_child_in(
+            &server,
+            &proxy.endpoint(),
+            "download",
+            &list,
+            &journal,
+            None,
+        );
+        // Until the journal holds two acknowledged parts.
+        let recorded = |j: &Path| {
+            std::fs::read_to_string(j)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("P\t"))
+                .count() as u64
+        };
+        let t0 = Instant::now();
+        while recorded(&journal) < 2 && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::journal::kill9(&mut child);
+        let kept = recorded(&journal);
+        assert!(kept >= 2, "{:?}: {kept} parts recorded", server.kind);
+        assert!(!dest.exists(), "a partial file under the final name");
+
+        let clean = Proxy::start(&server.endpoint);
+        let up = Uploader::new(small_parts(server.config_via(&clean.endpoint()))).unwrap();
+        let job = up.resume(&journal).unwrap();
+        let p = finish(&job, 60);
+        assert_eq!(
+            p.state,
+            JobState::Succeeded,
+            "{:?}: {:?}",
+            server.kind,
+            p.error
+        );
+        assert!(
+            std::fs::read(&dest).unwrap() == data,
+            "{:?}: bytes differ",
+            server.kind
+        );
+        let gets = clean.log().iter().filter(|e| e.method == "GET").count() as u64;
+        assert!(
+            gets <= 4 - kept,
+            "{gets} GETs on resume, {kept} of 4 parts were recorded"
+        );
+        assert!(partial_files(dir.path()).is_empty());
+    }
+}

@@ -57,7 +57,11 @@ fn journal_child() {
                 batch.add(path, key);
             }
             batch.journal(&journal);
-            up.start(&batch).unwrap()
+            if mode == "download" {
+                up.download(&batch).unwrap()
+            } else {
+                up.start(&batch).unwrap()
+            }
         }
     };
     if mode == "pause" {
@@ -89,7 +93,8 @@ fn spawn_child(
 }
 
 /// The same with the batch given as "path\tkey" lines, run from `cwd`.
-fn spawn_child_in(
+/// Mode `download` downloads them (each path a destination).
+pub(crate) fn spawn_child_in(
     server: &Server,
     endpoint: &str,
     mode: &str,
@@ -143,7 +148,7 @@ fn run_child(server: &Server, endpoint: &str, mode: &str, files: &Files, journal
     state
 }
 
-fn kill9(child: &mut Child) {
+pub(crate) fn kill9(child: &mut Child) {
     // SAFETY: kill(2) on the pid of a child we own.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
