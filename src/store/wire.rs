@@ -413,6 +413,9 @@ fn read_chunked(
     limits: &Limits,
     out: &mut Out<'_>,
 ) -> Result<(), WireError> {
+    // Refused as soon as a chunk-size line says the body will be too
+    // large, before its bytes are read.
+    let mut total: u64 = 0;
     loop {
         let (n, size) = read_until(rbuf, fill, MAX_CHUNK_LINE, "chunk-size line", |buf| {
             // httparse takes an empty size as 0: that is no chunk line.
@@ -430,6 +433,10 @@ fn read_chunked(
         if size == 0 {
             break;
         }
+        total = total
+            .checked_add(size)
+            .filter(|&t| t <= limits.max_body)
+            .ok_or(WireError::TooLarge("response body"))?;
         take_exact(rbuf, fill, out, size)?;
         let mut crlf = Vec::with_capacity(2);
         take_exact(
