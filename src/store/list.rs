@@ -106,12 +106,7 @@ struct UploadPage {
 /// answer says they are encoded. Upload ids are never encoded.
 fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
     let encoded = root.token_of("EncodingType") == Some("url");
-    let key = |text: &str| {
-        if !encoded {
-            return Ok(text.to_string());
-        }
-        encode::form_decode(text).ok_or_else(|| format!("undecodable url-encoded key {text:?}"))
-    };
+    let key = |text: &str| listed_key(encoded, text);
     let mut uploads = Vec::new();
     for u in root.children("Upload") {
         let (Some(k), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) else {
@@ -129,6 +124,17 @@ fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
         next_key: key(root.text_of("NextKeyMarker").unwrap_or(""))?,
         next_id: root.text_of("NextUploadIdMarker").unwrap_or("").to_string(),
     })
+}
+
+/// A key (or key marker) as a listing asked with `encoding-type=url` gives
+/// it: decoded when the answer says it is encoded (`encoded`: its
+/// `EncodingType` is `url`), taken as it is otherwise. An undecodable key
+/// is an error, never a guess: it would name another object.
+pub(super) fn listed_key(encoded: bool, text: &str) -> std::result::Result<String, String> {
+    if !encoded {
+        return Ok(text.to_string());
+    }
+    encode::form_decode(text).ok_or_else(|| format!("undecodable url-encoded key {text:?}"))
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! operations an uploader needs (PutObject, CreateMultipartUpload,
 //! UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts,
 //! ListMultipartUploads, HeadObject) plus CreateBucket, GetObject and
-//! DeleteObject for tests and the janitor. Bodies stream from a reader with
+//! DeleteObject for tests and the janitor, and (in `objects`) what a user
+//! does with what is stored: ListObjectsV2, DeleteObjects and presigned URLs. Bodies stream from a reader with
 //! `Content-Length` always set: never chunked, never aws-chunked, which OBS,
 //! OSS and older MinIO reject.
 //!
@@ -24,6 +25,7 @@ mod get;
 mod http;
 pub(crate) mod interrupt;
 mod list;
+mod objects;
 mod sign;
 mod tls;
 mod wire;
@@ -43,6 +45,7 @@ pub(crate) use encode::parse_timestamp;
 pub use endpoint::Endpoint;
 use errors::{error_from_root, server_error, transport_error};
 pub use get::{ContentRange, GetHead, GetSpec, ObjectSink};
+pub use objects::{DeleteFailure, DeleteReport, ListedObject, MAX_PRESIGN_EXPIRY};
 use sign::{Payload, Signer};
 use tls::tls_config;
 
@@ -625,19 +628,7 @@ impl Store {
         let index = self.pick_endpoint(req.endpoint_hint);
         let ep = &inner.endpoints[index];
         let key_for_errors = req.key.unwrap_or("");
-        let (authority, mut path) = match inner.addressing {
-            Addressing::Path => (ep.authority(None), format!("/{}", inner.bucket)),
-            Addressing::Virtual => (ep.authority(Some(&inner.bucket)), String::new()),
-        };
-        match req.key {
-            Some(key) => {
-                path.push('/');
-                path.push_str(&encode::key_path(key));
-            }
-            None if path.is_empty() => path.push('/'),
-            None => {}
-        }
-        let mut path_and_query = path;
+        let (authority, mut path_and_query) = self.locate(ep, req.key);
         for (i, (k, v)) in req.query.iter().enumerate() {
             path_and_query.push(if i == 0 { '?' } else { '&' });
             path_and_query.push_str(k);
@@ -731,6 +722,26 @@ impl Store {
                 Err(context(e))
             }
         }
+    }
+
+    /// The authority (`host:port`, with the bucket for virtual-hosted
+    /// addressing) and the encoded path of a request to `ep` about `key`
+    /// (the bucket itself when `None`).
+    fn locate(&self, ep: &Endpoint, key: Option<&str>) -> (String, String) {
+        let inner = &self.inner;
+        let (authority, mut path) = match inner.addressing {
+            Addressing::Path => (ep.authority(None), format!("/{}", inner.bucket)),
+            Addressing::Virtual => (ep.authority(Some(&inner.bucket)), String::new()),
+        };
+        match key {
+            Some(key) => {
+                path.push('/');
+                path.push_str(&encode::key_path(key));
+            }
+            None if path.is_empty() => path.push('/'),
+            None => {}
+        }
+        (authority, path)
     }
 
     fn parse_body(&self, operation: &'static str, key: &str, body: &[u8]) -> Result<xml::Element> {

@@ -5,12 +5,12 @@
 //! UNSIGNED-PAYLOAD for streamed bodies (OBS accepts nothing else, and it
 //! spares hashing every byte with SHA-256).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SignatureLocation, SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -92,6 +92,50 @@ impl Signer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect())
     }
+
+    /// Presigns `method url` (headers: only `host`) for `expires`, as
+    /// aws-sigv4's query-string signing does it: returns the `X-Amz-*`
+    /// query parameters to append, the signature last. The payload is
+    /// `UNSIGNED-PAYLOAD` (whoever uses the URL sends what body they like,
+    /// as with every S3 presigned URL) and no `x-amz-content-sha256` header
+    /// is signed (a plain HTTP client sends none).
+    pub fn presign(
+        &self,
+        method: &str,
+        url: &str,
+        host: &str,
+        expires: Duration,
+        time: SystemTime,
+    ) -> Result<Vec<(String, String)>> {
+        let mut settings = self.settings.clone();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+        settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("s3")
+            .time(time)
+            .settings(settings)
+            .build()
+            .map_err(|e| Error::internal(format!("signing parameters: {e}")))?
+            .into();
+        let request = SignableRequest::new(
+            method,
+            url,
+            [("host", host)].into_iter(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| Error::internal(format!("cannot presign {method} {url}: {e}")))?;
+        let (instructions, _signature) = sign(request, &params)
+            .map_err(|e| Error::internal(format!("cannot presign {method} {url}: {e}")))?
+            .into_parts();
+        Ok(instructions
+            .params()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +178,39 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
              SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, \
              Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
+    }
+
+    /// The presigned URL example of the AWS S3 documentation
+    /// ("Authenticating Requests: Using Query Parameters").
+    #[test]
+    fn reproduces_the_published_presigned_url_signature() {
+        let signer = Signer::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            None,
+            "us-east-1",
+        );
+        let time = UNIX_EPOCH + Duration::from_secs(1_369_353_600);
+        let params = signer
+            .presign(
+                "GET",
+                "https://examplebucket.s3.amazonaws.com/test.txt",
+                "examplebucket.s3.amazonaws.com",
+                Duration::from_secs(86_400),
+                time,
+            )
+            .unwrap();
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|p| p.1.as_str());
+        assert_eq!(get("X-Amz-Expires"), Some("86400"));
+        assert_eq!(get("X-Amz-SignedHeaders"), Some("host"));
+        assert_eq!(
+            get("X-Amz-Credential"),
+            Some("AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request")
+        );
+        assert_eq!(
+            get("X-Amz-Signature"),
+            Some("aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
         );
     }
 
