@@ -143,6 +143,32 @@ impl Uploader {
         self.submit_new(plans, batch.journal.as_deref())
     }
 
+    /// Downloads every object under `prefix` into `dir`: an object's path
+    /// is what follows the prefix's last `/` (`photos/2024-` and
+    /// `photos/2024-01/a.jpg` give `dir/2024-01/a.jpg`), as s5cmd and the
+    /// aws cli map them. Folder markers (keys ending in `/`) are skipped; a
+    /// key that would land outside `dir` (an empty, `.` or `..` segment, a
+    /// backslash, a NUL) is refused before anything is written, naming it.
+    /// Otherwise as [`download`](Uploader::download), with the listing's
+    /// sizes and ETags (no HeadObject per object).
+    pub fn download_prefix(&self, prefix: &str, dir: &Path, journal: Option<&Path>) -> Result<Job> {
+        use crate::engine::download::plan::{map_below, plan, Known};
+        let listed = self.store().list_objects(prefix)?;
+        let objects = listed
+            .into_iter()
+            .map(|o| {
+                let known = Known {
+                    size: o.size,
+                    etag: o.etag,
+                };
+                (o.key, known)
+            })
+            .collect();
+        let (entries, known) = map_below(prefix, dir, objects)?;
+        let plans = plan(&self.runner.engine, &entries, Some(known))?;
+        self.submit_new(plans, journal)
+    }
+
     /// Plans a new batch's journal (if any) and queues the batch.
     fn submit_new(&self, plans: Vec<crate::plan::FilePlan>, journal: Option<&Path>) -> Result<Job> {
         let cfg = &self.runner.engine.cfg;

@@ -481,3 +481,45 @@ fn kill_mid_download_then_resume_in_a_new_process_fetches_only_what_is_missing()
         assert!(partial_files(dir.path()).is_empty());
     }
 }
+
+#[test]
+fn a_prefix_downloads_below_a_directory_and_keys_that_would_escape_are_refused() {
+    for server in support::servers() {
+        let store = server.store();
+        let objects = [
+            ("pre/a b+c%26.txt", pattern(1000, 21)),
+            ("pre/deep/er/é.bin", pattern(6 * MIB, 22)),
+            ("pre/empty", Vec::new()),
+        ];
+        for (k, d) in &objects {
+            put(&store, k, d);
+        }
+        put(&store, "pre/folder/", b"");
+        put(&store, "other/not-this", b"x");
+        let dir = tempfile::tempdir().unwrap();
+        let up = Uploader::new(small_parts(server.config())).unwrap();
+        let job = up.download_prefix("pre/", dir.path(), None).unwrap();
+        let p = finish(&job, 60);
+        assert_eq!(
+            p.state,
+            JobState::Succeeded,
+            "{:?}: {:?}",
+            server.kind,
+            p.error
+        );
+        assert_eq!(job.file_count(), 3, "{:?}", job.files());
+        for (k, d) in &objects {
+            let got = std::fs::read(dir.path().join(k.strip_prefix("pre/").unwrap())).unwrap();
+            assert!(got == *d, "{:?}: bytes of {k}", server.kind);
+        }
+        assert!(!dir.path().join("not-this").exists());
+
+        // A backslash path ("..\\..\\x") is refused wherever it could be
+        // read as a separator.
+        put(&store, "esc/..\\..\\x", b"escape");
+        let out = tempfile::tempdir().unwrap();
+        let e = up.download_prefix("esc/", out.path(), None).unwrap_err();
+        assert!(e.to_string().contains("backslash"), "{e}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}

@@ -105,7 +105,10 @@ struct UploadPage {
 /// `encoding-type=url` (moto ignores it): keys are decoded only when the
 /// answer says they are encoded. Upload ids are never encoded.
 fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
-    let encoded = root.token_of("EncodingType") == Some("url");
+    let encoded = really_encoded(
+        root.token_of("EncodingType") == Some("url"),
+        root.children("Upload").filter_map(|u| u.text_of("Key")),
+    );
     let key = |text: &str| listed_key(encoded, text);
     let mut uploads = Vec::new();
     for u in root.children("Upload") {
@@ -124,6 +127,20 @@ fn upload_page(root: &xml::Element) -> std::result::Result<UploadPage, String> {
         next_key: key(root.text_of("NextKeyMarker").unwrap_or(""))?,
         next_id: root.text_of("NextUploadIdMarker").unwrap_or("").to_string(),
     })
+}
+
+/// Whether a listing that says `EncodingType: url` really encoded its
+/// keys: url encoding leaves no space, control character, non-ASCII
+/// character or XML-special character raw, so one of those in any key
+/// means the server only echoed the parameter (s3s-fs 0.14 does) and the
+/// keys are as stored. (Keys whose only special character is `+` stay
+/// ambiguous on such a server.)
+pub(super) fn really_encoded<'a>(claimed: bool, mut keys: impl Iterator<Item = &'a str>) -> bool {
+    claimed
+        && !keys.any(|k| {
+            k.chars()
+                .any(|c| c == ' ' || !c.is_ascii() || c.is_ascii_control() || "&<>\"'".contains(c))
+        })
 }
 
 /// A key (or key marker) as a listing asked with `encoding-type=url` gives

@@ -399,7 +399,10 @@ fn delete_result(root: &xml::Element) -> HashMap<String, Option<(String, String)
 
 /// Reads a ListObjectsV2 page, keys exact (see `list::listed_key`).
 fn object_page(root: &xml::Element) -> std::result::Result<ObjectPage, String> {
-    let encoded = root.token_of("EncodingType") == Some("url");
+    let encoded = super::list::really_encoded(
+        root.token_of("EncodingType") == Some("url"),
+        root.children("Contents").filter_map(|c| c.text_of("Key")),
+    );
     let mut objects = Vec::new();
     for c in root.children("Contents") {
         let key = c.text_of("Key").ok_or("an object without a Key")?;

@@ -62,6 +62,9 @@ pub(crate) fn plan(
         }
     }
     let known = match known {
+        // A listing without ETags (s3s-fs lists none): asked of each object,
+        // since every GET must name the version it wants.
+        Some(k) if k.iter().any(|k| k.etag.is_empty()) => head_all(engine, entries)?,
         Some(k) => k,
         None => head_all(engine, entries)?,
     };
