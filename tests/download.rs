@@ -331,7 +331,7 @@ fn pause_then_resume_fetches_only_the_missing_parts() {
         let p = finish(&job, 60);
         assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
         assert!(std::fs::read(dir.path().join("out/paused.bin")).unwrap() == data);
-        assert_eq!(job.files()[0].verified.is_some(), true);
+        assert!(job.files()[0].verified.is_some());
         let gets = clean.log().iter().filter(|e| e.method == "GET").count() as u64;
         assert!(
             gets <= 4 - done_before,
@@ -351,7 +351,7 @@ fn destinations_are_checked_before_any_byte_moves() {
     let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let refused = |b: &Batch, words: &[&str]| {
-        let e = up.download(b).err().expect("refused");
+        let e = up.download(b).expect_err("refused");
         for w in words {
             assert!(e.to_string().contains(w), "{e} lacks {w}");
         }

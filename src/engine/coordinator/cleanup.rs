@@ -115,6 +115,7 @@ impl Coordinator<'_> {
         let pause = matches!(ending, Some(Ending::Halted(Halt::Pause)));
         // Close the registry: from here on, a late CreateMultipartUpload
         // answer is aborted by its own worker.
+        #[allow(clippy::type_complexity)]
         let (open, renamed): (Vec<(usize, (Arc<str>, String))>, _) = {
             let mut reg = self.ctx.uploads.lock();
             reg.closed = true;

@@ -210,15 +210,14 @@ fn part_layout(engine: &Engine, key: &str) -> Result<(u64, u32)> {
     Ok((len.max(1), count))
 }
 
+/// (destination, key) pairs, and what the listing said of each.
+type Mapped = (Vec<(PathBuf, String)>, Vec<Known>);
+
 /// Maps the objects under `prefix` to paths below `dir`: a key's path is
 /// what follows the prefix's last `/`. Folder markers (keys ending in `/`)
 /// are skipped. A key that would land outside `dir` — an empty, `.` or `..`
 /// segment, a leading `/`, a backslash, a NUL — is refused, naming it.
-pub(crate) fn map_below(
-    prefix: &str,
-    dir: &Path,
-    objects: Vec<(String, Known)>,
-) -> Result<(Vec<(PathBuf, String)>, Vec<Known>)> {
+pub(crate) fn map_below(prefix: &str, dir: &Path, objects: Vec<(String, Known)>) -> Result<Mapped> {
     let base = match prefix.rfind('/') {
         Some(i) => &prefix[..=i],
         None => "",
