@@ -11,6 +11,7 @@ mod garage;
 mod inputs;
 mod integrity;
 mod journal;
+mod objects;
 mod stop;
 mod store;
 mod tls;

@@ -201,6 +201,10 @@ struct Inner {
     /// `integrity=crc32c`: [`Store::create_multipart_upload`] declares the
     /// CRC32C algorithm.
     crc32c_uploads: bool,
+    /// Whether the server really url-encodes the keys of a listing that
+    /// says `EncodingType: url` (s3s-fs says so and does not), once a
+    /// listing has shown it (see `objects`).
+    encodes_listings: std::sync::OnceLock<bool>,
 }
 
 impl Store {
@@ -304,6 +308,7 @@ impl Store {
                 object_headers,
                 meta_headers,
                 crc32c_uploads: cfg.integrity == crate::Integrity::Crc32c,
+                encodes_listings: std::sync::OnceLock::new(),
             }),
             pin: None,
         })

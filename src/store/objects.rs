@@ -113,12 +113,26 @@ impl Store {
         if !max.is_empty() {
             query.push(("max-keys", &max));
         }
+        let root = self.list_v2(prefix, &query)?;
+        let mut encoded = root.token_of("EncodingType") == Some("url");
+        if encoded {
+            encoded = match self.inner.encodes_listings.get() {
+                Some(known) => *known,
+                None => self.encodes_listings(prefix, &query, &root)?,
+            };
+        }
+        let page = object_page(&root, encoded)
+            .map_err(|why| self.malformed("ListObjectsV2", prefix, &why))?;
+        Ok((page.objects, page.next_token))
+    }
+
+    fn list_v2(&self, prefix: &str, query: &[(&'static str, &str)]) -> Result<xml::Element> {
         let reply = retrying(|| {
             self.call(Request {
                 operation: "ListObjectsV2",
                 method: "GET",
                 key: None,
-                query: &query,
+                query,
                 headers: Vec::new(),
                 body: Body::Empty,
                 endpoint_hint: 0,
@@ -128,9 +142,46 @@ impl Store {
         if root.name == "Error" {
             return Err(self.error_from_xml("ListObjectsV2", prefix, 200, &root, None));
         }
-        let page =
-            object_page(&root).map_err(|why| self.malformed("ListObjectsV2", prefix, &why))?;
-        Ok((page.objects, page.next_token))
+        Ok(root)
+    }
+
+    /// Whether the server really url-encoded `root`, a page that says it
+    /// did. A raw space, non-ASCII character or markup character in a key
+    /// says it did not (an encoder escapes those); a key with `+` or `%`
+    /// and no such tell is ambiguous, so the page is asked again without
+    /// `encoding-type`: the same keys mean the server never encodes. The
+    /// verdict is kept for this client; a page of plain keys decides
+    /// nothing (both readings agree).
+    fn encodes_listings(
+        &self,
+        prefix: &str,
+        query: &[(&'static str, &str)],
+        root: &xml::Element,
+    ) -> Result<bool> {
+        let keys = |root: &xml::Element| -> Vec<String> {
+            root.children("Contents")
+                .filter_map(|c| c.text_of("Key").map(str::to_string))
+                .collect()
+        };
+        let listed = keys(root);
+        let tell =
+            |c: char| !c.is_ascii() || c.is_ascii_control() || " <>&\"#?\\^{}|[]`".contains(c);
+        let verdict = if listed.iter().any(|k| k.chars().any(tell)) {
+            false
+        } else if listed.iter().any(|k| k.contains(['+', '%'])) {
+            let raw: Vec<_> = query
+                .iter()
+                .filter(|(k, _)| *k != "encoding-type")
+                .copied()
+                .collect();
+            keys(&self.list_v2(prefix, &raw)?) != listed
+        } else {
+            return Ok(true);
+        };
+        if !verdict {
+            log::debug!("the server says it url-encodes listings and does not: keys taken as sent");
+        }
+        Ok(*self.inner.encodes_listings.get_or_init(|| verdict))
     }
 
     /// Every object under `prefix` ("" for the whole bucket), all pages, in
@@ -397,12 +448,9 @@ fn delete_result(root: &xml::Element) -> HashMap<String, Option<(String, String)
     outcome
 }
 
-/// Reads a ListObjectsV2 page, keys exact (see `list::listed_key`).
-fn object_page(root: &xml::Element) -> std::result::Result<ObjectPage, String> {
-    let encoded = super::list::really_encoded(
-        root.token_of("EncodingType") == Some("url"),
-        root.children("Contents").filter_map(|c| c.text_of("Key")),
-    );
+/// Reads a ListObjectsV2 page, keys decoded when `encoded` (see
+/// `list::listed_key`).
+fn object_page(root: &xml::Element, encoded: bool) -> std::result::Result<ObjectPage, String> {
     let mut objects = Vec::new();
     for c in root.children("Contents") {
         let key = c.text_of("Key").ok_or("an object without a Key")?;
@@ -445,7 +493,8 @@ mod tests {
     use super::*;
 
     fn page(body: &str) -> std::result::Result<ObjectPage, String> {
-        object_page(&xml::parse(body.as_bytes()).unwrap())
+        let root = xml::parse(body.as_bytes()).unwrap();
+        object_page(&root, root.token_of("EncodingType") == Some("url"))
     }
 
     #[test]
