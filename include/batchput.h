@@ -41,9 +41,10 @@
 #define BP_WAIT_FOREVER UINT32_MAX
 
 /*
- What a call returned. `BP_OK` (0) is success; `BP_PENDING` and
- `BP_EMPTY` are not errors either (a job still running when bp_job_wait
- timed out; no log record waiting for bp_log_next); every other value is a
+ What a call returned. `BP_OK` (0) is success; `BP_PENDING`, `BP_EMPTY`
+ and `BP_DONE` are not errors either (a job still running when bp_job_wait
+ timed out; no log record waiting for bp_log_next; the end of a listing);
+ every other value is a
  failure, whose detail bp_last_error() gives (and, for a job's own failure,
  bp_job_last_error()).
 
@@ -146,6 +147,16 @@ enum bp_status
      bp_set_log_level changed nothing.
      */
     BP_LOGGER_IN_USE = 19,
+    /*
+     Not an error: there is nothing more (bp_list_next, at the end of
+     the listing).
+     */
+    BP_DONE = 20,
+    /*
+     The caller's buffer is too small for the answer; the call's
+     `*written` says how many bytes it needs (bp_presign).
+     */
+    BP_BUFFER_TOO_SMALL = 21,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -370,6 +381,17 @@ typedef struct bp_config bp_config;
 typedef struct bp_job bp_job;
 
 /*
+ A listing of the objects under a prefix: bp_list_open makes one,
+ bp_list_next reads it one object at a time (fetching a page of up to
+ 1,000 from the server when it runs out), bp_list_free ends it.
+
+ Owned by the caller; it keeps its own reference to the uploader's client,
+ so it stays usable after bp_uploader_free. Thread safety: one thread at a
+ time (it is a cursor); different listings are independent.
+ */
+typedef struct bp_list bp_list;
+
+/*
  Uploads batches to one bucket: owns the S3 client, a fixed pool of
  `workers` threads and one coordinator thread. Jobs started on it run one
  after another, in the order they were started.
@@ -530,6 +552,40 @@ typedef struct bp_file_report {
      */
     const char *upload_id;
 } bp_file_report;
+
+/*
+ One object of a listing, filled by bp_list_next.
+
+ Set `struct_size = sizeof(bp_object)` before the call (the rule is at the
+ top of this header); fields are only ever appended.
+
+ The strings are owned by the bp_list and stay valid until the next
+ bp_list_next on it or bp_list_free. Never free them.
+ */
+typedef struct bp_object {
+    /*
+     IN: sizeof(bp_object) as the caller was compiled. OUT: the bytes the
+     library filled.
+     */
+    size_t struct_size;
+    /*
+     The key, exactly as stored (UTF-8, NUL-terminated).
+     */
+    const char *key;
+    /*
+     The ETag, quotes removed ("" when the server does not say).
+     */
+    const char *etag;
+    /*
+     Size in bytes.
+     */
+    uint64_t size;
+    /*
+     When the object was last written, in seconds since the Unix epoch;
+     -1 when the server does not say.
+     */
+    int64_t last_modified;
+} bp_object;
 
 #ifdef __cplusplus
 extern "C" {
@@ -772,6 +828,82 @@ bp_status bp_set_log_level(uint32_t level);
  record goes to one caller.
  */
 bp_status bp_log_next(uint32_t *level, char *buf, size_t len, size_t *written);
+
+/*
+ Starts listing the objects in the uploader's bucket under `prefix`
+ (UTF-8; "" for the whole bucket). Nothing is sent yet: the first
+ bp_list_next asks for the first page.
+
+ OUT: `*out`, the listing, written only on success; free it with
+ bp_list_free.
+ Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument; BP_INVALID_UTF8.
+ Thread safety: any thread.
+ */
+bp_status bp_list_open(struct bp_uploader *up, const char *prefix, struct bp_list **out);
+
+/*
+ Reads the next object of the listing into `*out`, asking the server for
+ the next page (up to 1,000 objects) when the one in hand is used up.
+ Objects come in the server's order (UTF-8 binary order on S3), keys
+ exact.
+
+ OUT: `*out`, written only when BP_OK is returned.
+ Returns BP_OK with an object; BP_DONE (not an error) when there are no
+ more, and again on every later call; BP_INVALID_ARGUMENT for a NULL
+ argument or a struct_size too small; BP_SERVER, BP_NETWORK or BP_TIMEOUT
+ when a page could not be fetched (after retries; calling again asks for
+ that page again).
+ */
+bp_status bp_list_next(struct bp_list *list, struct bp_object *out);
+
+/*
+ Frees a listing (and the strings of its last bp_object). NULL is a no-op.
+ */
+void bp_list_free(struct bp_list *list);
+
+/*
+ Deletes every object in the uploader's bucket under `prefix` (UTF-8; ""
+ for the whole bucket): lists them, then deletes them with DeleteObjects,
+ 1,000 keys a request, each key confirmed by the server. Blocks until
+ done. Objects written under the prefix after the listing are left alone.
+
+ OUT: `*deleted`, how many objects were deleted, written on BP_OK and
+ also when some keys were not deleted (then the status is the failure's).
+ Returns BP_OK when every listed object was deleted; BP_INVALID_ARGUMENT
+ for a NULL argument; BP_INVALID_UTF8; BP_SERVER when the server refused
+ some keys (AccessDenied, say): bp_last_error names the first key not
+ deleted, its error code and message, and how many were not deleted;
+ BP_NETWORK or BP_TIMEOUT when a request failed as a whole (its keys and
+ every later one count as not deleted). When the listing itself fails,
+ nothing was deleted and `*deleted` is not written.
+ Thread safety: any thread.
+ */
+bp_status bp_delete_prefix(struct bp_uploader *up, const char *prefix, uint64_t *deleted);
+
+/*
+ Writes a SigV4 presigned URL into `buf`: for `method` ("GET" or "PUT",
+ any case) on `key` (UTF-8), valid for `expires_secs` seconds (1 to
+ 604800, 7 days). Anyone holding it may download (GET) or upload (PUT)
+ that object with a plain HTTP client, no credentials, until it expires.
+ Nothing is sent to the server.
+
+ OUT: `*written` (when `written` is not NULL), the URL's length in bytes
+ including its NUL — on BP_OK and on BP_BUFFER_TOO_SMALL, so a caller can
+ size its buffer and call again. `buf` gets the URL and a NUL only on
+ BP_OK.
+ Returns BP_OK; BP_BUFFER_TOO_SMALL when `len` is less than that length
+ (`buf` untouched); BP_INVALID_ARGUMENT for a NULL argument (`buf` may be
+ NULL when `len` is 0), another method, or an expiry out of range;
+ BP_INVALID_UTF8; BP_INVALID_INPUT for an empty key (or, for PUT, a key
+ an upload would refuse). Thread safety: any thread.
+ */
+bp_status bp_presign(struct bp_uploader *up,
+                     const char *method,
+                     const char *key,
+                     uint32_t expires_secs,
+                     char *buf,
+                     size_t len,
+                     size_t *written);
 
 /*
  Validates `cfg` (copied: it may be freed afterwards) and starts the

@@ -8,12 +8,14 @@
 //! packages' tests. `ffi/args.rs` has bad input; `ffi/callers.rs` the C
 //! examples and the README; `ffi/abi.rs` pins the fixed-width types, the
 //! layouts and the struct_size rule; `ffi/log.rs` the pull log;
-//! `ffi/sigpipe.rs` a host that keeps SIGPIPE's default.
+//! `ffi/sigpipe.rs` a host that keeps SIGPIPE's default; `ffi/objects.rs`
+//! listing, deleting a prefix and presigning.
 
 mod abi;
 mod args;
 mod callers;
 mod log;
+mod objects;
 mod sigpipe;
 
 use std::ffi::{c_char, CStr, CString};
@@ -453,14 +455,14 @@ fn the_header_compiles_as_strict_c_and_cxx() {
 #[test]
 fn status_text_is_static_and_distinct() {
     let mut seen = std::collections::HashSet::new();
-    for code in 0..=19 {
+    for code in 0..=21 {
         let s = unsafe { CStr::from_ptr(bp_status_str(code)) }
             .to_str()
             .unwrap();
         assert!(!s.is_empty() && s != "unknown status", "{code}: {s}");
         assert!(seen.insert(s), "{code} repeats {s:?}");
     }
-    for code in [u32::MAX, 20, 999, i32::MAX as u32] {
+    for code in [u32::MAX, 22, 999, i32::MAX as u32] {
         let s = unsafe { CStr::from_ptr(bp_status_str(code)) };
         assert_eq!(s.to_str().unwrap(), "unknown status");
     }
@@ -470,6 +472,8 @@ fn status_text_is_static_and_distinct() {
     assert_eq!(bp_status::BP_PANIC as i32, 17);
     assert_eq!(bp_status::BP_EMPTY as i32, 18);
     assert_eq!(bp_status::BP_LOGGER_IN_USE as i32, 19);
+    assert_eq!(bp_status::BP_DONE as i32, 20);
+    assert_eq!(bp_status::BP_BUFFER_TOO_SMALL as i32, 21);
 }
 
 // ------------------------------------------------------------- jobs

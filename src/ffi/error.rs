@@ -9,9 +9,10 @@ use std::fmt::Display;
 use super::panic::ffi_panic_boundary;
 use crate::ErrorKind;
 
-/// What a call returned. `BP_OK` (0) is success; `BP_PENDING` and
-/// `BP_EMPTY` are not errors either (a job still running when bp_job_wait
-/// timed out; no log record waiting for bp_log_next); every other value is a
+/// What a call returned. `BP_OK` (0) is success; `BP_PENDING`, `BP_EMPTY`
+/// and `BP_DONE` are not errors either (a job still running when bp_job_wait
+/// timed out; no log record waiting for bp_log_next; the end of a listing);
+/// every other value is a
 /// failure, whose detail bp_last_error() gives (and, for a job's own failure,
 /// bp_job_last_error()).
 ///
@@ -71,10 +72,16 @@ pub enum bp_status {
     /// with the `log` crate): batchput's records go to it, and
     /// bp_set_log_level changed nothing.
     BP_LOGGER_IN_USE = 19,
+    /// Not an error: there is nothing more (bp_list_next, at the end of
+    /// the listing).
+    BP_DONE = 20,
+    /// The caller's buffer is too small for the answer; the call's
+    /// `*written` says how many bytes it needs (bp_presign).
+    BP_BUFFER_TOO_SMALL = 21,
 }
 
 /// Every status, in numeric order.
-const ALL_STATUSES: [bp_status; 20] = [
+const ALL_STATUSES: [bp_status; 22] = [
     bp_status::BP_OK,
     bp_status::BP_PENDING,
     bp_status::BP_INVALID_ARGUMENT,
@@ -95,6 +102,8 @@ const ALL_STATUSES: [bp_status; 20] = [
     bp_status::BP_PANIC,
     bp_status::BP_EMPTY,
     bp_status::BP_LOGGER_IN_USE,
+    bp_status::BP_DONE,
+    bp_status::BP_BUFFER_TOO_SMALL,
 ];
 
 impl bp_status {
@@ -140,6 +149,8 @@ impl bp_status {
             bp_status::BP_PANIC => c"panic inside batchput (a bug)",
             bp_status::BP_EMPTY => c"nothing to read (not an error)",
             bp_status::BP_LOGGER_IN_USE => c"another logger is installed in the process",
+            bp_status::BP_DONE => c"nothing more (not an error)",
+            bp_status::BP_BUFFER_TOO_SMALL => c"the buffer is too small",
         }
     }
 }

@@ -7,7 +7,8 @@
 //! (`bp_job` and its calls), `report` (`bp_progress`, `bp_file_report`, the
 //! state enums and the `struct_size` rule), `error` (`bp_status`,
 //! `bp_last_error`, `bp_status_str`), `log` (`bp_set_log_level`,
-//! `bp_log_next`); `panic` and `handle` hold the machinery every export
+//! `bp_log_next`), `objects` (`bp_list`, `bp_object`, `bp_delete_prefix`,
+//! `bp_presign`); `panic` and `handle` hold the machinery every export
 //! shares. `capi/cbindgen.toml` carries the header's introduction (the
 //! fixed-width types and the struct_size rule), which cbindgen cannot take
 //! from a module doc.
@@ -50,6 +51,7 @@ mod error;
 mod handle;
 mod job;
 mod log;
+mod objects;
 mod panic;
 mod report;
 mod uploader;
@@ -59,6 +61,7 @@ pub use batch::*;
 pub use config::*;
 pub use error::*;
 pub use job::*;
+pub use objects::*;
 pub use report::*;
 pub use uploader::*;
 

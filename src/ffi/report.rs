@@ -280,6 +280,8 @@ macro_rules! write_fields {
     }};
 }
 
+pub(crate) use write_fields;
+
 /// Copies `value` into the caller's `*out` under the struct_size rule.
 ///
 /// # Safety
