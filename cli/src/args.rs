@@ -54,6 +54,12 @@ pub enum Command {
     Enqueue(crate::admin::EnqueueArgs),
     /// Look at a Redis task queue (`queue status`).
     Queue(crate::admin::QueueCmdArgs),
+    /// List the objects under a prefix: size, date (UTC), key.
+    Ls(crate::objects::LsArgs),
+    /// Delete every object under a prefix (--dry-run to see what would go).
+    Rm(crate::objects::RmArgs),
+    /// Print a presigned URL that lets anyone GET (or PUT) one object for a while.
+    Presign(crate::objects::PresignArgs),
 }
 
 #[derive(Args)]

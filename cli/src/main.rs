@@ -11,6 +11,8 @@
 //! usage errors.
 
 mod args;
+// What is stored: `ls`, `rm`, `presign`.
+mod objects;
 // The worker mode (Redis Streams): `worker`, `enqueue`, `queue`.
 mod admin;
 mod queue;
@@ -494,6 +496,7 @@ fn main() -> ExitCode {
         Command::Cleanup(a) => a.verbose,
         Command::Worker(a) => a.verbose,
         Command::Enqueue(_) | Command::Queue(_) => 0,
+        Command::Ls(_) | Command::Rm(_) | Command::Presign(_) => 0,
     });
     match cli.command {
         Command::Upload(a) => upload(a),
@@ -502,6 +505,9 @@ fn main() -> ExitCode {
         Command::Worker(a) => worker::main(*a),
         Command::Enqueue(a) => admin::enqueue(a),
         Command::Queue(a) => admin::queue(a),
+        Command::Ls(a) => objects::ls(a),
+        Command::Rm(a) => objects::rm(a),
+        Command::Presign(a) => objects::presign(a),
     }
 }
 

@@ -14,6 +14,7 @@ mod support;
 use support::proxy::{Action, Match, Proxy, Rule};
 
 mod interrupts;
+mod objects;
 mod pause;
 mod reports;
 use support::{md5_hex, pattern, Server, MIB};
