@@ -49,6 +49,7 @@ __all__ = [
     "LogLevel",
     "Progress",
     "Status",
+    "StoredObject",
     "Uploader",
     "drain_log",
     "set_log_level",
@@ -80,6 +81,8 @@ class Status(enum.IntEnum):
     PANIC = 17
     EMPTY = 18
     LOGGER_IN_USE = 19
+    DONE = 20
+    BUFFER_TOO_SMALL = 21
 
 
 class JobState(enum.IntEnum):
@@ -171,6 +174,10 @@ class _Job(_Opaque):
     pass
 
 
+class _List(_Opaque):
+    pass
+
+
 # bp_status, bp_job_state, bp_file_state, bp_integrity and bp_log_level are
 # uint32_t in C.
 _u32 = ctypes.c_uint32
@@ -183,6 +190,16 @@ class _Sized(ctypes.Structure):
     def __init__(self) -> None:
         super().__init__()
         self.struct_size = ctypes.sizeof(self)
+
+
+class _Object(_Sized):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("key", ctypes.c_char_p),
+        ("etag", ctypes.c_char_p),
+        ("size", ctypes.c_uint64),
+        ("last_modified", ctypes.c_int64),
+    ]
 
 
 class _Progress(_Sized):
@@ -279,6 +296,14 @@ def _load() -> ctypes.CDLL:
         "bp_job_file": ([P(_Job), c_size_t, P(_FileReport)], status),
         "bp_job_last_error": ([P(_Job), ctypes.c_char_p, c_size_t, P(c_size_t)], status),
         "bp_job_free": ([P(_Job)], None),
+        "bp_list_open": ([P(_Uploader), c_char_p, P(P(_List))], status),
+        "bp_list_next": ([P(_List), P(_Object)], status),
+        "bp_list_free": ([P(_List)], None),
+        "bp_delete_prefix": ([P(_Uploader), c_char_p, P(ctypes.c_uint64)], status),
+        "bp_presign": (
+            [P(_Uploader), c_char_p, c_char_p, ctypes.c_uint32, c_char_p, c_size_t, P(c_size_t)],
+            status,
+        ),
     }
     for name, (argtypes, restype) in decls.items():
         fn = getattr(lib, name)
@@ -410,6 +435,17 @@ class FileReport:
     """The multipart upload open on the server, if any (paused, ABORT_FAILED)."""
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as a listing gives it (bp_object)."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: Optional[int]
+    """Seconds since the Unix epoch; None when the server does not say."""
+
+
 Files = Union[Mapping[Union[str, os.PathLike], str], Iterable[Tuple[Union[str, os.PathLike], str]]]
 
 
@@ -472,6 +508,51 @@ class Uploader:
         n = ctypes.c_uint64(0)
         _check(lib.bp_cleanup(self._live(), _text(prefix), older_than_secs, ctypes.byref(n)))
         return n.value
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        """The objects under `prefix` ("" for the whole bucket), keys exact,
+        pages of up to 1,000 fetched as the iteration needs them."""
+        handle = ctypes.POINTER(_List)()
+        _check(lib.bp_list_open(self._live(), _text(prefix), ctypes.byref(handle)))
+        try:
+            while True:
+                o = _Object()
+                st = lib.bp_list_next(handle, ctypes.byref(o))
+                if st == Status.DONE:
+                    return
+                _check(st)
+                yield StoredObject(
+                    key=o.key.decode("utf-8"),
+                    size=o.size,
+                    etag=o.etag.decode("utf-8"),
+                    last_modified=None if o.last_modified < 0 else o.last_modified,
+                )
+        finally:
+            lib.bp_list_free(handle)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Deletes every object under `prefix` ("" for the whole bucket) and
+        returns how many. When some could not be deleted it raises
+        BatchputError naming the first and how many, with `.deleted` set."""
+        n = ctypes.c_uint64(0)
+        st = lib.bp_delete_prefix(self._live(), _text(prefix), ctypes.byref(n))
+        if st != Status.OK:
+            e = BatchputError(st, last_error())
+            e.deleted = n.value
+            raise e
+        return n.value
+
+    def presign(self, method: str, key: str, expires_secs: int = 3600) -> str:
+        """A presigned URL letting anyone GET (or PUT) `key` with a plain
+        HTTP client for `expires_secs` seconds (1 to 604800)."""
+        need = ctypes.c_size_t(0)
+        args = (self._live(), _text(method), _text(key), expires_secs)
+        st = lib.bp_presign(*args, None, 0, ctypes.byref(need))
+        if st != Status.BUFFER_TOO_SMALL:
+            _check(st)
+        buf = ctypes.create_string_buffer(need.value)
+        _check(lib.bp_presign(*args, buf, len(buf), ctypes.byref(need)))
+        return buf.value.decode("utf-8")
 
     def close(self) -> None:
         """Stops running jobs (aborting their uploads) and frees the uploader."""

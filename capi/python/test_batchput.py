@@ -224,6 +224,39 @@ def test_new_states_and_statuses_keep_their_numbers():
     expect_error(Status.INVALID_ARGUMENT, ["'level' is 6"], batchput.set_log_level, 6)
 
 
+def test_list_delete_prefix_and_presign():
+    import urllib.error
+    import urllib.request
+
+    files = make_files("objects", [10, 2000, 0])
+    with batchput.Uploader(SERVER) as up:
+        job = up.upload(files)
+        assert job.wait(timeout=60)
+        job.check()
+        listed = list(up.list("python/objects/"))
+        assert [o.key for o in listed] == [k for _, k in files], listed
+        assert [o.size for o in listed] == [10, 2000, 0], listed
+        assert all(o.last_modified and o.last_modified > 1_600_000_000 for o in listed), listed
+        assert list(up.list("python/nothing-here/")) == []
+
+        url = up.presign("GET", files[1][1], 60)
+        assert "X-Amz-Signature=" in url, url
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert r.read() == Path(files[1][0]).read_bytes()
+        put = up.presign("PUT", "python/objects/presigned.txt", 60)
+        req = urllib.request.Request(put, data=b"from urllib", method="PUT")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+        assert len(list(up.list("python/objects/"))) == 4
+        expect_error(Status.INVALID_ARGUMENT, ["1 second to 7 days"], up.presign, "GET", "k", 0)
+        expect_error(Status.INVALID_ARGUMENT, ["use GET or PUT"], up.presign, "HEAD", "k", 60)
+
+        assert up.delete_prefix("python/objects/") == 4
+        assert list(up.list("python/objects/")) == []
+        assert up.delete_prefix("python/objects/") == 0
+    assert (Status.DONE, Status.BUFFER_TOO_SMALL) == (20, 21)
+
+
 class _Collect(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG - 5)
