@@ -415,7 +415,8 @@ fn fail_all(failed: &mut Vec<DeleteFailure>, keys: &[&str], err: &Error, why: &s
 /// references, so no parser normalises them) and no U+FFFE / U+FFFF.
 fn xml_can_carry(key: &str) -> bool {
     key.chars().all(|c| {
-        (!c.is_control() || matches!(c, '\t' | '\n' | '\r')) && c != '\u{FFFE}' && c != '\u{FFFF}'
+        (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+            && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
     })
 }
 
