@@ -68,14 +68,16 @@ pub enum FileState {
 }
 
 /// A snapshot of a job's progress. Bytes count only what the server
-/// acknowledged, never what was merely buffered or sent.
+/// acknowledged (a download: what was received whole and written), never
+/// what was merely buffered or sent.
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// The job's state.
     pub state: JobState,
     /// Files in the batch.
     pub files_total: u64,
-    /// Files that are complete objects.
+    /// Files that are complete objects (a download: complete, checked
+    /// files under their final names).
     pub files_done: u64,
     /// Files whose error failed the job.
     pub files_failed: u64,
@@ -87,9 +89,9 @@ pub struct Progress {
     pub bytes_total: u64,
     /// Bytes acknowledged by the server.
     pub bytes_done: u64,
-    /// Bytes written to the network, acknowledged or not: runs ahead of
-    /// `bytes_done` while parts are on the wire, and is rolled back when a
-    /// part is retried.
+    /// Bytes written to the network (a download: received), acknowledged
+    /// or not: runs ahead of `bytes_done` while parts are on the wire, and
+    /// is rolled back when a part is retried.
     pub bytes_sent: u64,
     /// Of `bytes_done`, what a resumed job found already on the server
     /// (complete files and kept parts) and did not send: 0 for a new job.
