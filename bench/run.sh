@@ -7,6 +7,8 @@
 #   bench/run.sh                    # the full benchmark (big, small, mixed; 3 reps)
 #   bench/run.sh --quick --reps 1   # smoke test on tiny data sets
 #   bench/run.sh --sets big --tools batchput,s5cmd --reps 5 --scale 2
+#   bench/run.sh --sets big-down,small-down   # downloads of the same sets
+#   bench/run.sh --rtt-ms 40                  # through 40 ms of round trip (RESULTS-rtt40ms.md)
 # Every argument goes to bench/bench.py (see bench/bench.py --help).
 # BENCH_SKIP_INSTALL=1 skips the install steps (use what is on PATH/in the venv).
 set -euo pipefail
@@ -71,6 +73,10 @@ fi
 
 log "building batchput (release)"
 cargo build --release --locked --bin batchput
+# The latency proxy of the WAN sets (--rtt-ms): one file, standard library.
+if [ ! target/latency_proxy -nt bench/latency_proxy.rs ]; then
+  rustc -O --edition 2021 bench/latency_proxy.rs -o target/latency_proxy
+fi
 
 log "running bench/bench.py $*"
 BENCH_COMMAND="bench/run.sh${*:+ $*}" exec python3 bench/bench.py --venv "$ROOT/$VENV" --batchput "$ROOT/target/release/batchput" "$@"

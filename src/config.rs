@@ -107,7 +107,12 @@ pub struct Config {
     pub(crate) secret_key: Option<String>,
     pub(crate) session_token: Option<String>,
     pub(crate) addressing: Addressing,
+    /// The fixed number of requests in flight; ignored with `adaptive_workers`.
     pub(crate) workers: usize,
+    /// `workers=auto`: requests in flight adapt to the link and the server
+    /// (see `engine::coordinator::concurrency`), up to `max_workers`.
+    pub(crate) adaptive_workers: bool,
+    pub(crate) max_workers: usize,
     pub(crate) part_size: u64,
     pub(crate) multipart_threshold: u64,
     pub(crate) retries: u32,
@@ -139,6 +144,8 @@ impl std::fmt::Debug for Config {
             .field("access_key", &self.access_key)
             .field("addressing", &self.addressing)
             .field("workers", &self.workers)
+            .field("adaptive_workers", &self.adaptive_workers)
+            .field("max_workers", &self.max_workers)
             .field("part_size", &self.part_size)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("integrity", &self.integrity)
@@ -158,6 +165,8 @@ impl Default for Config {
             session_token: None,
             addressing: Addressing::Path,
             workers: 16,
+            adaptive_workers: true,
+            max_workers: 64,
             part_size: 16 * 1024 * 1024,
             // Measured (bench/RESULTS.md): a file of a few dozen MiB costs
             // the server half as much as one PUT as in parts, and a batch
@@ -194,7 +203,8 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("secret_key", "$AWS_SECRET_ACCESS_KEY", "secret access key"),
     ("session_token", "$AWS_SESSION_TOKEN", "session token for temporary credentials"),
     ("addressing", "path", "path | virtual (OBS and OSS need virtual)"),
-    ("workers", "16", "parts in flight at once (threads of the pool)"),
+    ("workers", "auto", "requests in flight: auto (from 16, grown while throughput grows, cut on throttling, errors and stalls, up to max_workers) or a fixed number"),
+    ("max_workers", "64", "the most requests in flight workers=auto reaches (the pool's threads)"),
     ("part_size", "16MiB", "multipart part size, 5MiB..5GiB; grown to stay within 10,000 parts"),
     ("multipart_threshold", "64MiB", "files of this size or more upload in parts"),
     ("retries", "5", "attempts per request before its error is fatal"),
@@ -259,10 +269,29 @@ impl Config {
         self
     }
 
-    /// Number of worker threads, which is the number of parts in flight.
+    /// A fixed number of requests in flight (worker threads), instead of
+    /// the default `auto`.
     pub fn workers(mut self, workers: usize) -> Config {
         self.workers = workers;
+        self.adaptive_workers = false;
         self
+    }
+
+    /// `workers=auto` (the default): requests in flight start at 16 and
+    /// adapt, up to `max`.
+    pub fn workers_auto(mut self, max: usize) -> Config {
+        self.adaptive_workers = true;
+        self.max_workers = max;
+        self
+    }
+
+    /// The pool's threads: the most requests that can be in flight.
+    pub(crate) fn pool_size(&self) -> usize {
+        if self.adaptive_workers {
+            self.max_workers
+        } else {
+            self.workers
+        }
     }
 
     /// Part size in bytes for multipart uploads.
@@ -412,7 +441,13 @@ impl Config {
                     _ => return Err(bad("expected 'path' or 'virtual'")),
                 }
             }
-            "workers" => self.workers = parse_count(value).map_err(|w| bad(&w))? as usize,
+            "workers" if value.eq_ignore_ascii_case("auto") => self.adaptive_workers = true,
+            "workers" => {
+                self.workers =
+                    parse_count(value).map_err(|w| bad(&format!("{w}, or auto")))? as usize;
+                self.adaptive_workers = false;
+            }
+            "max_workers" => self.max_workers = parse_count(value).map_err(|w| bad(&w))? as usize,
             "part_size" => self.part_size = parse_size(value).map_err(|w| bad(&w))?,
             "multipart_threshold" => {
                 self.multipart_threshold = parse_size(value).map_err(|w| bad(&w))?
@@ -506,6 +541,7 @@ impl Config {
             "bucket",
             "region",
             "workers",
+            "max_workers",
             "part_size",
             "multipart_threshold",
             "retries",
@@ -575,6 +611,9 @@ impl Config {
                 return fail("must be a non-empty token such as us-east-1".into());
             }
             "workers" if self.workers == 0 || self.workers > 1024 => {
+                return fail("must be between 1 and 1024, or auto".into());
+            }
+            "max_workers" if self.max_workers == 0 || self.max_workers > 1024 => {
                 return fail("must be between 1 and 1024".into());
             }
             "part_size" if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) => {
@@ -687,7 +726,7 @@ impl Config {
             return max;
         }
         let soft = nofile_soft_limit().unwrap_or(1024);
-        let reserved = 2 * self.workers as u64 + 24;
+        let reserved = 2 * self.pool_size() as u64 + 24;
         soft.saturating_sub(reserved).clamp(4, 1024) as usize
     }
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod concurrency;
 mod download;
 mod engine;
 mod ffi;

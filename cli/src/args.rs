@@ -215,8 +215,11 @@ pub struct PlanArgs {
 #[derive(Args)]
 #[command(next_help_heading = "Upload options")]
 pub struct TuningArgs {
-    #[arg(long, short = 'w', value_name = "N", env = "BATCHPUT_WORKERS", help = opt("workers"))]
+    #[arg(long, short = 'w', value_name = "N|auto", env = "BATCHPUT_WORKERS", help = opt("workers"))]
     pub workers: Option<String>,
+
+    #[arg(long, value_name = "N", env = "BATCHPUT_MAX_WORKERS", help = opt("max_workers"))]
+    pub max_workers: Option<String>,
 
     #[arg(long, value_name = "N", env = "BATCHPUT_RETRIES", help = opt("retries"))]
     pub retries: Option<String>,
@@ -371,6 +374,7 @@ pub fn build_config(
     }
     if let Some(t) = tuning {
         put("workers", t.workers.clone());
+        put("max_workers", t.max_workers.clone());
         put("retries", t.retries.clone());
         put_duration("stall_timeout_ms", &t.stall_timeout, &mut put);
         put_duration("deadline_ms", &t.deadline, &mut put);

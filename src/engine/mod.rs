@@ -96,7 +96,7 @@ impl Runner {
         let workers = WorkerThreads(Arc::new(Mutex::new(Vec::new())));
         let handles = workers.0.clone();
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.workers)
+            .num_threads(cfg.pool_size())
             .thread_name(|i| format!("batchput-worker-{i}"))
             // Our own spawn, to keep the join handles (see WorkerThreads).
             .spawn_handler(move |thread| {

@@ -87,6 +87,10 @@ pub(crate) struct JobContext {
     /// detector's sign of life while a big part is on the wire.
     pub activity: AtomicU64,
     pub rate: Option<Arc<TokenBucket>>,
+    /// Attempts that failed in a way that says "fewer requests, please"
+    /// (throttling, a broken or refused connection, a timeout): what
+    /// `workers=auto` backs off on.
+    pub pressure: AtomicU64,
     pub tx: Sender<Msg>,
     pub uploads: Mutex<OpenUploads>,
 }
@@ -647,6 +651,9 @@ pub(crate) fn retrying<T>(
                     log::debug!("retrying on a new connection: {e}");
                     free_retry = false;
                     continue;
+                }
+                if e.is_throttle() || matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout) {
+                    ctx.pressure.fetch_add(1, Ordering::Relaxed);
                 }
                 if !e.is_retryable() || n >= ctx.attempts {
                     return Err(e.with_attempts(n));

@@ -267,7 +267,7 @@ impl Store {
             io_timeout: cfg.request_timeout,
             tls,
             proxy,
-            max_idle: cfg.workers * 2 + 4,
+            max_idle: cfg.pool_size() * 2 + 4,
             user_agent: concat!("batchput/", env!("CARGO_PKG_VERSION")),
             piece: piece_size(cfg.rate_limit),
         });

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 mod cleanup;
+mod concurrency;
 mod progress;
 
 use super::download::{self, Fetch, Finish};
@@ -130,7 +131,8 @@ pub(crate) struct Coordinator<'a> {
     files: Vec<FileRun>,
     ctx: Arc<JobContext>,
     rx: Receiver<Msg>,
-    workers: usize,
+    /// Requests in flight allowed now (fixed, or adapting: `concurrency`).
+    concurrency: concurrency::Concurrency,
     max_open_files: usize,
     max_pending_uploads: usize,
 
@@ -197,6 +199,7 @@ impl<'a> Coordinator<'a> {
             bytes_sent: Default::default(),
             activity: Default::default(),
             rate: engine.rate.clone(),
+            pressure: Default::default(),
             tx,
             uploads: Default::default(),
         });
@@ -237,7 +240,12 @@ impl<'a> Coordinator<'a> {
             files,
             ctx,
             rx,
-            workers: cfg.workers,
+            concurrency: concurrency::Concurrency::new(
+                cfg.adaptive_workers,
+                cfg.workers,
+                cfg.max_workers,
+                now,
+            ),
             max_open_files: cfg.effective_max_open_files(),
             max_pending_uploads: cfg.max_pending_uploads,
             next_file: 0,
@@ -397,14 +405,22 @@ impl<'a> Coordinator<'a> {
     // ------------------------------------------------------------ dispatch
 
     fn dispatch(&mut self) {
-        while self.in_flight < self.workers && self.ending.is_none() {
+        while self.in_flight < self.concurrency.limit() && self.ending.is_none() {
             if let Some(f) = self.to_complete.pop_front() {
                 self.spawn_complete(f);
             } else if let Some(f) = self.next_dispatchable_part() {
                 self.spawn_part(f);
             } else if !self.start_next_file() {
-                break;
+                return;
             }
+        }
+        // Every slot is taken: is work waiting for one?
+        if self.ending.is_none()
+            && (!self.to_complete.is_empty()
+                || self.backlog > 0
+                || self.next_file < self.plans.len())
+        {
+            self.concurrency.note_held_back();
         }
     }
 
@@ -432,7 +448,7 @@ impl<'a> Coordinator<'a> {
     /// Starts the next file of the batch, if the budgets allow and the
     /// active files cannot keep the free workers busy.
     fn start_next_file(&mut self) -> bool {
-        let free = (self.workers - self.in_flight) as u64;
+        let free = self.concurrency.limit().saturating_sub(self.in_flight) as u64;
         if self.next_file >= self.plans.len() || self.backlog >= free {
             return false;
         }

@@ -58,6 +58,10 @@ impl Coordinator<'_> {
                 }
             }
         }
+        let pressure = self.ctx.pressure.load(Ordering::Relaxed);
+        if let Some(limit) = self.concurrency.tick(now, sent, pressure) {
+            log::debug!("requests in flight: up to {limit} now");
+        }
         if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
             self.sample(now);
         }

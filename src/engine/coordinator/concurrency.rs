@@ -1,0 +1,196 @@
+//! How many requests a job keeps in flight: a fixed number (`workers=N`),
+//! or, with `workers=auto`, as many as make the transfer faster.
+//!
+//! On loopback every request is nearly free and a few dozen saturate the
+//! CPU; on a link with 40 ms of round trip, small files need hundreds in
+//! flight (s5cmd runs 256 workers; the CRT scales connections to a target
+//! throughput). `auto` finds the point by hill climbing on what is
+//! measured, once per [`WINDOW`]:
+//! - while the job is held back by the limit (work waited for a slot),
+//!   probe: raise the limit by half;
+//! - after a raise, keep it only if throughput grew by [`GAIN`]; otherwise
+//!   go back and hold for [`HOLD`] before probing again;
+//! - on pressure (a 503 SlowDown, a connection error, a timeout: counted by
+//!   the workers' retry loop) cut the limit by a third and hold.
+//!
+//! The pool has `max_workers` threads from the start; those above the limit
+//! park idle.
+
+use std::time::{Duration, Instant};
+
+/// How often the limit is reconsidered.
+pub(super) const WINDOW: Duration = Duration::from_millis(750);
+/// Throughput must grow this much for a raise to be kept.
+const GAIN: f64 = 1.08;
+/// After a raise that did not pay, or after pressure, how long the limit
+/// stays put.
+const HOLD: Duration = Duration::from_secs(6);
+/// Where `auto` starts, and the lowest it goes.
+pub(super) const START: usize = 16;
+const FLOOR: usize = 2;
+
+/// The limit of one job and what it learnt.
+#[derive(Debug)]
+pub(super) struct Concurrency {
+    adaptive: bool,
+    limit: usize,
+    max: usize,
+    window_start: Instant,
+    bytes_at_start: u64,
+    pressure_at_start: u64,
+    /// Work waited for a slot during this window.
+    held_back: bool,
+    /// The limit and throughput before the last raise, while probing.
+    probe: Option<(usize, f64)>,
+    hold_until: Option<Instant>,
+}
+
+impl Concurrency {
+    pub fn new(adaptive: bool, fixed: usize, max: usize, now: Instant) -> Concurrency {
+        Concurrency {
+            adaptive,
+            limit: if adaptive { START.min(max) } else { fixed },
+            max: if adaptive { max } else { fixed },
+            window_start: now,
+            bytes_at_start: 0,
+            pressure_at_start: 0,
+            held_back: false,
+            probe: None,
+            hold_until: None,
+        }
+    }
+
+    /// Requests that may be in flight now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Work was ready while every slot was taken.
+    pub fn note_held_back(&mut self) {
+        self.held_back = true;
+    }
+
+    /// Called every heartbeat with the bytes ever handed to the network
+    /// and the pressure events ever counted; returns the new limit when it
+    /// changed.
+    pub fn tick(&mut self, now: Instant, bytes: u64, pressure: u64) -> Option<usize> {
+        if !self.adaptive {
+            return None;
+        }
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed < WINDOW {
+            return None;
+        }
+        let rate = bytes.saturating_sub(self.bytes_at_start) as f64 / elapsed.as_secs_f64();
+        let pressed = pressure > self.pressure_at_start;
+        let held_back = self.held_back;
+        self.window_start = now;
+        self.bytes_at_start = bytes;
+        self.pressure_at_start = pressure;
+        self.held_back = false;
+        let before = self.limit;
+        if pressed {
+            self.limit = (self.limit * 2 / 3).max(FLOOR);
+            self.probe = None;
+            self.hold_until = Some(now + HOLD);
+        } else if let Some((old_limit, old_rate)) = self.probe.take() {
+            if rate >= old_rate * GAIN {
+                // It paid: try further.
+                self.raise(rate);
+            } else {
+                self.limit = old_limit;
+                self.hold_until = Some(now + HOLD);
+            }
+        } else if held_back && self.hold_until.is_none_or(|t| now >= t) {
+            self.raise(rate);
+        }
+        (self.limit != before).then_some(self.limit)
+    }
+
+    fn raise(&mut self, rate: f64) {
+        let next = (self.limit + self.limit.div_ceil(2)).min(self.max);
+        if next > self.limit {
+            self.probe = Some((self.limit, rate));
+            self.limit = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs windows where throughput is `rate(limit)` and work is always
+    /// held back; returns the limit after each window.
+    fn climb(max: usize, rate: impl Fn(usize) -> f64, windows: usize) -> Vec<usize> {
+        let t0 = Instant::now();
+        let mut c = Concurrency::new(true, 0, max, t0);
+        let mut bytes = 0.0;
+        let mut out = Vec::new();
+        for i in 1..=windows {
+            c.note_held_back();
+            bytes += rate(c.limit()) * WINDOW.as_secs_f64();
+            c.tick(t0 + WINDOW * i as u32, bytes as u64, 0);
+            out.push(c.limit());
+        }
+        out
+    }
+
+    #[test]
+    fn a_link_that_rewards_concurrency_climbs_to_the_maximum() {
+        // Latency-bound: throughput proportional to requests in flight.
+        let limits = climb(64, |l| l as f64 * 1e6, 12);
+        assert_eq!(*limits.last().unwrap(), 64, "{limits:?}");
+    }
+
+    #[test]
+    fn a_saturated_server_keeps_the_limit_where_it_was() {
+        // Already saturated at 16: raising does not pay, so it goes back.
+        let limits = climb(64, |_| 500e6, 40);
+        assert!(limits.iter().all(|&l| l <= 24), "{limits:?}");
+        assert_eq!(limits[1], 16, "{limits:?}");
+        // And stays at 16 between probes (a probe every HOLD).
+        let at_16 = limits.iter().filter(|&&l| l == 16).count();
+        assert!(at_16 >= limits.len() * 3 / 4, "{limits:?}");
+    }
+
+    #[test]
+    fn the_optimum_is_found_between_start_and_maximum() {
+        // Gains up to 36 in flight, flat after.
+        let limits = climb(256, |l| (l.min(36) as f64) * 1e6, 40);
+        let last = *limits.last().unwrap();
+        assert!((24..=54).contains(&last), "{limits:?}");
+    }
+
+    #[test]
+    fn pressure_cuts_the_limit_and_holds_it() {
+        let t0 = Instant::now();
+        let mut c = Concurrency::new(true, 0, 64, t0);
+        c.note_held_back();
+        assert_eq!(c.tick(t0 + WINDOW, 1_000_000, 0), Some(24));
+        // A SlowDown in the next window.
+        assert_eq!(c.tick(t0 + WINDOW * 2, 3_000_000, 1), Some(16));
+        c.note_held_back();
+        // Held: no probe while HOLD runs.
+        assert_eq!(c.tick(t0 + WINDOW * 3, 4_000_000, 1), None);
+        c.note_held_back();
+        assert!(c.tick(t0 + WINDOW * 3 + HOLD, 9_000_000, 1).is_some());
+    }
+
+    #[test]
+    fn a_fixed_count_never_moves() {
+        let t0 = Instant::now();
+        let mut c = Concurrency::new(false, 7, 64, t0);
+        c.note_held_back();
+        assert_eq!(c.tick(t0 + WINDOW * 5, 1 << 30, 9), None);
+        assert_eq!(c.limit(), 7);
+    }
+
+    #[test]
+    fn no_probe_while_the_job_has_less_work_than_slots() {
+        let t0 = Instant::now();
+        let mut c = Concurrency::new(true, 0, 64, t0);
+        assert_eq!(c.tick(t0 + WINDOW, 1 << 20, 0), None);
+        assert_eq!(c.limit(), START);
+    }
+}

@@ -1,0 +1,95 @@
+//! `workers=auto`: requests in flight grow where the link rewards them
+//! (every request delayed, as on a link with a long round trip), stay at
+//! a fixed count when asked for one, and back off when the server says
+//! SlowDown. Measured at the fault proxy (requests in flight at once), not
+//! by timing.
+
+use std::time::Duration;
+
+use batchput::{JobState, Uploader};
+
+use crate::support::proxy::{peak_in_flight, Action, Match, Proxy, Rule};
+use crate::support::{self, finish, make_files, Files};
+
+/// 600 small files, each a PutObject.
+fn small_files() -> Files {
+    let specs: Vec<(String, usize)> = (0..600).map(|i| (format!("c/{i:04}"), 2048)).collect();
+    make_files(&specs)
+}
+
+/// Every PutObject waits 60 ms at the proxy: a round trip of a far server.
+fn far(proxy: &Proxy) {
+    proxy.add_rule(Rule::new(
+        Match::method("PUT"),
+        Action::Delay(Duration::from_millis(60)),
+    ));
+}
+
+#[test]
+fn auto_grows_requests_in_flight_on_a_slow_link() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    far(&proxy);
+    let files = small_files();
+    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    let p = finish(&job, 120);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    files.verify_all(&server.store());
+    let peak = peak_in_flight(&proxy.log(), |e| e.method == "PUT");
+    assert!(peak > 24, "auto kept at most {peak} requests in flight");
+    assert!(peak <= 64, "auto went past max_workers: {peak}");
+}
+
+#[test]
+fn a_fixed_count_is_kept() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    far(&proxy);
+    let files = small_files();
+    let cfg = server.config_via(&proxy.endpoint()).workers(8);
+    let up = Uploader::new(cfg).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    let p = finish(&job, 120);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    let peak = peak_in_flight(&proxy.log(), |e| e.method == "PUT");
+    assert!(peak <= 8, "{peak} requests in flight with workers=8");
+}
+
+#[test]
+fn slow_down_answers_cut_requests_in_flight() {
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    // The server refuses with 503 SlowDown from the start, a few times.
+    proxy.add_rule(
+        Rule::new(
+            Match::method("PUT"),
+            Action::respond(503, "SlowDown", "Please reduce your request rate."),
+        )
+        .times(40),
+    );
+    far(&proxy);
+    let files = small_files();
+    let cfg = server.config_via(&proxy.endpoint()).workers_auto(64);
+    let up = Uploader::new(cfg).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    let p = finish(&job, 180);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    files.verify_all(&server.store());
+    // The refusals came while 16 were in flight; after them the limit was
+    // cut and held, so the first second after the last refusal never saw
+    // more than 16 at once.
+    let log = proxy.log();
+    let last_refusal = log
+        .iter()
+        .filter(|e| e.status == Some(503))
+        .map(|e| e.started)
+        .max()
+        .expect("refusals were logged");
+    let after: Vec<_> = log
+        .into_iter()
+        .filter(|e| e.started > last_refusal && e.started < last_refusal + Duration::from_secs(1))
+        .collect();
+    let peak = peak_in_flight(&after, |e| e.method == "PUT");
+    assert!(peak <= 16, "{peak} in flight right after SlowDown");
+}
