@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from awscrt.auth import AwsCredentialsProvider
 from awscrt.http import HttpHeaders, HttpRequest
+from awscrt.io import ClientTlsContext, TlsContextOptions
 from awscrt.s3 import (
     S3Client,
     S3RequestTlsMode,
@@ -32,8 +33,15 @@ def main() -> int:
     credentials = AwsCredentialsProvider.new_static(
         os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
     )
+    tls_options = None
+    if tls and os.environ.get("AWS_CA_BUNDLE"):
+        # The benchmark's own CA (bench.py --tls).
+        opts = TlsContextOptions()
+        opts.override_default_trust_store_from_path(ca_filepath=os.environ["AWS_CA_BUNDLE"])
+        tls_options = ClientTlsContext(opts).new_connection_options()
     client = S3Client(
         region=region,
+        tls_connection_options=tls_options,
         tls_mode=S3RequestTlsMode.ENABLED if tls else S3RequestTlsMode.DISABLED,
         signing_config=create_default_s3_signing_config(
             region=region, credential_provider=credentials

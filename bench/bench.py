@@ -247,7 +247,44 @@ class Server:
             raise SystemExit(f"the latency proxy did not start; see {logfile}")
         self.url = f"http://127.0.0.1:{port}"
 
+    def behind_tls(self, work: Path, logfile: Path) -> None:
+        """Puts a TLS front (stunnel, with a certificate made for the run by
+        a CA of its own) before the server or its latency proxy: from now on
+        the tools talk https, trusting the CA through `self.ca`."""
+        upstream = self.url.removeprefix("http://")
+        self.ca = work / "ca.pem"
+        key, cert = work / "server.key", work / "server.pem"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=batchput bench CA", "-keyout", str(work / "ca.key"), "-out", str(self.ca),
+                        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+                       **quiet)
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                        "-keyout", str(key), "-out", str(work / "server.csr")], **quiet)
+        (work / "san.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", str(work / "server.csr"), "-CA", str(self.ca),
+                        "-CAkey", str(work / "ca.key"), "-CAcreateserial", "-days", "2", "-out", str(cert),
+                        "-extfile", str(work / "san.ext")], **quiet)
+        port = free_port()
+        conf = work / "stunnel.conf"
+        conf.write_text(f"foreground = yes\npid =\n[s3]\naccept = 127.0.0.1:{port}\nconnect = {upstream}\n"
+                        f"cert = {cert}\nkey = {key}\n")
+        self.tls = subprocess.Popen(["stunnel", str(conf)], stdout=open(logfile, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.tls.poll() is not None:
+                    raise SystemExit(f"stunnel does not listen; see {logfile}")
+                time.sleep(0.05)
+        self.url = f"https://127.0.0.1:{port}"
+
     def stop(self) -> None:
+        if getattr(self, "tls", None) is not None:
+            self.tls.kill()
+            self.tls.wait()
         if getattr(self, "latency", None) is not None:
             self.latency.kill()
             self.latency.wait()
@@ -313,7 +350,18 @@ def tool_env(env: Env) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "RCLONE_CONFIG": str(env.home / "rclone.conf"),
     }
+    ca = getattr(env.server, "ca", None)
+    if ca:
+        # Go (s5cmd) reads SSL_CERT_FILE; batchput, the aws cli and our
+        # awscrt scripts AWS_CA_BUNDLE; rclone gets --ca-cert.
+        e["SSL_CERT_FILE"] = str(ca)
+        e["AWS_CA_BUNDLE"] = str(ca)
     return e
+
+
+def rclone_tls(env: Env) -> list[str]:
+    ca = getattr(env.server, "ca", None)
+    return ["--ca-cert", str(ca)] if ca else []
 
 
 def download_command(tool: str, env: Env, names: Path, bucket: str, out: Path) -> list[str]:
@@ -332,7 +380,7 @@ def download_command(tool: str, env: Env, names: Path, bucket: str, out: Path) -
     if tool == "rclone":
         return ["rclone", "copy", f":s3:{bucket}/{PREFIX.rstrip('/')}", str(out), "--s3-provider", "Other",
                 "--s3-endpoint", url, "--s3-access-key-id", ACCESS_KEY, "--s3-secret-access-key", SECRET_KEY,
-                "--s3-region", REGION]
+                "--s3-region", REGION] + rclone_tls(env)
     raise SystemExit(f"unknown tool {tool}")
 
 
@@ -417,7 +465,7 @@ def tool_command(tool: str, env: Env, data: Path, bucket: str) -> list[str]:
             SECRET_KEY,
             "--s3-region",
             REGION,
-        ]
+        ] + rclone_tls(env)
     raise SystemExit(f"unknown tool {tool}")
 
 
@@ -694,6 +742,10 @@ def write_report(path: Path, json_path: Path, rows: list[dict], runs: list[Run],
     if meta["quick"]:
         L.append("")
         L.append("**Quick mode: tiny data sets for a smoke test, not a benchmark.**")
+    if meta.get("tls"):
+        L.append("")
+        L.append("**Over TLS: a TLS front (stunnel) before the server with a certificate made for the run; every "
+                 "tool trusts its CA file. stunnel's CPU counts as other work.**")
     if meta.get("rtt_ms"):
         L.append("")
         L.append(f"**Through a latency proxy (bench/latency_proxy.rs) adding {meta['rtt_ms']} ms of round-trip time "
@@ -835,6 +887,9 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=int, default=0,
                     help="put a latency proxy (bench/latency_proxy.rs) between the tools and the server adding this "
                          "round-trip time, as on a real link; the report goes to RESULTS-rttNms.md")
+    ap.add_argument("--tls", action="store_true",
+                    help="put a TLS front (stunnel, a certificate made for the run) before the server; every tool "
+                         "trusts its CA file; the report goes to RESULTS-tls.md")
     ap.add_argument("--latency-proxy", type=Path, default=REPO / "target" / "latency_proxy",
                     help="the latency proxy binary (bench/run.sh builds it)")
     args = ap.parse_args()
@@ -855,7 +910,8 @@ def main() -> int:
     for t in tools:
         if t not in TOOLS + EXTRA_TOOLS:
             ap.error(f"unknown tool {t}")
-    suffix = ("-quick" if args.quick else "") + (f"-rtt{args.rtt_ms}ms" if args.rtt_ms else "")
+    suffix = (("-quick" if args.quick else "") + (f"-rtt{args.rtt_ms}ms" if args.rtt_ms else "")
+              + ("-tls" if args.tls else ""))
     out = args.out or BENCH_DIR / f"RESULTS{suffix}.md"
     json_out = args.json or BENCH_DIR / f"results{suffix}.json"
     if not args.batchput.exists():
@@ -878,6 +934,8 @@ def main() -> int:
     server = Server(args.s3s_fs, root, work / "s3s-fs.log")
     if args.rtt_ms:
         server.behind_latency(args.latency_proxy, args.rtt_ms, work / "latency-proxy.log")
+    if args.tls:
+        server.behind_tls(work, work / "stunnel.log")
     env = Env(venv=args.venv, batchput=args.batchput, server=server, home=home)
     runs: list[Run] = []
     load_start = os.getloadavg()[0]
@@ -936,6 +994,7 @@ def main() -> int:
         "load_start": load_start,
         "load_end": load_end,
         "rtt_ms": args.rtt_ms,
+        "tls": args.tls,
     }
     write_report(out, json_out, rows, runs, meta)
     json_out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": [asdict(r) for r in runs]}, indent=1))

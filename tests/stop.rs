@@ -126,6 +126,10 @@ fn a_frozen_server_ends_the_job_within_the_cleanup_budget() {
     // still open, or gone by those late aborts. The janitor's abort settles
     // it either way, and then nothing is left.
     proxy.freeze(false);
+    // Let the queued requests reach the server first: a part stored after
+    // the janitor's abort would stay behind on s3s-fs (seen once under a
+    // loaded machine).
+    std::thread::sleep(Duration::from_secs(1));
     let store = server.store();
     for f in &open {
         let id = f.upload_id.as_deref().unwrap();
