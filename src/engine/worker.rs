@@ -27,7 +27,7 @@ use super::rate::{sleep_unless_cancelled, TokenBucket};
 use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::interrupt::{in_scope, Interrupt, Scope};
-use crate::store::{Body, SentChecksum, Store, CANCELLED};
+use crate::store::{page_aligned, Body, SentChecksum, Store, CANCELLED};
 
 /// Bytes read per pread when a checksum is computed before sending; the
 /// send path reads in the HTTP client's pieces (`store::http::WRITE_CHUNK`).
@@ -396,10 +396,7 @@ fn send_data(
     };
     BUFFER.with(|cell| {
         let mut guard = cell.borrow_mut();
-        let buf = &mut *guard;
-        if buf.len() < CHUNK {
-            buf.resize(CHUNK, 0);
-        }
+        let buf = page_aligned(&mut guard, CHUNK);
         retrying(ctx, |_| {
             let (checksum, pre_md5, crc) = match ctx.integrity {
                 Integrity::ContentMd5 => {

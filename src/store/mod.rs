@@ -41,6 +41,7 @@ use base64::Engine as _;
 use crate::config::{Addressing, Config};
 use crate::error::{Error, ErrorKind, Result};
 
+pub(crate) use body::page_aligned;
 pub(crate) use encode::parse_timestamp;
 pub use endpoint::Endpoint;
 use errors::{error_from_root, server_error, transport_error};
