@@ -232,3 +232,44 @@ impl Drop for SigpipeBlocked {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_aligned_windows_start_on_a_page() {
+        let mut buf = Vec::new();
+        for len in [1, 4096, 256 * 1024, 300_000] {
+            let w = page_aligned(&mut buf, len);
+            assert_eq!(w.len(), len);
+            assert_eq!(w.as_ptr() as usize % PAGE, 0);
+        }
+    }
+
+    #[test]
+    fn streamed_bodies_arrive_whole_behind_heads_of_any_length() {
+        let body: Vec<u8> = (0..600_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for head_len in [0, 1, 4095, 4096, 4097, 9000] {
+            let head = vec![b'h'; head_len];
+            let mut out = Vec::new();
+            let mut at = 0;
+            send_streamed(
+                &mut out,
+                &head,
+                |buf| {
+                    // Every piece is read into a page-aligned place.
+                    assert_eq!(buf.as_ptr() as usize % PAGE, 0);
+                    buf.copy_from_slice(&body[at..at + buf.len()]);
+                    at += buf.len();
+                    Ok(())
+                },
+                body.len() as u64,
+                WRITE_CHUNK,
+            )
+            .unwrap();
+            assert_eq!(&out[..head_len], &head[..]);
+            assert_eq!(&out[head_len..], &body[..], "head of {head_len} bytes");
+        }
+    }
+}
