@@ -51,9 +51,10 @@ int main(void)
     FIELD(bp_file_report, state);
     FIELD(bp_file_report, error);
     FIELD(bp_file_report, upload_id);
+    FIELD(bp_file_report, verified);
     fprintf(stderr, "sizeof(enum bp_status) %lu\n", (unsigned long)sizeof(enum bp_status));
     return sizeof(bp_status) == 4 && sizeof(bp_job_state) == 4 && sizeof(bp_file_state) == 4 &&
-                   sizeof(bp_log_level) == 4
+                   sizeof(bp_log_level) == 4 && sizeof(bp_verified) == 4
                ? 0
                : 1;
 }

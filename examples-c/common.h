@@ -77,6 +77,19 @@ static inline const char *job_state_name(bp_job_state s)
     }
 }
 
+/* How a downloaded file was checked; "" for none (an upload, or a file not
+ * complete). */
+static inline const char *verified_name(bp_verified v)
+{
+    switch (v) {
+    case BP_VERIFIED_NONE: return "";
+    case BP_VERIFIED_MD5: return "md5";
+    case BP_VERIFIED_MULTIPART_ETAG: return "multipart-etag";
+    case BP_VERIFIED_SIZE: return "size";
+    default: return "?";
+    }
+}
+
 /* Prints one line per file of the job; an upload left open on the server
  * (BP_FILE_ABORT_FAILED) is named by its upload id. */
 static inline void print_reports(const bp_job *job)
@@ -87,11 +100,12 @@ static inline void print_reports(const bp_job *job)
         r.struct_size = sizeof r;
         if (bp_job_file(job, i, &r) != BP_OK)
             continue;
-        printf("  %-11s %s -> %s  %llu/%llu bytes%s%s%s%s\n", file_state_name(r.state), r.path,
-               r.key, (unsigned long long)r.bytes_done, (unsigned long long)r.size,
+        printf("  %-11s %s -> %s  %llu/%llu bytes%s%s%s%s%s%s\n", file_state_name(r.state),
+               r.path, r.key, (unsigned long long)r.bytes_done, (unsigned long long)r.size,
                r.etag ? "  etag " : "", r.etag ? r.etag : "",
                r.upload_id && r.state == BP_FILE_ABORT_FAILED ? "  left open: upload id " : "",
-               r.upload_id && r.state == BP_FILE_ABORT_FAILED ? r.upload_id : "");
+               r.upload_id && r.state == BP_FILE_ABORT_FAILED ? r.upload_id : "",
+               r.verified != BP_VERIFIED_NONE ? "  verified " : "", verified_name(r.verified));
     }
 }
 

@@ -29,11 +29,11 @@
 
 /* The version of this header; bp_version_number() is the library's. */
 #define BATCHPUT_VERSION_MAJOR 0
-#define BATCHPUT_VERSION_MINOR 2
+#define BATCHPUT_VERSION_MINOR 3
 #define BATCHPUT_VERSION_PATCH 0
 /* MAJOR * 1000000 + MINOR * 1000 + PATCH */
-#define BATCHPUT_VERSION_NUMBER 2000
-#define BATCHPUT_VERSION "0.2.0"
+#define BATCHPUT_VERSION_NUMBER 3000
+#define BATCHPUT_VERSION "0.3.0"
 
 /*
  `timeout_ms` for bp_job_wait: wait until the job ends, however long.
@@ -305,6 +305,44 @@ typedef uint32_t bp_file_state;
 #endif // __cplusplus
 
 /*
+ How a downloaded file was checked before it took its name
+ (`bp_file_report.verified`). In C a `uint32_t`, like bp_status; a value
+ this header does not know (from a newer library) is a check it does not
+ know either.
+ */
+enum bp_verified
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /*
+     Not checked yet (the file is not complete), or an uploaded file.
+     */
+    BP_VERIFIED_NONE = 0,
+    /*
+     The MD5 of its bytes is the object's ETag (a single-part object).
+     */
+    BP_VERIFIED_MD5 = 1,
+    /*
+     The MD5s of its parts, along the object's own part boundaries, give
+     the object's multipart ETag.
+     */
+    BP_VERIFIED_MULTIPART_ETAG = 2,
+    /*
+     Only its size, and the object's ETag at every GET: the store's ETag
+     cannot be recomputed (encrypted objects, unknown part boundaries).
+     */
+    BP_VERIFIED_SIZE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum bp_verified bp_verified;
+#else
+typedef uint32_t bp_verified;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  How much the library logs (bp_set_log_level) and how much a record
  matters (bp_log_next). In C a `uint32_t`, like bp_status; each level
  includes the ones above it.
@@ -397,7 +435,7 @@ typedef struct bp_list bp_list;
  after another, in the order they were started.
 
  Methods: bp_uploader_new, bp_start, bp_resume, bp_cleanup,
- bp_uploader_free. Owned by the caller.
+ bp_download_start, bp_download_prefix, bp_uploader_free. Owned by the caller.
  Thread safety: bp_start, bp_resume and bp_cleanup may be called from any
  thread, at the same time; bp_uploader_free must be the last call.
  */
@@ -551,6 +589,12 @@ typedef struct bp_file_report {
      NULL when none. (Since 0.2.0.)
      */
     const char *upload_id;
+    /*
+     For a download, how the file was checked once complete (a
+     bp_verified); BP_VERIFIED_NONE before, and for uploads. (Since
+     0.3.0.)
+     */
+    bp_verified verified;
 } bp_file_report;
 
 /*
@@ -674,6 +718,54 @@ bp_status bp_config_set(struct bp_config *cfg, const char *key, const char *valu
  own copy, so it may be freed right after bp_uploader_new.
  */
 void bp_config_free(struct bp_config *cfg);
+
+/*
+ Downloads `batch`, whose entries are (local destination path, key) pairs
+ — bp_batch_add's `path` is where the object `key` is written — as a new
+ job, with the guarantees of an upload: fail-fast, bounded stop, a
+ truthful report, and pause and bp_resume when the batch has a journal.
+ Checked before any byte moves: every key, every destination (not a
+ directory, no two keys to one path) and every object's size and ETag
+ (HeadObject). Each object is fetched into a temporary file beside its
+ destination (`.NAME.batchput-partial`) and renamed into place only once
+ complete and checked against its ETag (bp_file_report.verified): a
+ destination never holds a partial or unchecked file. The batch is
+ copied: it may be freed or changed afterwards.
+
+ OUT: `*out`, the job, written only on success; free it with bp_job_free.
+ Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument; BP_INVALID_INPUT
+ for an empty batch, a destination that is a directory, two keys to one
+ path, a missing object; BP_LOCAL_IO for a destination that cannot be
+ written; BP_JOURNAL for a journal that cannot be created; BP_SERVER,
+ BP_NETWORK, BP_TIMEOUT when an object cannot be asked about. Nothing is
+ written when it fails. Thread safety: any thread. (Since 0.3.0.)
+ */
+bp_status bp_download_start(struct bp_uploader *up,
+                            const struct bp_batch *batch,
+                            struct bp_job **out);
+
+/*
+ Lists every object under `prefix` (UTF-8; "" for the whole bucket) and
+ downloads them below the directory `dir` (UTF-8, made if missing) as a
+ new job, like bp_download_start: a key's path below `dir` is what
+ follows the prefix's last '/' ("photos/2024-" puts "photos/2024-01/a"
+ at dir/2024-01/a). Folder markers (keys ending in '/') are skipped. A
+ key that would land outside `dir` — an empty, "." or ".." segment, a
+ leading '/', a backslash — refuses the whole job, naming the key,
+ before anything is written. `journal` (UTF-8) records the job for
+ bp_job_pause and bp_resume; NULL for none. Blocks while it lists.
+
+ OUT: `*out`, the job, written only on success; free it with bp_job_free.
+ Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument or an empty
+ `dir`; BP_INVALID_UTF8; BP_INVALID_INPUT for no object under the prefix
+ or a key refused; the rest as bp_download_start. Thread safety: any
+ thread. (Since 0.3.0.)
+ */
+bp_status bp_download_prefix(struct bp_uploader *up,
+                             const char *prefix,
+                             const char *dir,
+                             const char *journal,
+                             struct bp_job **out);
 
 /*
  Copies this thread's last error message into `buf`.

@@ -14,6 +14,7 @@
 mod abi;
 mod args;
 mod callers;
+mod download;
 mod log;
 mod objects;
 mod sigpipe;

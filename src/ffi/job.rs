@@ -257,6 +257,7 @@ pub unsafe extern "C" fn bp_job_file(
                 .error
                 .map_or(bp_status::BP_OK, |e| bp_status::from_kind(e.kind())),
             upload_id: handle.lend(index, f.upload_id.as_deref()),
+            verified: f.verified.into(),
         };
         // SAFETY: size bytes of *out are the caller's, by its struct_size.
         unsafe { write_file_report(out, report, size) };

@@ -3,7 +3,8 @@
 //! so the docs here are the header's docs.
 //!
 //! One module per C object: `config` (`bp_config`), `batch` (`bp_batch`),
-//! `uploader` (`bp_uploader`, `bp_start`, `bp_resume`, `bp_cleanup`), `job`
+//! `uploader` (`bp_uploader`, `bp_start`, `bp_resume`, `bp_cleanup`),
+//! `download` (`bp_download_start`, `bp_download_prefix`), `job`
 //! (`bp_job` and its calls), `report` (`bp_progress`, `bp_file_report`, the
 //! state enums and the `struct_size` rule), `error` (`bp_status`,
 //! `bp_last_error`, `bp_status_str`), `log` (`bp_set_log_level`,
@@ -47,6 +48,7 @@
 
 mod batch;
 mod config;
+mod download;
 mod error;
 mod handle;
 mod job;
@@ -59,6 +61,7 @@ mod uploader;
 pub use self::log::*;
 pub use batch::*;
 pub use config::*;
+pub use download::*;
 pub use error::*;
 pub use job::*;
 pub use objects::*;

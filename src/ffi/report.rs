@@ -20,7 +20,7 @@ use std::ffi::c_char;
 use std::mem::offset_of;
 
 use super::error::{bp_status, invalid_argument};
-use crate::{FileState, Integrity, JobState};
+use crate::{FileState, Integrity, JobState, Verification};
 
 /// Where a job is in its life. In C a `uint32_t`, like bp_status.
 #[repr(u32)]
@@ -130,6 +130,36 @@ impl From<Option<Integrity>> for bp_integrity {
     }
 }
 
+/// How a downloaded file was checked before it took its name
+/// (`bp_file_report.verified`). In C a `uint32_t`, like bp_status; a value
+/// this header does not know (from a newer library) is a check it does not
+/// know either.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum bp_verified {
+    /// Not checked yet (the file is not complete), or an uploaded file.
+    BP_VERIFIED_NONE = 0,
+    /// The MD5 of its bytes is the object's ETag (a single-part object).
+    BP_VERIFIED_MD5 = 1,
+    /// The MD5s of its parts, along the object's own part boundaries, give
+    /// the object's multipart ETag.
+    BP_VERIFIED_MULTIPART_ETAG = 2,
+    /// Only its size, and the object's ETag at every GET: the store's ETag
+    /// cannot be recomputed (encrypted objects, unknown part boundaries).
+    BP_VERIFIED_SIZE = 3,
+}
+
+impl From<Option<Verification>> for bp_verified {
+    fn from(v: Option<Verification>) -> Self {
+        match v {
+            None => bp_verified::BP_VERIFIED_NONE,
+            Some(Verification::Md5) => bp_verified::BP_VERIFIED_MD5,
+            Some(Verification::MultipartEtag) => bp_verified::BP_VERIFIED_MULTIPART_ETAG,
+            Some(Verification::Size) => bp_verified::BP_VERIFIED_SIZE,
+        }
+    }
+}
+
 /// A snapshot of a job, copied out by bp_job_poll. Bytes and parts count
 /// only what the server acknowledged, except `bytes_sent`.
 ///
@@ -224,6 +254,10 @@ pub struct bp_file_report {
     /// (running, paused, and BP_FILE_ABORT_FAILED: the upload to abort);
     /// NULL when none. (Since 0.2.0.)
     pub upload_id: *const c_char,
+    /// For a download, how the file was checked once complete (a
+    /// bp_verified); BP_VERIFIED_NONE before, and for uploads. (Since
+    /// 0.3.0.)
+    pub verified: bp_verified,
 }
 
 /// sizeof(bp_progress) in the first version that had struct_size: the
@@ -338,6 +372,7 @@ pub(crate) unsafe fn write_file_report(
             state,
             error,
             upload_id,
+            verified,
         ]
     );
 }
@@ -361,10 +396,16 @@ mod tests {
         assert_eq!(std::mem::size_of::<bp_progress>(), PROGRESS_MIN_SIZE + 16);
         assert_eq!(std::mem::size_of::<bp_integrity>(), 4);
         assert_eq!(FILE_REPORT_MIN_SIZE, 4 * 8 + 4 * 8 + 4 + 4);
+        // upload_id, then verified (4 bytes) and 4 bytes of tail padding.
         assert_eq!(
-            std::mem::size_of::<bp_file_report>(),
+            offset_of!(bp_file_report, verified),
             FILE_REPORT_MIN_SIZE + 8
         );
+        assert_eq!(
+            std::mem::size_of::<bp_file_report>(),
+            FILE_REPORT_MIN_SIZE + 16
+        );
+        assert_eq!(std::mem::size_of::<bp_verified>(), 4);
         assert_eq!(std::mem::size_of::<bp_status>(), 4);
         assert_eq!(std::mem::size_of::<bp_job_state>(), 4);
         assert_eq!(std::mem::size_of::<bp_file_state>(), 4);

@@ -18,7 +18,7 @@ use crate::Uploader;
 /// after another, in the order they were started.
 ///
 /// Methods: bp_uploader_new, bp_start, bp_resume, bp_cleanup,
-/// bp_uploader_free. Owned by the caller.
+/// bp_download_start, bp_download_prefix, bp_uploader_free. Owned by the caller.
 /// Thread safety: bp_start, bp_resume and bp_cleanup may be called from any
 /// thread, at the same time; bp_uploader_free must be the last call.
 pub struct bp_uploader {

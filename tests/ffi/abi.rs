@@ -36,7 +36,7 @@ fn rust_layout() -> String {
         parts_total, parts_done, bytes_total, bytes_done, speed_bps, avg_speed_bps,
         peak_speed_bps, elapsed_ms, bytes_sent, integrity_used);
     fields!(bp_file_report: struct_size, path, key, etag, size, bytes_done, avg_speed_bps,
-        peak_speed_bps, state, error, upload_id);
+        peak_speed_bps, state, error, upload_id, verified);
     want
 }
 
