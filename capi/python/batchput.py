@@ -236,7 +236,12 @@ class _FileReport(_Sized):
         ("state", _u32),
         ("error", _u32),
         ("upload_id", ctypes.c_char_p),
+        ("verified", _u32),
     ]
+
+
+# bp_verified: how a downloaded file was checked, by its report name.
+_VERIFIED = {1: "md5", 2: "multipart-etag", 3: "size"}
 
 
 WAIT_FOREVER = 0xFFFFFFFF  # BP_WAIT_FOREVER
@@ -287,6 +292,11 @@ def _load() -> ctypes.CDLL:
         "bp_batch_free": ([P(_Batch)], None),
         "bp_start": ([P(_Uploader), P(_Batch), P(P(_Job))], status),
         "bp_resume": ([P(_Uploader), c_char_p, P(P(_Job))], status),
+        "bp_download_start": ([P(_Uploader), P(_Batch), P(P(_Job))], status),
+        "bp_download_prefix": (
+            [P(_Uploader), c_char_p, c_char_p, c_char_p, P(P(_Job))],
+            status,
+        ),
         "bp_cleanup": ([P(_Uploader), c_char_p, ctypes.c_uint64, P(ctypes.c_uint64)], status),
         "bp_job_poll": ([P(_Job), P(_Progress)], status),
         "bp_job_wait": ([P(_Job), ctypes.c_uint32], status),
@@ -433,6 +443,9 @@ class FileReport:
     error: Union[Status, int]
     upload_id: Optional[str] = None
     """The multipart upload open on the server, if any (paused, ABORT_FAILED)."""
+    verified: Optional[str] = None
+    """A finished download: how it was checked ("md5", "multipart-etag",
+    "size"); None for uploads and unfinished downloads."""
 
 
 @dataclass(frozen=True)
@@ -482,6 +495,10 @@ class Uploader:
         """Starts a job for `files`: (path, key) pairs, or a {path: key}
         mapping. Every file is checked before anything is sent; a bad batch
         raises BatchputError. `journal` makes pause and resume possible."""
+        return self._batch_job(lib.bp_start, files, journal)
+
+    def _batch_job(self, start, files: Files, journal) -> "Job":
+        """A bp_batch of `files` started by `start` (bp_start or bp_download_start)."""
         pairs = files.items() if isinstance(files, Mapping) else files
         batch = lib.bp_batch_new()
         if not batch:
@@ -492,9 +509,35 @@ class Uploader:
             if journal is not None:
                 _check(lib.bp_batch_set_journal(batch, _text(journal, path=True)))
             handle = ctypes.POINTER(_Job)()
-            _check(lib.bp_start(self._live(), batch, ctypes.byref(handle)))
+            _check(start(self._live(), batch, ctypes.byref(handle)))
         finally:
             lib.bp_batch_free(batch)
+        return Job(handle, self)
+
+    def download(self, files: Files, journal: Union[str, os.PathLike, None] = None) -> "Job":
+        """Starts a download job for `files`: (local destination path, key)
+        pairs, or a {path: key} mapping. Every key, destination and object
+        is checked before a byte moves; each file takes its name only once
+        complete and checked (FileReport.verified)."""
+        return self._batch_job(lib.bp_download_start, files, journal)
+
+    def download_prefix(
+        self,
+        prefix: str,
+        dir: Union[str, os.PathLike],
+        journal: Union[str, os.PathLike, None] = None,
+    ) -> "Job":
+        """Lists every object under `prefix` and downloads it below `dir`
+        (a key's path is what follows the prefix's last '/'). A key that
+        would land outside `dir` raises BatchputError naming it, and nothing
+        is written."""
+        handle = ctypes.POINTER(_Job)()
+        j = _text(journal, path=True) if journal is not None else None
+        _check(
+            lib.bp_download_prefix(
+                self._live(), _text(prefix), _text(dir, path=True), j, ctypes.byref(handle)
+            )
+        )
         return Job(handle, self)
 
     def resume(self, journal: Union[str, os.PathLike]) -> "Job":
@@ -656,6 +699,7 @@ class Job:
             etag=r.etag.decode() if r.etag is not None else None,
             error=_status(r.error),
             upload_id=r.upload_id.decode() if r.upload_id is not None else None,
+            verified=_VERIFIED.get(r.verified),
         )
 
     def __iter__(self) -> Iterator[FileReport]:

@@ -290,6 +290,38 @@ def test_log_bridge_forwards_library_records_to_logging():
     assert batchput.drain_log(logger) == 0
 
 
+def test_download_and_download_prefix():
+    files = make_files("download-src", [0, 3000, 6 * MIB + 3])
+    keyed = [(path, "python/download/" + key.rsplit("/", 1)[-1]) for path, key in files]
+    with batchput.Uploader(SERVER, part_size="5MiB", multipart_threshold="5MiB") as up:
+        up.upload(keyed).check()
+        # A batch of (destination, key) pairs.
+        dest = WORKDIR / "download-batch"
+        pairs = [(str(dest / f"f{i}"), key) for i, (_, key) in enumerate(keyed)]
+        job = up.download(pairs)
+        job.check()
+        for (src, _), (dst, _), report in zip(keyed, pairs, job):
+            assert Path(dst).read_bytes() == Path(src).read_bytes(), dst
+            assert report.state == FileState.COMPLETED, report
+            assert report.verified in ("md5", "multipart-etag"), report
+        assert list(job)[1].verified == "md5"
+        # A prefix below a directory, with a journal.
+        below = WORKDIR / "download-prefix"
+        job = up.download_prefix("python/download/", below, journal=WORKDIR / "dl.journal")
+        job.check()
+        for src, key in keyed:
+            name = key.rsplit("/", 1)[-1]
+            assert (below / name).read_bytes() == Path(src).read_bytes(), name
+        assert all(r.verified is not None for r in job), list(job)
+        expect_error(
+            Status.INVALID_INPUT,
+            ["no object under 'python/nothing/'"],
+            up.download_prefix,
+            "python/nothing/",
+            below,
+        )
+
+
 def main():
     tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_") and callable(fn)]
     passed = failed = 0
