@@ -3,18 +3,23 @@
  * storage. The C ABI; conventions in README.md ("C ABI").
  *
  * Fixed-width types: bp_status, bp_job_state, bp_file_state,
- * bp_integrity and bp_log_level are uint32_t typedefs (in C23 and C++, enums whose
- * underlying type is uint32_t: the same size); their enums only name the
+ * bp_integrity, bp_verified and bp_log_level are uint32_t typedefs (in C23 and C++,
+ * enums whose underlying type is uint32_t: the same size); their enums only name the
  * values. No struct or signature depends on the size a compiler gives a
  * plain C enum (-fshort-enums).
  *
- * Extensible structs (bp_progress, bp_file_report): set struct_size to
+ * Extensible structs (bp_progress, bp_file_report, bp_object): set struct_size to
  * sizeof the struct before the call that fills it. Fields are only ever
  * appended; the library writes only the fields that lie wholly within
  * struct_size, never a byte past it, and sets struct_size to the bytes it
  * filled (smaller than yours when the library is older than your header:
  * the fields past it were not written). A struct_size below the struct's
  * first version gets BP_INVALID_ARGUMENT and nothing written.
+ *
+ * Versions: 0.3.0 added downloads (bp_download_start, bp_download_prefix,
+ * bp_file_report.verified), listing (bp_list_open/next/free, bp_object),
+ * bp_delete_prefix, bp_presign, and BP_DONE and BP_BUFFER_TOO_SMALL; it
+ * changed nothing of 0.2.0. Items added after 0.1 say "(Since X.Y.Z.)".
  *
  * SPDX-License-Identifier: Apache-2.0
  */
@@ -149,12 +154,12 @@ enum bp_status
     BP_LOGGER_IN_USE = 19,
     /*
      Not an error: there is nothing more (bp_list_next, at the end of
-     the listing).
+     the listing). (Since 0.3.0.)
      */
     BP_DONE = 20,
     /*
      The caller's buffer is too small for the answer; the call's
-     `*written` says how many bytes it needs (bp_presign).
+     `*written` says how many bytes it needs (bp_presign). (Since 0.3.0.)
      */
     BP_BUFFER_TOO_SMALL = 21,
 };
@@ -425,7 +430,7 @@ typedef struct bp_job bp_job;
 
  Owned by the caller; it keeps its own reference to the uploader's client,
  so it stays usable after bp_uploader_free. Thread safety: one thread at a
- time (it is a cursor); different listings are independent.
+ time (it is a cursor); different listings are independent. (Since 0.3.0.)
  */
 typedef struct bp_list bp_list;
 
@@ -604,7 +609,7 @@ typedef struct bp_file_report {
  top of this header); fields are only ever appended.
 
  The strings are owned by the bp_list and stay valid until the next
- bp_list_next on it or bp_list_free. Never free them.
+ bp_list_next on it or bp_list_free. Never free them. (Since 0.3.0.)
  */
 typedef struct bp_object {
     /*
@@ -929,7 +934,7 @@ bp_status bp_log_next(uint32_t *level, char *buf, size_t len, size_t *written);
  OUT: `*out`, the listing, written only on success; free it with
  bp_list_free.
  Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument; BP_INVALID_UTF8.
- Thread safety: any thread.
+ Thread safety: any thread. (Since 0.3.0.)
  */
 bp_status bp_list_open(struct bp_uploader *up, const char *prefix, struct bp_list **out);
 
@@ -944,12 +949,13 @@ bp_status bp_list_open(struct bp_uploader *up, const char *prefix, struct bp_lis
  more, and again on every later call; BP_INVALID_ARGUMENT for a NULL
  argument or a struct_size too small; BP_SERVER, BP_NETWORK or BP_TIMEOUT
  when a page could not be fetched (after retries; calling again asks for
- that page again).
+ that page again). (Since 0.3.0.)
  */
 bp_status bp_list_next(struct bp_list *list, struct bp_object *out);
 
 /*
  Frees a listing (and the strings of its last bp_object). NULL is a no-op.
+ (Since 0.3.0.)
  */
 void bp_list_free(struct bp_list *list);
 
@@ -968,7 +974,7 @@ void bp_list_free(struct bp_list *list);
  BP_NETWORK or BP_TIMEOUT when a request failed as a whole (its keys and
  every later one count as not deleted). When the listing itself fails,
  nothing was deleted and `*deleted` is not written.
- Thread safety: any thread.
+ Thread safety: any thread. (Since 0.3.0.)
  */
 bp_status bp_delete_prefix(struct bp_uploader *up, const char *prefix, uint64_t *deleted);
 
@@ -987,7 +993,7 @@ bp_status bp_delete_prefix(struct bp_uploader *up, const char *prefix, uint64_t 
  (`buf` untouched); BP_INVALID_ARGUMENT for a NULL argument (`buf` may be
  NULL when `len` is 0), another method, or an expiry out of range;
  BP_INVALID_UTF8; BP_INVALID_INPUT for an empty key (or, for PUT, a key
- an upload would refuse). Thread safety: any thread.
+ an upload would refuse). Thread safety: any thread. (Since 0.3.0.)
  */
 bp_status bp_presign(struct bp_uploader *up,
                      const char *method,

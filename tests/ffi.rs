@@ -888,6 +888,7 @@ fn go_package_passes_its_tests() {
         "TestDrainLogDeliversLibraryRecords",
         "TestNoSIGPIPEWhenTheServerAnswersEarly",
         "TestListDeletePrefixAndPresign",
+        "TestDownloadAndDownloadPrefix",
     ] {
         assert!(so.contains(&format!("--- PASS: {t}")), "{t}:\n{so}");
     }

@@ -73,10 +73,10 @@ pub enum bp_status {
     /// bp_set_log_level changed nothing.
     BP_LOGGER_IN_USE = 19,
     /// Not an error: there is nothing more (bp_list_next, at the end of
-    /// the listing).
+    /// the listing). (Since 0.3.0.)
     BP_DONE = 20,
     /// The caller's buffer is too small for the answer; the call's
-    /// `*written` says how many bytes it needs (bp_presign).
+    /// `*written` says how many bytes it needs (bp_presign). (Since 0.3.0.)
     BP_BUFFER_TOO_SMALL = 21,
 }
 

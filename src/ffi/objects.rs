@@ -21,7 +21,7 @@ use crate::{Error, ErrorKind};
 ///
 /// Owned by the caller; it keeps its own reference to the uploader's client,
 /// so it stays usable after bp_uploader_free. Thread safety: one thread at a
-/// time (it is a cursor); different listings are independent.
+/// time (it is a cursor); different listings are independent. (Since 0.3.0.)
 pub struct bp_list {
     _private: [u8; 0],
 }
@@ -49,7 +49,7 @@ impl Castable for bp_list {
 /// top of this header); fields are only ever appended.
 ///
 /// The strings are owned by the bp_list and stay valid until the next
-/// bp_list_next on it or bp_list_free. Never free them.
+/// bp_list_next on it or bp_list_free. Never free them. (Since 0.3.0.)
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct bp_object {
@@ -77,7 +77,7 @@ const OBJECT_MIN_SIZE: usize = offset_of!(bp_object, last_modified) + 8;
 /// OUT: `*out`, the listing, written only on success; free it with
 /// bp_list_free.
 /// Returns BP_OK; BP_INVALID_ARGUMENT for a NULL argument; BP_INVALID_UTF8.
-/// Thread safety: any thread.
+/// Thread safety: any thread. (Since 0.3.0.)
 #[no_mangle]
 pub unsafe extern "C" fn bp_list_open(
     up: *mut bp_uploader,
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn bp_list_open(
 /// more, and again on every later call; BP_INVALID_ARGUMENT for a NULL
 /// argument or a struct_size too small; BP_SERVER, BP_NETWORK or BP_TIMEOUT
 /// when a page could not be fetched (after retries; calling again asks for
-/// that page again).
+/// that page again). (Since 0.3.0.)
 #[no_mangle]
 pub unsafe extern "C" fn bp_list_next(list: *mut bp_list, out: *mut bp_object) -> bp_status {
     ffi_panic_boundary!("bp_list_next", {
@@ -178,6 +178,7 @@ pub unsafe extern "C" fn bp_list_next(list: *mut bp_list, out: *mut bp_object) -
 }
 
 /// Frees a listing (and the strings of its last bp_object). NULL is a no-op.
+/// (Since 0.3.0.)
 #[no_mangle]
 pub unsafe extern "C" fn bp_list_free(list: *mut bp_list) {
     ffi_panic_boundary!("bp_list_free", {
@@ -199,7 +200,7 @@ pub unsafe extern "C" fn bp_list_free(list: *mut bp_list) {
 /// BP_NETWORK or BP_TIMEOUT when a request failed as a whole (its keys and
 /// every later one count as not deleted). When the listing itself fails,
 /// nothing was deleted and `*deleted` is not written.
-/// Thread safety: any thread.
+/// Thread safety: any thread. (Since 0.3.0.)
 #[no_mangle]
 pub unsafe extern "C" fn bp_delete_prefix(
     up: *mut bp_uploader,
@@ -253,7 +254,7 @@ pub unsafe extern "C" fn bp_delete_prefix(
 /// (`buf` untouched); BP_INVALID_ARGUMENT for a NULL argument (`buf` may be
 /// NULL when `len` is 0), another method, or an expiry out of range;
 /// BP_INVALID_UTF8; BP_INVALID_INPUT for an empty key (or, for PUT, a key
-/// an upload would refuse). Thread safety: any thread.
+/// an upload would refuse). Thread safety: any thread. (Since 0.3.0.)
 #[no_mangle]
 pub unsafe extern "C" fn bp_presign(
     up: *mut bp_uploader,

@@ -48,6 +48,7 @@ fn header_types_are_fixed_width_typedefs() {
         "bp_job_state",
         "bp_file_state",
         "bp_integrity",
+        "bp_verified",
         "bp_log_level",
     ] {
         assert!(

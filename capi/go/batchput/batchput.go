@@ -189,14 +189,18 @@ type FileReport struct {
 	// UploadID is the multipart upload open on the server for this file
 	// (running, paused, FileAbortFailed); "" when none.
 	UploadID string
+	// Verified is how a downloaded file was checked once complete;
+	// VerifiedNone before, and for uploads.
+	Verified Verified
 }
 
-// File is a local file and the key it uploads to.
+// File is a local file and the key it uploads to (for Download: the
+// destination the object at Key is written to).
 type File struct {
 	Path, Key string
 }
 
-// Version is the library's version ("0.2.0").
+// Version is the library's version ("0.3.0").
 func Version() string { return C.GoString(C.bp_version()) }
 
 // VersionNumber is MAJOR*1000000 + MINOR*1000 + PATCH of the library loaded.
@@ -281,7 +285,7 @@ func NewUploader(options map[string]string) (*Uploader, error) {
 // Upload starts a job for files. Every file and key is checked before any
 // byte is sent; a bad batch is an *Error.
 func (u *Uploader) Upload(files []File) (*Job, error) {
-	return u.start(files, "")
+	return u.start(files, "", false)
 }
 
 // UploadWithJournal is Upload, recording the job in a journal so that it
@@ -290,10 +294,12 @@ func (u *Uploader) UploadWithJournal(files []File, journal string) (*Job, error)
 	if journal == "" {
 		return nil, &Error{Status: InvalidArgument, Message: "journal path is empty"}
 	}
-	return u.start(files, journal)
+	return u.start(files, journal, false)
 }
 
-func (u *Uploader) start(files []File, journal string) (*Job, error) {
+// start makes the batch and starts it: an upload of (path, key) pairs, or
+// with download a download of (destination, key) pairs.
+func (u *Uploader) start(files []File, journal string, download bool) (*Job, error) {
 	batch := C.bp_batch_new()
 	if batch == nil {
 		return nil, &Error{Status: Internal, Message: "bp_batch_new returned NULL"}
@@ -322,7 +328,12 @@ func (u *Uploader) start(files []File, journal string) (*Job, error) {
 		return nil, misuse("the uploader is closed")
 	}
 	j := &Job{up: u}
-	if err := call(func() C.bp_status { return C.bp_start(u.p, batch, &j.p) }); err != nil {
+	if err := call(func() C.bp_status {
+		if download {
+			return C.bp_download_start(u.p, batch, &j.p)
+		}
+		return C.bp_start(u.p, batch, &j.p)
+	}); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(j, (*Job).Close)
@@ -488,6 +499,7 @@ func (j *Job) File(i int) (FileReport, error) {
 			ETag:         C.GoString(r.etag),
 			Err:          Status(r.error),
 			UploadID:     C.GoString(r.upload_id),
+			Verified:     Verified(r.verified),
 		}
 		return nil
 	})
