@@ -213,7 +213,7 @@ fn upload_and_verify(up: &Uploader, dir: &Path, prefix: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let display = ui::Display::new(true, job.progress().bytes_total);
+    let display = ui::Display::new(true, job.progress().bytes_total, ui::Direction::Upload);
     let outcome = ui::watch(&job, &display, &ui::OnInterrupt::Stop);
     let p = &outcome.progress;
     let files = job.files();
@@ -222,7 +222,10 @@ fn upload_and_verify(up: &Uploader, dir: &Path, prefix: &str) -> ExitCode {
     let mut by_size = files.clone();
     by_size.sort_by_key(|f| std::cmp::Reverse(f.size));
     println!("\n{}", ui::file_table(&by_size, 12));
-    println!("{}", ui::summary(p, &files, &target, outcome.peak_bps));
+    println!(
+        "{}",
+        ui::summary(p, &files, &target, outcome.peak_bps, ui::Direction::Upload)
+    );
     if p.state != JobState::Succeeded {
         if outcome.signal.is_some() {
             eprintln!("interrupted: the upload was stopped and cleaned up");

@@ -10,11 +10,11 @@ use batchput_cli::{self as ui, flag_message};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit status: 0 every file uploaded; 1 the job failed (completed objects stay, \
-unfinished multipart uploads are aborted); 2 the command line is wrong; 130 \
-interrupted by Ctrl-C, 143 by SIGTERM (a journaled upload is paused for \
-`batchput resume`, any other stopped and cleaned up; a second Ctrl-C quits \
-at once).";
+Exit status: 0 every file uploaded (downloaded); 1 the job failed (completed \
+objects and files stay, unfinished multipart uploads are aborted, unfinished \
+downloads removed); 2 the command line is wrong; 130 interrupted by Ctrl-C, \
+143 by SIGTERM (a journaled job is paused for `batchput resume`, any other \
+stopped and cleaned up; a second Ctrl-C quits at once).";
 
 #[derive(Parser)]
 #[command(
@@ -39,7 +39,17 @@ pub enum Command {
     /// completed objects stay.
     #[command(after_help = AFTER_HELP)]
     Upload(UploadArgs),
-    /// Continue an interrupted upload from its journal (see upload --journal).
+    /// Download every object under a prefix into a directory.
+    ///
+    /// Each file takes its name only once complete and checked against
+    /// its ETag; until then it is a temporary .NAME.batchput-partial beside
+    /// it. A key that would land outside DIR refuses the whole job before
+    /// anything is written. The first fatal error stops the batch: files
+    /// not finished are removed, finished ones stay.
+    #[command(after_help = AFTER_HELP)]
+    Download(Box<crate::download::DownloadArgs>),
+    /// Continue an interrupted upload or download from its journal (see
+    /// upload --journal, download --journal).
     ///
     /// The bucket and endpoint come from the journal unless given; the
     /// files, their keys and their part sizes are the journal's.

@@ -1,31 +1,42 @@
 //! Ctrl-C and SIGTERM while a job runs, and following the job to its end.
 //!
-//! The first signal ends the job the gentle way: a journaled upload is
-//! paused (its uploads and acknowledged parts stay on the server for
-//! `batchput resume`), any other is stopped (its open uploads aborted). A
-//! second signal quits at once, whatever is left. Not an API (see the
-//! crate's docs).
+//! The first signal ends the job the gentle way: a journaled job is
+//! paused (an upload's open uploads and acknowledged parts stay on the
+//! server, a download's temporary files on disk, for `batchput resume`),
+//! any other is stopped (open uploads aborted, unfinished temporary files
+//! removed). A second signal quits at once, whatever is left. Not an API
+//! (see the crate's docs).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use batchput::{Job, JobState, Progress};
 
 use crate::progress::{Display, Rate};
+use crate::ui::Direction;
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The job is a download: what a quit without cleanup leaves is said so.
+static DOWNLOADING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(sig: libc::c_int) {
     // Only async-signal-safe work here: atomics, write(2), _exit(2).
     let _ = FIRST_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
-        const MSG: &[u8] = b"\nbatchput: interrupted again, exiting without cleanup; \
+        const UPLOAD: &[u8] = b"\nbatchput: interrupted again, exiting without cleanup; \
             open multipart uploads may remain ('batchput cleanup' aborts them)\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is static.
+        const DOWNLOAD: &[u8] = b"\nbatchput: interrupted again, exiting without cleanup; \
+            temporary .NAME.batchput-partial files may remain beside the destinations\n";
+        let msg = if DOWNLOADING.load(Ordering::SeqCst) {
+            DOWNLOAD
+        } else {
+            UPLOAD
+        };
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; msg is static.
         unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(128 + sig);
         }
     }
@@ -34,6 +45,13 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
 /// Catches SIGINT and SIGTERM: the first is recorded for [`interrupted`]
 /// (the caller pauses or stops its job); a second one exits at once.
 pub fn catch_interrupts() {
+    catch_interrupts_for(Direction::Upload);
+}
+
+/// [`catch_interrupts`] for a job moving `direction`: a second signal says
+/// what it leaves behind in that job's terms.
+pub fn catch_interrupts_for(direction: Direction) {
+    DOWNLOADING.store(direction == Direction::Download, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"
         // value; the handler only touches atomics and async-signal-safe
@@ -132,16 +150,26 @@ pub fn watch(job: &Job, display: &Display, on_interrupt: &OnInterrupt) -> Outcom
                     OnInterrupt::Pause(_) => job.pause().is_ok(),
                     OnInterrupt::Stop => false,
                 };
+                let (pausing, stopping) = match display.direction() {
+                    Direction::Upload => (
+                        "acknowledged parts stay on the server for resume",
+                        "aborting open uploads",
+                    ),
+                    Direction::Download => (
+                        "fetched parts stay in the temporary files for resume",
+                        "removing unfinished temporary files",
+                    ),
+                };
                 if paused {
                     display.note(&format!(
-                        "{}: pausing; acknowledged parts stay on the server for resume ({})",
+                        "{}: pausing; {pausing} ({})",
                         signal_name(sig),
                         again(sig)
                     ));
                 } else {
                     job.stop();
                     display.note(&format!(
-                        "{}: stopping and aborting open uploads ({})",
+                        "{}: stopping and {stopping} ({})",
                         signal_name(sig),
                         again(sig)
                     ));

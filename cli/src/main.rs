@@ -1,7 +1,7 @@
 //! `batchput`, the command for people: upload files and directories to an
-//! S3-compatible bucket with a live progress bar, continue an interrupted
-//! upload from its journal, and abort multipart uploads left behind by
-//! crashed processes.
+//! S3-compatible bucket with a live progress bar, download a prefix
+//! (`download`), continue an interrupted upload or download from its
+//! journal, and abort multipart uploads left behind by crashed processes.
 //!
 //! Every engine option is a flag, and every flag can also come from a
 //! `BATCHPUT_*` environment variable (endpoint and region also from the
@@ -11,6 +11,8 @@
 //! usage errors.
 
 mod args;
+// `download`, and the direction a journal resumes in.
+mod download;
 // What is stored: `ls`, `rm`, `presign`.
 mod objects;
 // The worker mode (Redis Streams): `worker`, `enqueue`, `queue`.
@@ -25,7 +27,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use batchput::{Batch, Error, ErrorKind, Job, JobState, JournalInfo, Uploader};
-use batchput_cli::{self as ui, logger, Destination, OnInterrupt};
+use batchput_cli::{self as ui, logger, Destination, Direction, OnInterrupt};
 use clap::Parser;
 
 use args::{build_config, CleanupArgs, Cli, Command, OutputArgs, ResumeArgs, UploadArgs};
@@ -261,7 +263,15 @@ fn upload(args: UploadArgs) -> ExitCode {
         _ => OnInterrupt::Stop,
     };
     let target = format!("s3://{}/{}", dest.bucket, args.prefix);
-    follow(&job, &args.output, &dest, &target, &skipped, &on_interrupt)
+    follow(
+        &job,
+        &args.output,
+        &dest,
+        &target,
+        &skipped,
+        &on_interrupt,
+        Direction::Upload,
+    )
 }
 
 /// The longest common prefix of `keys` that ends with '/': the "folder" a
@@ -318,7 +328,11 @@ fn resume(args: ResumeArgs) -> ExitCode {
         )
         .map_err(Failure::usage)?;
         let up = open(cfg, typed, &mut dest)?;
-        ui::catch_interrupts();
+        ui::catch_interrupts_for(if info.download {
+            Direction::Download
+        } else {
+            Direction::Upload
+        });
         let job = up.resume(&args.journal).map_err(Failure::of)?;
         Ok((up, job, info))
     })();
@@ -331,8 +345,24 @@ fn resume(args: ResumeArgs) -> ExitCode {
     } else {
         OnInterrupt::Pause(args.journal.clone())
     };
-    let target = format!("s3://{}/{}", dest.bucket, folder_of(&info.keys));
-    follow(&job, &args.output, &dest, &target, &[], &on_interrupt)
+    let (target, direction) = if info.download {
+        let files = job.files();
+        let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+        let dir = download::common_dir(&paths);
+        (dir.display().to_string(), Direction::Download)
+    } else {
+        let target = format!("s3://{}/{}", dest.bucket, folder_of(&info.keys));
+        (target, Direction::Upload)
+    };
+    follow(
+        &job,
+        &args.output,
+        &dest,
+        &target,
+        &[],
+        &on_interrupt,
+        direction,
+    )
 }
 
 /// A path as a shell reads it back: quoted when it needs to be.
@@ -349,6 +379,8 @@ fn shell_word(p: &Path) -> String {
 }
 
 /// Shows the job until it ends, then its report; returns the exit status.
+/// `target`: where it went, as the summary names it (the bucket and
+/// prefix of an upload, the directory of a download).
 fn follow(
     job: &Job,
     out: &OutputArgs,
@@ -356,8 +388,9 @@ fn follow(
     target: &str,
     skipped: &[batchput::Skipped],
     on_interrupt: &OnInterrupt,
+    direction: Direction,
 ) -> ExitCode {
-    let display = ui::Display::new(!out.no_progress, job.progress().bytes_total);
+    let display = ui::Display::new(!out.no_progress, job.progress().bytes_total, direction);
     let outcome = ui::watch(job, &display, on_interrupt);
     let p = &outcome.progress;
     let files = job.files();
@@ -367,7 +400,10 @@ fn follow(
         if out.verbose > 0 {
             say_raw(&ui::file_table(&files, usize::MAX));
         }
-        say!("{}", ui::summary(p, &files, target, outcome.peak_bps));
+        say!(
+            "{}",
+            ui::summary(p, &files, target, outcome.peak_bps, direction)
+        );
         if !skipped.is_empty() {
             say!(
                 "skipped {} special file{} (not regular files; --strict-inputs makes them errors)",
@@ -493,6 +529,7 @@ fn main() -> ExitCode {
     logger::init(match &cli.command {
         Command::Upload(a) => a.output.verbose,
         Command::Resume(a) => a.output.verbose,
+        Command::Download(a) => a.output.verbose,
         Command::Cleanup(a) => a.verbose,
         Command::Worker(a) => a.verbose,
         Command::Enqueue(_) | Command::Queue(_) => 0,
@@ -501,6 +538,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Upload(a) => upload(a),
         Command::Resume(a) => resume(a),
+        Command::Download(a) => download::download(*a),
         Command::Cleanup(a) => cleanup(a),
         Command::Worker(a) => worker::main(*a),
         Command::Enqueue(a) => admin::enqueue(a),

@@ -15,20 +15,22 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 use batchput::Progress;
 
-use crate::ui::{human_bytes, human_duration, human_rate};
+use crate::ui::{human_bytes, human_duration, human_rate, Direction};
 
 /// The live progress line on a terminal: one bar of bytes sent, with the
 /// bytes acknowledged beside it, speed, ETA and files done. Hidden when
 /// not drawing to a terminal.
 pub struct Display {
     bar: ProgressBar,
+    direction: Direction,
 }
 
 impl Display {
-    /// A display for a job of `bytes_total` bytes. It draws on stderr, and
-    /// only when `enabled` and both stdout and stderr are terminals: with
-    /// the output piped or redirected, nothing but the final report shows.
-    pub fn new(enabled: bool, bytes_total: u64) -> Display {
+    /// A display for a job of `bytes_total` bytes moving `direction`. It
+    /// draws on stderr, and only when `enabled` and both stdout and stderr
+    /// are terminals: with the output piped or redirected, nothing but the
+    /// final report shows.
+    pub fn new(enabled: bool, bytes_total: u64, direction: Direction) -> Display {
         let live = enabled && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         let bar = if live {
             let bar = ProgressBar::with_draw_target(
@@ -49,7 +51,12 @@ impl Display {
         };
         // Log lines go above the bar while it is drawn, not through it.
         crate::logger::draw_above(&bar);
-        Display { bar }
+        Display { bar, direction }
+    }
+
+    /// Which way the job it shows moves bytes.
+    pub fn direction(&self) -> Direction {
+        self.direction
     }
 
     /// Whether the bar is drawn.
@@ -64,7 +71,7 @@ impl Display {
         }
         self.bar.set_length(p.bytes_total);
         self.bar.set_position(p.bytes_sent);
-        self.bar.set_message(progress_line(p, rate));
+        self.bar.set_message(progress_line(p, rate, self.direction));
         // The spinner turns while big parts are in flight and no byte is
         // acknowledged yet: alive, not stuck.
         self.bar.tick();
@@ -216,7 +223,9 @@ impl Rate {
 /// `" 45%  58.0 MiB/128.0 MiB (41.0 MiB acknowledged)  41.2 MiB/s  ETA 2s  files 120/304"`;
 /// once every byte is sent and uploads are completing,
 /// `"100%  128.0 MiB/128.0 MiB  completing 3 uploads  files 301/304"`.
-pub fn progress_line(p: &Progress, rate: &Rate) -> String {
+/// A download says `written` for bytes in finished parts and `finishing
+/// 3 downloads` while its files are checked, synced and renamed.
+pub fn progress_line(p: &Progress, rate: &Rate, direction: Direction) -> String {
     let pct = if p.bytes_total == 0 {
         if p.files_done == p.files_total {
             100
@@ -236,13 +245,21 @@ pub fn progress_line(p: &Progress, rate: &Rate) -> String {
     if p.bytes_sent >= p.bytes_total && p.bytes_done >= p.bytes_total && unfinished > 0 {
         // Every byte is on the server; the uploads are being completed
         // (CompleteMultipartUpload can take seconds for a big object).
+        let (doing, what) = match direction {
+            Direction::Upload => ("completing", "upload"),
+            Direction::Download => ("finishing", "download"),
+        };
         return format!(
-            "{pct:>3}%  {sent}  completing {unfinished} upload{}  {files}",
+            "{pct:>3}%  {sent}  {doing} {unfinished} {what}{}  {files}",
             if unfinished == 1 { "" } else { "s" }
         );
     }
     let acked = if p.bytes_done < p.bytes_sent {
-        format!(" ({} acknowledged)", human_bytes(p.bytes_done))
+        let word = match direction {
+            Direction::Upload => "acknowledged",
+            Direction::Download => "in finished parts",
+        };
+        format!(" ({} {word})", human_bytes(p.bytes_done))
     } else {
         String::new()
     };
@@ -349,16 +366,33 @@ mod tests {
         let mut rate = Rate::new();
         feed(&mut rate, 0.0, 3.0, |t| 8.0 * MIB * t);
         assert_eq!(
-            progress_line(&snapshot(24 << 20, 16 << 20, 120), &rate),
+            progress_line(&snapshot(24 << 20, 16 << 20, 120), &rate, Direction::Upload),
             " 18%  24.0 MiB/128.0 MiB (16.0 MiB acknowledged)  8.0 MiB/s  ETA 13s  files 120/304"
         );
         assert_eq!(
-            progress_line(&snapshot(128 << 20, 128 << 20, 301), &rate),
+            progress_line(
+                &snapshot(128 << 20, 128 << 20, 301),
+                &rate,
+                Direction::Upload
+            ),
             "100%  128.0 MiB/128.0 MiB  completing 3 uploads  files 301/304"
         );
         assert_eq!(
-            progress_line(&snapshot(1 << 20, 0, 0), &Rate::new()),
+            progress_line(&snapshot(1 << 20, 0, 0), &Rate::new(), Direction::Upload),
             "  0%  1.0 MiB/128.0 MiB (0 B acknowledged)  - B/s  ETA -  files 0/304"
+        );
+        // A download's words: bytes in finished parts, files being finished.
+        assert_eq!(
+            progress_line(&snapshot(24 << 20, 16 << 20, 120), &rate, Direction::Download),
+            " 18%  24.0 MiB/128.0 MiB (16.0 MiB in finished parts)  8.0 MiB/s  ETA 13s  files 120/304"
+        );
+        assert_eq!(
+            progress_line(
+                &snapshot(128 << 20, 128 << 20, 301),
+                &rate,
+                Direction::Download
+            ),
+            "100%  128.0 MiB/128.0 MiB  finishing 3 downloads  files 301/304"
         );
     }
 }

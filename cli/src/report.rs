@@ -10,17 +10,29 @@ use batchput::{Error, FileReport, FileState, JobState, Progress};
 
 use crate::ui::{
     detail, explain, file_state_name, human_bytes, human_duration, human_rate, job_state_name,
-    Destination,
+    Destination, Direction,
 };
 
 /// The totals in one or two lines, e.g.
-/// `uploaded 304 files, 128.0 MiB to s3://b/p in 3.2 s (40.0 MiB/s average, 55.1 MiB/s peak)`.
+/// `uploaded 304 files, 128.0 MiB to s3://b/p in 3.2 s (40.0 MiB/s average, 55.1 MiB/s peak)`;
+/// for a download `dest` is the local directory
+/// (`downloaded 304 files, 128.0 MiB to /data/in in 3.2 s (...)`).
 ///
-/// Speeds count what this job sent: a resumed job's kept parts and
-/// complete files are said apart, never as uploaded at memory speed.
+/// Speeds count what this job moved: a resumed job's kept parts and
+/// complete files are said apart, never as moved at memory speed.
 /// `peak`: the highest speed the display measured, if it measured one.
-pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>) -> String {
+pub fn summary(
+    p: &Progress,
+    files: &[FileReport],
+    dest: &str,
+    peak: Option<f64>,
+    dir: Direction,
+) -> String {
     let mut out = String::new();
+    let (sent_word, kept_word) = match dir {
+        Direction::Upload => ("sent", "were already on the server"),
+        Direction::Download => ("received", "were already on disk"),
+    };
     let plural = |n: u64| if n == 1 { "" } else { "s" };
     let sent = p.bytes_done.saturating_sub(p.bytes_resumed);
     let secs = p.elapsed.as_secs_f64();
@@ -36,7 +48,8 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>
         if p.bytes_resumed >= p.bytes_total && p.files_total > 0 {
             let _ = write!(
                 out,
-                "nothing left to upload: all {} file{} ({}) were already complete at {dest}",
+                "nothing left to {}: all {} file{} ({}) were already complete at {dest}",
+                dir.noun(),
                 p.files_total,
                 plural(p.files_total),
                 human_bytes(p.bytes_total),
@@ -44,7 +57,7 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>
         } else if p.bytes_resumed > 0 {
             let _ = write!(
                 out,
-                "resumed: {} file{}, {} complete at {dest}; sent {} in {} ({speeds}), {} were already on the server",
+                "resumed: {} file{}, {} complete at {dest}; {sent_word} {} in {} ({speeds}), {} {kept_word}",
                 p.files_total,
                 plural(p.files_total),
                 human_bytes(p.bytes_total),
@@ -55,7 +68,8 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>
         } else {
             let _ = write!(
                 out,
-                "uploaded {} file{}, {} to {dest} in {} ({speeds})",
+                "{} {} file{}, {} to {dest} in {} ({speeds})",
+                dir.past(),
                 p.files_total,
                 plural(p.files_total),
                 human_bytes(p.bytes_total),
@@ -78,16 +92,17 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>
     };
     let _ = write!(
         out,
-        "{}: {} of {} files uploaded ({} of {} {}) to {dest} in {}",
+        "{}: {} of {} files {} ({} of {} {}) to {dest} in {}",
         job_state_name(p.state),
         p.files_done,
         p.files_total,
+        dir.past(),
         human_bytes(kept),
         human_bytes(p.bytes_total),
-        if p.state == JobState::Paused {
-            "on the server"
-        } else {
-            "in complete objects"
+        match (p.state, dir) {
+            (JobState::Paused, _) => dir.kept_where(),
+            (_, Direction::Upload) => "in complete objects",
+            (_, Direction::Download) => "in complete files",
         },
         human_duration(p.elapsed),
     );
@@ -120,7 +135,10 @@ pub fn summary(p: &Progress, files: &[FileReport], dest: &str, peak: Option<f64>
         let _ = write!(out, "; {}", rest.join(", "));
     }
     if p.files_done > 0 && matches!(p.state, JobState::Failed | JobState::Stopped) {
-        out.push_str("; the completed objects stay in the bucket");
+        out.push_str(match dir {
+            Direction::Upload => "; the completed objects stay in the bucket",
+            Direction::Download => "; the completed files stay in place",
+        });
     }
     out
 }
@@ -170,7 +188,8 @@ pub fn file_table(files: &[FileReport], limit: usize) -> String {
 /// The final report as one JSON object, for scripts: totals, the integrity
 /// mode used (`integrity_used`: null when the job sent nothing), the error and
 /// every file (path, key, size, bytes done, state, average and peak speed,
-/// ETag, error).
+/// ETag, upload id, `verified`: how a downloaded file was checked, "md5",
+/// "multipart-etag" or "size", null for uploads and unfinished files; error).
 ///
 /// `skipped`: the special files the directory walks passed over, each as
 /// `{"path": ..., "reason": ...}`.
@@ -232,6 +251,7 @@ pub fn json_report(
         field_f64(&mut o, "peak_speed_bps", f.peak_speed_bps);
         field_opt_str(&mut o, "etag", f.etag.as_deref());
         field_opt_str(&mut o, "upload_id", f.upload_id.as_deref());
+        field_opt_str(&mut o, "verified", f.verified.map(|v| v.name()));
         key(&mut o, "error");
         json_error(&mut o, f.error.as_ref(), dest, "transfer");
         o.pop(); // the trailing comma
@@ -405,7 +425,8 @@ mod tests {
                 &progress(JobState::Succeeded, 96 << 20, 96 << 20, 3),
                 &[],
                 "s3://b/r/",
-                None
+                None,
+                Direction::Upload
             ),
             "nothing left to upload: all 3 files (96.0 MiB) were already complete at s3://b/r/"
         );
@@ -415,15 +436,70 @@ mod tests {
                 &progress(JobState::Succeeded, 96 << 20, 80 << 20, 3),
                 &[],
                 "s3://b/r/",
-                None
+                None,
+                Direction::Upload
             ),
             "resumed: 3 files, 96.0 MiB complete at s3://b/r/; sent 16.0 MiB in 2.0 s \
              (8.0 MiB/s average, 8.0 MiB/s peak), 80.0 MiB were already on the server"
         );
         // Stopped with nothing kept: no speed beside 0 B.
         assert_eq!(
-            summary(&progress(JobState::Stopped, 2 << 20, 0, 0), &[], "s3://b/", Some(1e6)),
+            summary(
+                &progress(JobState::Stopped, 2 << 20, 0, 0),
+                &[],
+                "s3://b/",
+                Some(1e6),
+                Direction::Upload
+            ),
             "stopped: 0 of 3 files uploaded (0 B of 96.0 MiB in complete objects) to s3://b/ in 2.0 s"
+        );
+    }
+
+    #[test]
+    fn a_download_is_said_in_its_own_words() {
+        let d = Direction::Download;
+        assert_eq!(
+            summary(
+                &progress(JobState::Succeeded, 96 << 20, 80 << 20, 3),
+                &[],
+                "/data/in",
+                None,
+                d
+            ),
+            "resumed: 3 files, 96.0 MiB complete at /data/in; received 16.0 MiB in 2.0 s \
+             (8.0 MiB/s average, 8.0 MiB/s peak), 80.0 MiB were already on disk"
+        );
+        assert_eq!(
+            summary(
+                &progress(JobState::Paused, 32 << 20, 0, 0),
+                &[],
+                "/data/in",
+                None,
+                d
+            ),
+            "paused: 0 of 3 files downloaded (32.0 MiB of 96.0 MiB in temporary files) \
+             to /data/in in 2.0 s (16.0 MiB/s average, 16.0 MiB/s peak)"
+        );
+        let mut failed = progress(JobState::Failed, 32 << 20, 0, 1);
+        failed.files_failed = 1;
+        let done = FileReport {
+            path: "/data/in/a".into(),
+            key: "p/a".into(),
+            size: 1 << 20,
+            bytes_done: 1 << 20,
+            avg_speed_bps: 0.0,
+            peak_speed_bps: 0.0,
+            state: FileState::Completed,
+            etag: None,
+            upload_id: None,
+            endpoint: None,
+            error: None,
+            verified: Some(batchput::Verification::Md5),
+        };
+        assert_eq!(
+            summary(&failed, &[done], "/data/in", None, d),
+            "failed: 1 of 3 files downloaded (1.0 MiB of 96.0 MiB in complete files) to /data/in \
+             in 2.0 s (16.0 MiB/s average, 16.0 MiB/s peak); the completed files stay in place"
         );
     }
 

@@ -9,6 +9,46 @@ use std::time::Duration;
 
 use batchput::{Error, ErrorKind, FileState, JobState, OPTIONS};
 
+// ---------------------------------------------------------------- direction
+
+/// Which way a job moves bytes: the words its progress line, its
+/// interrupt notes and its report use. The engine runs both the same way;
+/// only what a person reads differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Local files to objects.
+    #[default]
+    Upload,
+    /// Objects to local files.
+    Download,
+}
+
+impl Direction {
+    /// `"upload"`, `"download"`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+
+    /// `"uploaded"`, `"downloaded"`.
+    pub fn past(self) -> &'static str {
+        match self {
+            Direction::Upload => "uploaded",
+            Direction::Download => "downloaded",
+        }
+    }
+
+    /// Where a finished part of an unfinished file waits for a resume.
+    pub fn kept_where(self) -> &'static str {
+        match self {
+            Direction::Upload => "on the server",
+            Direction::Download => "in temporary files",
+        }
+    }
+}
+
 // ---------------------------------------------------------------- numbers
 
 /// `1536` -> `"1.5 KiB"`; binary units, one decimal above bytes.

@@ -13,6 +13,7 @@ mod support;
 
 use support::proxy::{Action, Match, Proxy, Rule};
 
+mod download;
 mod interrupts;
 mod objects;
 mod pause;
