@@ -382,7 +382,10 @@ def download_command(tool: str, env: Env, names: Path, bucket: str, out: Path) -
         return [env.python, str(env.venv / "bin" / "aws"), "--endpoint-url", url, "s3", "cp", "--recursive",
                 "--only-show-errors", f"s3://{bucket}/{PREFIX}", str(out)]
     if tool == "rclone":
-        return ["rclone", "copy", f":s3:{bucket}/{PREFIX.rstrip('/')}", str(out), "--s3-provider", "Other",
+        # The trailing slash: without it rclone first asks HeadObject of
+        # "run" (is the source a file?), which s3s-fs answers with a 500
+        # after about 45 s, twice.
+        return ["rclone", "copy", f":s3:{bucket}/{PREFIX}", str(out), "--s3-provider", "Other",
                 "--s3-endpoint", url, "--s3-access-key-id", ACCESS_KEY, "--s3-secret-access-key", SECRET_KEY,
                 "--s3-region", REGION] + rclone_tls(env)
     raise SystemExit(f"unknown tool {tool}")
