@@ -340,7 +340,7 @@ class Env:
         return hits[0]
 
 
-def tool_env(env: Env) -> dict[str, str]:
+def tool_env(env: Env, tool: str = "") -> dict[str, str]:
     e = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(env.home),
@@ -359,7 +359,8 @@ def tool_env(env: Env) -> dict[str, str]:
         # Go (s5cmd) reads SSL_CERT_FILE; batchput, the aws cli and our
         # awscrt scripts AWS_CA_BUNDLE; rclone gets --ca-cert.
         e["SSL_CERT_FILE"] = str(ca)
-        e["AWS_CA_BUNDLE"] = str(ca)
+        if tool != "rclone":  # its SDK refuses AWS_CA_BUNDLE with its own transport
+            e["AWS_CA_BUNDLE"] = str(ca)
     return e
 
 
@@ -603,7 +604,7 @@ def run_once(env: Env, tool: str, set_name: str, rep: int, order: int, data: Pat
             cpu0 = env.server.cpu()
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=tool_env(env), start_new_session=True)
+                                    env=tool_env(env, tool), start_new_session=True)
             timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
             timer.start()
             try:

@@ -166,7 +166,7 @@ impl Default for Config {
             addressing: Addressing::Path,
             workers: 16,
             adaptive_workers: true,
-            max_workers: 64,
+            max_workers: 256,
             part_size: 16 * 1024 * 1024,
             // Measured (bench/RESULTS.md): a file of a few dozen MiB costs
             // the server half as much as one PUT as in parts, and a batch
@@ -204,7 +204,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("session_token", "$AWS_SESSION_TOKEN", "session token for temporary credentials"),
     ("addressing", "path", "path | virtual (OBS and OSS need virtual)"),
     ("workers", "auto", "requests in flight: auto (from 16, grown while throughput grows, cut on throttling, errors and stalls, up to max_workers) or a fixed number"),
-    ("max_workers", "64", "the most requests in flight workers=auto reaches (the pool's threads)"),
+    ("max_workers", "256", "the most requests in flight workers=auto reaches (the pool's threads, idle until needed)"),
     ("part_size", "16MiB", "multipart part size, 5MiB..5GiB; grown to stay within 10,000 parts"),
     ("multipart_threshold", "64MiB", "files of this size or more upload in parts"),
     ("retries", "5", "attempts per request before its error is fatal"),

@@ -396,7 +396,8 @@ fn send_data(
     };
     BUFFER.with(|cell| {
         let mut guard = cell.borrow_mut();
-        let buf = page_aligned(&mut guard, CHUNK);
+        // No bigger than the data needs (see `body::send_streamed`).
+        let buf = page_aligned(&mut guard, (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096);
         retrying(ctx, |_| {
             let (checksum, pre_md5, crc) = match ctx.integrity {
                 Integrity::ContentMd5 => {

@@ -56,7 +56,11 @@ pub(super) fn send_streamed(
         // The head ends where a page starts, so every piece of body is
         // read into a page-aligned place.
         let lead = head.len().div_ceil(PAGE) * PAGE;
-        let buf = page_aligned(&mut cell, lead + WRITE_CHUNK);
+        // No bigger than the body needs: with hundreds of requests in
+        // flight (workers=auto on a far server), each thread's buffer is
+        // what the process's memory is made of.
+        let body = (total as usize).min(WRITE_CHUNK).div_ceil(PAGE) * PAGE;
+        let buf = page_aligned(&mut cell, lead + body);
         let mut first = lead - head.len();
         buf[first..lead].copy_from_slice(head);
         let mut sent = 0u64;
