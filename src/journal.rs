@@ -8,7 +8,9 @@
 //! ```text
 //! H  batchput-journal 1 <created unix ms> <bucket> [<endpoint>]
 //! F  <idx> <size> <mtime ns|-> <multipart 0|1> <part size> <parts> <path> <key>
-//! G  <idx> <size> <part size> <parts> <by part number 0|1> <etag> <path> <key>
+//! G  <idx> <size> <part size> <parts> <split> <etag> <path> <key>
+//!                                  split: 0 ranges, 1 by part number, 2 ranges
+//!                                  along the guessed part size
 //!                                  a download: object <key> (as planned) to <path>
 //! B  <files>                       the batch is fully recorded
 //! N  <idx> <size> <mtime ns|-> <multipart> <part size> <parts>
@@ -297,7 +299,11 @@ impl Journal {
                     &p.size.to_string(),
                     &p.part_size.to_string(),
                     &p.parts.to_string(),
-                    if object.by_part_number { "1" } else { "0" },
+                    match (object.by_part_number, object.aligned) {
+                        (true, _) => "1",
+                        (false, true) => "2",
+                        (false, false) => "0",
+                    },
                     &encode(object.etag.as_bytes()),
                     &encode(source.as_os_str().as_bytes()),
                     &encode(p.key.as_bytes()),

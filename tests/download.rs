@@ -523,3 +523,40 @@ fn a_prefix_downloads_below_a_directory_and_keys_that_would_escape_are_refused()
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn small_objects_listed_without_etags_cost_one_get_each() {
+    // s3s-fs lists no ETags: a one-GET object learns its ETag from its GET
+    // (and is checked against it), with no HeadObject first.
+    let server = support::s3s();
+    let store = server.store();
+    let objects: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("few/{i}"), pattern(10_000 + i, 30 + i as u64)))
+        .collect();
+    for (k, d) in &objects {
+        put(&store, k, d);
+    }
+    let proxy = Proxy::start(&server.endpoint);
+    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = up.download_prefix("few/", dir.path(), None).unwrap();
+    let p = finish(&job, 60);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    for (f, (k, d)) in job.files().iter().zip(&objects) {
+        assert_eq!(f.verified, Some(Verification::Md5), "{k}");
+        assert_eq!(f.etag.as_deref(), Some(md5_hex(d).as_str()), "{k}");
+        assert!(std::fs::read(&f.path).unwrap() == *d, "{k}");
+    }
+    let log = proxy.log();
+    assert_eq!(
+        log.iter().filter(|e| e.method == "HEAD").count(),
+        0,
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.method == "GET" && e.path.contains("few"))
+            .count(),
+        3
+    );
+}

@@ -141,9 +141,10 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                 let key = decode_str(key).ok_or_else(|| invalid("a key is not UTF-8".into()))?;
                 crate::plan::check_key(&key).map_err(|e| invalid(e.message().to_string()))?;
                 let (size, part_size, parts) = (num(size)?, num(part_size)?, num(parts)?);
-                let by_part_number = match *by_part {
-                    "0" => false,
-                    "1" => true,
+                let (by_part_number, aligned) = match *by_part {
+                    "0" => (false, false),
+                    "1" => (true, false),
+                    "2" => (false, true),
                     _ => return Err(bad()),
                 };
                 if size > MAX_OBJECT_SIZE
@@ -169,6 +170,7 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                         object: Some(std::sync::Arc::new(crate::engine::RemoteObject {
                             etag: decode_str(etag).ok_or_else(bad)?,
                             by_part_number,
+                            aligned,
                         })),
                     },
                     upload_id: None,

@@ -649,9 +649,17 @@ impl<'a> Coordinator<'a> {
         let run = &mut self.files[f];
         run.phase = Phase::Completing;
         if let Some(object) = &self.plans[f].object {
+            // Planned without an ETag: the one its GET saw.
+            let object = match (&object.etag, run.parts.first()) {
+                (e, Some(Some(part))) if e.is_empty() => Arc::new(super::RemoteObject {
+                    etag: part.etag.clone(),
+                    ..(**object).clone()
+                }),
+                _ => object.clone(),
+            };
             let how = Finish {
                 size: self.plans[f].size,
-                object: object.clone(),
+                object,
                 md5s: run
                     .parts
                     .iter()

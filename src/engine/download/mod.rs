@@ -45,10 +45,17 @@ pub use verify::Verification;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RemoteObject {
     /// Its ETag when planned (quotes removed): every GET must still see it.
+    /// Empty when the listing did not say (s3s-fs lists none) and the object
+    /// is one GET: that GET's answer tells it.
     pub etag: String,
     /// Fetched part by part (`?partNumber=N`) along the boundaries it was
     /// uploaded with; by byte ranges otherwise.
     pub by_part_number: bool,
+    /// Fetched by byte ranges that are, as far as can be guessed (the
+    /// configured part size gives the ETag's part count), the object's own
+    /// parts: their MD5s, taken while fetching, should give its multipart
+    /// ETag without reading the file again.
+    pub aligned: bool,
 }
 
 /// Where an object is fetched to before it is complete and checked.
@@ -178,12 +185,13 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
             end: 0,
             written: 0,
             md5: how.hash.then(Md5::new),
+            seen_etag: None,
             failure: None,
         };
         let spec = GetSpec {
             range: (!how.object.by_part_number && how.parts > 1).then_some((*offset, *len)),
             part_number: how.object.by_part_number.then_some(how.part),
-            if_match: Some(&how.object.etag),
+            if_match: Some(how.object.etag.as_str()).filter(|e| !e.is_empty()),
         };
         let got = ctx.store.get_into(&task.key, &spec, &mut sink);
         // What this attempt counted is taken back if it failed.
@@ -198,18 +206,23 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
                 ),
             )
             .with_key(&*task.key)),
-            (Ok(_), None) => Ok((sink.written, sink.md5.take().map(|h| h.finalize().into()))),
+            (Ok(_), None) => Ok((
+                sink.seen_etag.take().unwrap_or_default(),
+                sink.md5.take().map(|h| h.finalize().into()),
+            )),
         };
         if outcome.is_err() {
             ctx.bytes_sent.fetch_sub(sink.written, Ordering::Relaxed);
         }
         outcome
     });
-    let (_, md5) = result.map_err(|e| e.with_part(how.part).with_path(&*task.path))?;
+    let (etag, md5) = result.map_err(|e| e.with_part(how.part).with_path(&*task.path))?;
     Ok(Msg::PartDone {
         file: task.file,
         part: how.part,
-        etag: String::new(),
+        // The ETag this answer had: what an object planned without one is
+        // checked against.
+        etag,
         md5,
         crc32c: None,
     })
@@ -252,6 +265,8 @@ struct ToFile<'a> {
     end: u64,
     written: u64,
     md5: Option<Md5>,
+    /// The answer's ETag.
+    seen_etag: Option<String>,
     /// Why the sink refused the answer, in the job's terms.
     failure: Option<Error>,
 }
@@ -300,9 +315,11 @@ impl ToFile<'_> {
 impl ObjectSink for ToFile<'_> {
     fn begin(&mut self, head: &GetHead) -> io::Result<()> {
         if let Some(etag) = &head.etag {
-            if *etag != self.how.object.etag {
+            let planned = &self.how.object.etag;
+            if !planned.is_empty() && etag != planned {
                 return Err(self.refuse(object_changed(self.key, Some(etag))));
             }
+            self.seen_etag = Some(etag.clone());
         }
         match self.place(head) {
             Ok((start, len))

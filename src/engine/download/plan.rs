@@ -62,10 +62,23 @@ pub(crate) fn plan(
         }
     }
     let known = match known {
-        // A listing without ETags (s3s-fs lists none): asked of each object,
-        // since every GET must name the version it wants.
-        Some(k) if k.iter().any(|k| k.etag.is_empty()) => head_all(engine, entries)?,
-        Some(k) => k,
+        // A listing without ETags (s3s-fs lists none): asked of each object
+        // fetched in more than one GET, since every GET of it must name the
+        // same version. A one-GET object learns its ETag from that GET.
+        Some(mut k) => {
+            let threshold = engine.cfg.multipart_threshold;
+            let unknown: Vec<usize> = (0..k.len())
+                .filter(|&i| k[i].etag.is_empty() && k[i].size >= threshold)
+                .collect();
+            if !unknown.is_empty() {
+                let asked: Vec<(PathBuf, String)> =
+                    unknown.iter().map(|&i| entries[i].clone()).collect();
+                for (i, got) in unknown.into_iter().zip(head_all(engine, &asked)?) {
+                    k[i] = got;
+                }
+            }
+            k
+        }
         None => head_all(engine, entries)?,
     };
     let by_part_number = serves_parts(engine, entries, &known)?;
@@ -73,6 +86,10 @@ pub(crate) fn plan(
     let mut plans = Vec::with_capacity(entries.len());
     for ((dest, (_, key)), k) in dests.into_iter().zip(entries).zip(known) {
         let multipart_etag = is_multipart_etag(&k.etag);
+        let etag_parts: Option<u64> = multipart_etag
+            .then(|| k.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
+            .flatten();
+        let guess = part_size_for(k.size, cfg.part_size).filter(|_| k.size > 0);
         let (part_size, parts, by_part) = match &by_part_number {
             Some(first_parts) if multipart_etag && k.size > 0 => {
                 let (len, count) = match first_parts.get(key.as_str()) {
@@ -80,6 +97,12 @@ pub(crate) fn plan(
                     None => part_layout(engine, key)?,
                 };
                 (len, count, true)
+            }
+            // The configured part size gives the ETag's part count: fetch
+            // along those boundaries, likely the uploader's own.
+            _ if guess.is_some_and(|p| etag_parts == Some(k.size.div_ceil(p))) => {
+                let part = guess.expect("checked");
+                (part, k.size.div_ceil(part) as u32, false)
             }
             _ if k.size >= cfg.multipart_threshold && k.size > 0 => {
                 let part = part_size_for(k.size, cfg.part_size).ok_or_else(|| {
@@ -98,6 +121,7 @@ pub(crate) fn plan(
             part_size,
             parts,
             object: Some(Arc::new(RemoteObject {
+                aligned: !by_part && etag_parts.is_some_and(|n| n == u64::from(parts)),
                 etag: k.etag,
                 by_part_number: by_part,
             })),

@@ -44,7 +44,10 @@ pub(crate) fn reconcile(
             );
         }
         match store.head_object(&plan.key)? {
-            Some(info) if info.etag == object.etag && info.size == plan.size => {}
+            // Planned without an ETag (a one-GET object): its size only.
+            Some(info)
+                if (object.etag.is_empty() || info.etag == object.etag)
+                    && info.size == plan.size => {}
             Some(info) => {
                 return Err(Error::new(
                     ErrorKind::FileChanged,

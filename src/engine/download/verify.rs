@@ -51,8 +51,12 @@ const READ_BACK: usize = 1 << 20;
 pub(super) fn hash_while_fetching(object: &RemoteObject, parts: u32) -> bool {
     if object.by_part_number {
         is_multipart_etag(&object.etag) || is_md5_hex(&object.etag)
+    } else if object.aligned {
+        true
     } else {
-        parts == 1 && is_md5_hex(&object.etag)
+        // One GET: its MD5 is the ETag (or, planned without one, what its
+        // answer says the ETag is).
+        parts == 1 && (is_md5_hex(&object.etag) || object.etag.is_empty())
     }
 }
 
@@ -68,7 +72,10 @@ pub(super) fn check(
     if let (true, Some(md5s)) = (hash_while_fetching(&how.object, parts), md5s) {
         if is_multipart_etag(etag) {
             let got = multipart_etag(&md5s);
-            return matched(key, &got, etag, Verification::MultipartEtag);
+            if how.object.by_part_number || got == etag {
+                return matched(key, &got, etag, Verification::MultipartEtag);
+            }
+            // The guessed part size was not the uploader's: try others below.
         }
         if md5s.len() == 1 {
             return matched(key, &hex(&md5s[0]), etag, Verification::Md5);
