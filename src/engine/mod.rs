@@ -1,4 +1,4 @@
-//! The batch engine: a fixed rayon pool of workers, one coordinator thread
+//! The batch engine: a fixed pool of workers (see `pool`), one coordinator thread
 //! per uploader that runs jobs one after another, and the messages between
 //! them.
 //!
@@ -11,6 +11,7 @@ mod abort;
 mod coordinator;
 pub(crate) mod download;
 mod messages;
+mod pool;
 mod probe;
 mod rate;
 mod resume;
@@ -38,7 +39,7 @@ pub(crate) use worker::hex;
 pub(crate) struct Engine {
     pub cfg: Config,
     pub store: Store,
-    pub pool: rayon::ThreadPool,
+    pub pool: pool::Pool,
     pub rate: Option<Arc<rate::TokenBucket>>,
     /// Per endpoint, the mode its integrity probe chose (`Crc32c` or
     /// `EtagMd5`); `None` until a probe got an answer (see `probe`).
@@ -63,54 +64,17 @@ pub(crate) struct Runner {
     thread: Option<JoinHandle<()>>,
     /// Every job submitted, so dropping the uploader can stop them.
     jobs: Mutex<Vec<Weak<JobShared>>>,
+    /// Its pool's threads are joined when the last owner drops it (this
+    /// one, once the coordinator is joined: worker tasks hold no
+    /// `Arc<Engine>`), so no library thread outlives the uploader.
     pub engine: Arc<Engine>,
-    /// Declared after `engine`, so it drops after the pool: see
-    /// [`WorkerThreads`].
-    _workers: WorkerThreads,
-}
-
-/// The pool's threads, joined when the uploader is dropped. Rayon only
-/// signals its threads to end when the pool drops; joining them here means
-/// no library thread outlives the uploader (a C caller may unload the
-/// library next, and valgrind sees no thread's memory still in use).
-/// Worker tasks hold no `Arc<Engine>`, so once the coordinator is joined the
-/// runner's is the last and the pool drops with it.
-///
-/// The join waits as long as it takes: by then every job has ended, and a
-/// job's end cut off its requests (their sockets shut down), so a worker
-/// still busy is at most finishing a local read.
-struct WorkerThreads(Arc<Mutex<Vec<JoinHandle<()>>>>);
-
-impl Drop for WorkerThreads {
-    fn drop(&mut self) {
-        for t in std::mem::take(&mut *self.0.lock()) {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Runner {
     pub fn new(cfg: Config) -> Result<Runner> {
         cfg.validate()?;
         let store = Store::new(&cfg)?;
-        let workers = WorkerThreads(Arc::new(Mutex::new(Vec::new())));
-        let handles = workers.0.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.pool_size())
-            .thread_name(|i| format!("batchput-worker-{i}"))
-            // Our own spawn, to keep the join handles (see WorkerThreads).
-            .spawn_handler(move |thread| {
-                let mut b = std::thread::Builder::new();
-                if let Some(name) = thread.name() {
-                    b = b.name(name.to_owned());
-                }
-                handles.lock().push(b.spawn(|| thread.run())?);
-                Ok(())
-            })
-            // Tasks catch their own panics; this only keeps the default
-            // handler from aborting the caller's process.
-            .panic_handler(|_| log::error!("a batchput worker panicked outside a task"))
-            .build()
+        let pool = pool::Pool::new(cfg.pool_size(), "batchput-worker")
             .map_err(|e| Error::internal(format!("cannot start the worker pool: {e}")))?;
         let rate = (cfg.rate_limit > 0).then(|| Arc::new(rate::TokenBucket::new(cfg.rate_limit)));
         let probed = Mutex::new(vec![None; store.endpoint_urls().len()]);
@@ -155,7 +119,6 @@ impl Runner {
             thread: Some(thread),
             jobs: Mutex::new(Vec::new()),
             engine,
-            _workers: workers,
         })
     }
 

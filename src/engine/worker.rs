@@ -147,7 +147,7 @@ fn stopped() -> Error {
 }
 
 fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
-    let hint = rayon::current_thread_index().unwrap_or(0);
+    let hint = super::pool::current_index().unwrap_or(0);
     let key = &*task.key;
     let file = task.file;
     match &task.work {

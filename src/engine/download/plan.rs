@@ -94,7 +94,7 @@ pub(crate) fn plan(
             Some(first_parts) if multipart_etag && k.size > 0 => {
                 let (len, count) = match first_parts.get(key.as_str()) {
                     Some(p) => *p,
-                    None => part_layout(engine, key)?,
+                    None => part_layout(&engine.store, key)?,
                 };
                 (len, count, true)
             }
@@ -163,23 +163,22 @@ fn check_destination(dest: &Path) -> Result<PathBuf> {
 
 /// HeadObject for every key, in parallel on the pool.
 fn head_all(engine: &Engine, entries: &[(PathBuf, String)]) -> Result<Vec<Known>> {
-    use rayon::prelude::*;
-    engine.pool.install(|| {
-        entries
-            .par_iter()
-            .map(|(_, key)| match engine.store.head_object(key)? {
-                Some(info) => Ok(Known {
-                    size: info.size,
-                    etag: info.etag,
-                }),
-                None => Err(Error::input(format!(
-                    "no object '{key}' in bucket '{}'",
-                    engine.store.bucket()
-                ))
-                .with_key(key.clone())),
-            })
-            .collect()
-    })
+    let store = engine.store.clone();
+    let keys: Vec<String> = entries.iter().map(|(_, k)| k.clone()).collect();
+    engine
+        .pool
+        .map(keys, move |key| match store.head_object(&key)? {
+            Some(info) => Ok(Known {
+                size: info.size,
+                etag: info.etag,
+            }),
+            None => Err(
+                Error::input(format!("no object '{key}' in bucket '{}'", store.bucket()))
+                    .with_key(key),
+            ),
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Whether the store serves parts by number (`?partNumber=N`), asked of
@@ -193,7 +192,6 @@ fn serves_parts(
     known: &[Known],
 ) -> Result<Option<HashMap<String, (u64, u32)>>> {
     // Served: part 1 comes back as a 206 from byte 0.
-    use rayon::prelude::*;
     let multipart: Vec<&str> = entries
         .iter()
         .zip(known)
@@ -211,23 +209,23 @@ fn serves_parts(
         log::debug!("the store does not serve parts by number: multipart ETags are recomputed from the file");
         return Ok(None);
     }
-    let layouts = engine.pool.install(|| {
-        multipart
-            .par_iter()
-            .map(|key| Ok((key.to_string(), part_layout(engine, key)?)))
-            .collect::<Result<HashMap<_, _>>>()
-    })?;
+    let store = engine.store.clone();
+    let keys: Vec<String> = multipart.iter().map(|k| k.to_string()).collect();
+    let layouts = engine
+        .pool
+        .map(keys, move |key| {
+            let layout = part_layout(&store, &key)?;
+            Ok((key, layout))
+        })
+        .into_iter()
+        .collect::<Result<HashMap<_, _>>>()?;
     Ok(Some(layouts))
 }
 
 /// The first part's size and the part count of a multipart object.
-fn part_layout(engine: &Engine, key: &str) -> Result<(u64, u32)> {
-    let head = engine.store.head_part(key, 1)?.ok_or_else(|| {
-        Error::input(format!(
-            "no object '{key}' in bucket '{}'",
-            engine.store.bucket()
-        ))
-        .with_key(key)
+fn part_layout(store: &crate::store::Store, key: &str) -> Result<(u64, u32)> {
+    let head = store.head_part(key, 1)?.ok_or_else(|| {
+        Error::input(format!("no object '{key}' in bucket '{}'", store.bucket())).with_key(key)
     })?;
     let count = head.parts_count.unwrap_or(1).max(1);
     let len = head.range.map(|r| r.len()).or(head.length).unwrap_or(0);
