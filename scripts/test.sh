@@ -28,8 +28,10 @@ command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v valgrind >/dev/null || missing+=(valgrind)
 command -v go >/dev/null || missing+=(golang-go)
-# redis-server for the worker mode's tests (cli/tests/worker.rs).
+# redis-server for the worker mode's tests (cli/tests/worker.rs); curl
+# fetches presigned URLs as any HTTP client would (tests/objects.rs).
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
