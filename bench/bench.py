@@ -405,32 +405,9 @@ def seed_bucket(env: Env, set_name: str, data: Path) -> str:
 
 
 def verify_download(out: Path, data: Path, files: list[tuple[str, int]]) -> str:
-    """'' when `out` holds exactly the data set, byte for byte where sampled,
-    and no partial file."""
-    found = {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
-    problems = []
-    missing = [n for n, _ in files if n not in found]
-    if missing:
-        problems.append(f"{len(missing)} of {len(files)} files missing (e.g. {missing[0]})")
-    extra = [n for n in found if n not in dict(files)]
-    if extra:
-        problems.append(f"{len(extra)} unexpected files (e.g. {extra[0]})")
-    wrong = [n for n, s in files if n in found and found[n] != s]
-    if wrong:
-        problems.append(f"{len(wrong)} files of the wrong size (e.g. {wrong[0]})")
-    if not problems:
-        for n, s in files:
-            offsets = sorted({0, max(0, s // 2 - 32), max(0, s - 64)})
-            with open(data / n, "rb") as a, open(out / n, "rb") as b:
-                for off in offsets:
-                    a.seek(off)
-                    b.seek(off)
-                    if a.read(64) != b.read(64):
-                        problems.append(f"{n}: content differs at offset {off}")
-                        break
-            if problems:
-                break
-    return "; ".join(problems)
+    """'' when `out` holds exactly the data set, byte for byte where sampled
+    (a partial file left behind is an unexpected one)."""
+    return compare_tree(out, data, files, "files")
 
 
 def tool_command(tool: str, env: Env, data: Path, bucket: str) -> list[str]:
@@ -546,7 +523,12 @@ class Run:
 
 def verify(server: Server, bucket: str, data: Path, files: list[tuple[str, int]]) -> str:
     """'' when the bucket holds exactly the data set under PREFIX."""
-    base = server.root / bucket / PREFIX
+    return compare_tree(server.root / bucket / PREFIX, data, files, "objects")
+
+
+def compare_tree(base: Path, data: Path, files: list[tuple[str, int]], what: str) -> str:
+    """'' when the files under `base` are exactly the data set: every name,
+    its size, and sampled bytes at the start, middle and end of each."""
     found: dict[str, int] = {}
     for dirpath, _dirs, names in os.walk(base):
         for n in names:
@@ -555,17 +537,16 @@ def verify(server: Server, bucket: str, data: Path, files: list[tuple[str, int]]
     problems = []
     missing = [n for n, _ in files if n not in found]
     if missing:
-        problems.append(f"{len(missing)} of {len(files)} objects missing (e.g. {missing[0]})")
+        problems.append(f"{len(missing)} of {len(files)} {what} missing (e.g. {missing[0]})")
     expected = dict(files)
     extra = [n for n in found if n not in expected]
     if extra:
-        problems.append(f"{len(extra)} unexpected objects (e.g. {extra[0]})")
+        problems.append(f"{len(extra)} unexpected {what} (e.g. {extra[0]})")
     wrong = [n for n, s in files if n in found and found[n] != s]
     if wrong:
         n = wrong[0]
-        problems.append(f"{len(wrong)} objects of the wrong size (e.g. {n}: {found[n]} != {expected[n]})")
+        problems.append(f"{len(wrong)} {what} of the wrong size (e.g. {n}: {found[n]} != {expected[n]})")
     if not problems:
-        # Sampled bytes at the start, middle and end of every object.
         for n, s in files:
             offsets = sorted({0, max(0, s // 2 - 32), max(0, s - 64)})
             with open(data / n, "rb") as a, open(base / n, "rb") as b:
@@ -982,20 +963,18 @@ def main() -> int:
     rows = summarize(runs, sets, tools, cores)
     probe_bucket = "B"
     commands = {}
+    def shown(cmd: list[str]) -> str:
+        """A command as the report shows it: no local paths, no secrets."""
+        cmd = [x.replace(server.url, "ENDPOINT") for x in cmd]
+        cmd = [x.replace(str(env.venv), "bench/.venv").replace(str(BENCH_DIR), "bench") for x in cmd]
+        cmd = [x.replace(str(args.batchput), "target/release/batchput") for x in cmd]
+        cmd = [x.replace(SECRET_KEY, "SECRET").replace(ACCESS_KEY, "KEY") for x in cmd]
+        return shlex.join(cmd)
+
     for t in tools:
-        c = tool_command(t, env, Path("DIR"), probe_bucket)
-        if any(is_download(s) for s in sets):
-            d = download_command(t, env, Path("NAMES"), probe_bucket, Path("OUT"))
-            d = [x.replace(server.url, "ENDPOINT") for x in d]
-            d = [x.replace(str(env.venv), "bench/.venv").replace(str(BENCH_DIR), "bench") for x in d]
-            d = [x.replace(str(args.batchput), "target/release/batchput") for x in d]
-            d = [x.replace(SECRET_KEY, "SECRET").replace(ACCESS_KEY, "KEY") for x in d]
-            commands[f"{t} (download)"] = shlex.join(d)
-        c = [x.replace(server.url, "ENDPOINT") for x in c]
-        c = [x.replace(str(env.venv), "bench/.venv").replace(str(BENCH_DIR), "bench") for x in c]
-        c = [x.replace(str(args.batchput), "target/release/batchput") for x in c]
-        c = [x.replace(SECRET_KEY, "SECRET").replace(ACCESS_KEY, "KEY") for x in c]
-        commands[t] = shlex.join(c)
+        commands[t] = shown(tool_command(t, env, Path("DIR"), probe_bucket))
+        if any(is_download(s) for s in sets) and t not in UPLOAD_ONLY:
+            commands[f"{t} (download)"] = shown(download_command(t, env, Path("NAMES"), probe_bucket, Path("OUT")))
     meta = {
         "command": command,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
