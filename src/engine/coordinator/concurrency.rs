@@ -15,7 +15,7 @@
 //!   the workers' retry loop) cut the limit by a third and hold.
 //!
 //! The pool has `max_workers` threads from the start; those above the limit
-//! park idle.
+//! wait on the pool's queue at no cost (see `engine::pool`).
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,9 @@ const GAIN: f64 = 1.08;
 /// After a raise that did not pay, or after pressure, how long the limit
 /// stays put.
 const HOLD: Duration = Duration::from_secs(6);
-/// Where `auto` starts, and the lowest it goes.
+/// Where `auto` starts.
 pub(super) const START: usize = 16;
+/// The lowest pressure cuts it to.
 const FLOOR: usize = 2;
 
 /// The limit of one job and what it learnt.
