@@ -6,7 +6,7 @@ use std::io;
 
 use super::http::{self, Sink};
 use super::wire::Head;
-use super::{unquote, Body, Request, Store};
+use super::{unquote, Body, ObjectInfo, Request, Store};
 use crate::error::Result;
 
 /// What to fetch.
@@ -121,6 +121,59 @@ impl Sink for Adapter<'_> {
 }
 
 impl Store {
+    /// Size and ETag of an object, or `None` when it does not exist.
+    pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.head(key, false)
+    }
+
+    /// [`head_object`](Store::head_object) with `x-amz-checksum-mode:
+    /// ENABLED`: the object's stored CRC32C too, where the store keeps one
+    /// (a stored checksum identifies an object uploaded without MD5s).
+    pub fn head_object_checksum(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.head(key, true)
+    }
+
+    fn head(&self, key: &str, checksum: bool) -> Result<Option<ObjectInfo>> {
+        let headers = if checksum {
+            vec![("x-amz-checksum-mode", "ENABLED".to_string())]
+        } else {
+            Vec::new()
+        };
+        match self.call(Request {
+            operation: "HeadObject",
+            method: "HEAD",
+            key: Some(key),
+            query: &[],
+            headers,
+            body: Body::Empty,
+            endpoint_hint: 0,
+        }) {
+            Ok(reply) => Ok(Some(ObjectInfo {
+                size: reply.content_length.unwrap_or(0),
+                etag: reply.etag.map(unquote).unwrap_or_default(),
+                content_type: reply.content_type,
+                crc32c: reply.checksum_crc32c.map(|c| c.trim().to_string()),
+            })),
+            Err(e) if e.status() == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a whole object into memory (tests, verification).
+    pub fn get_object(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self
+            .call(Request {
+                operation: "GetObject",
+                method: "GET",
+                key: Some(key),
+                query: &[],
+                headers: Vec::new(),
+                body: Body::Empty,
+                endpoint_hint: 0,
+            })?
+            .body)
+    }
+
     /// GetObject with `spec`, its body streamed to `sink`. Returns the
     /// answer's head. A 412 (the object no longer matches `if_match`) is an
     /// error with code `PreconditionFailed`.

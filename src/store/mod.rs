@@ -21,6 +21,7 @@ mod connect;
 mod encode;
 mod endpoint;
 mod errors;
+mod failure;
 mod get;
 mod http;
 pub(crate) mod interrupt;
@@ -489,44 +490,6 @@ impl Store {
         Ok(())
     }
 
-    /// Size and ETag of an object, or `None` when it does not exist.
-    pub fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        self.head(key, false)
-    }
-
-    /// [`head_object`](Store::head_object) with `x-amz-checksum-mode:
-    /// ENABLED`: the object's stored CRC32C too, where the store keeps one
-    /// (a stored checksum identifies an object uploaded without MD5s).
-    pub fn head_object_checksum(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        self.head(key, true)
-    }
-
-    fn head(&self, key: &str, checksum: bool) -> Result<Option<ObjectInfo>> {
-        let headers = if checksum {
-            vec![("x-amz-checksum-mode", "ENABLED".to_string())]
-        } else {
-            Vec::new()
-        };
-        match self.call(Request {
-            operation: "HeadObject",
-            method: "HEAD",
-            key: Some(key),
-            query: &[],
-            headers,
-            body: Body::Empty,
-            endpoint_hint: 0,
-        }) {
-            Ok(reply) => Ok(Some(ObjectInfo {
-                size: reply.content_length.unwrap_or(0),
-                etag: reply.etag.map(unquote).unwrap_or_default(),
-                content_type: reply.content_type,
-                crc32c: reply.checksum_crc32c.map(|c| c.trim().to_string()),
-            })),
-            Err(e) if e.status() == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Creates the bucket (tests, the quickstart). An existing bucket owned
     /// by the caller is not an error.
     pub fn create_bucket(&self, region: Option<&str>) -> Result<()> {
@@ -551,35 +514,6 @@ impl Store {
             Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Reads a whole object into memory (tests, verification).
-    pub fn get_object(&self, key: &str) -> Result<Vec<u8>> {
-        Ok(self
-            .call(Request {
-                operation: "GetObject",
-                method: "GET",
-                key: Some(key),
-                query: &[],
-                headers: Vec::new(),
-                body: Body::Empty,
-                endpoint_hint: 0,
-            })?
-            .body)
-    }
-
-    /// Deletes an object.
-    pub fn delete_object(&self, key: &str) -> Result<()> {
-        self.call(Request {
-            operation: "DeleteObject",
-            method: "DELETE",
-            key: Some(key),
-            query: &[],
-            headers: Vec::new(),
-            body: Body::Empty,
-            endpoint_hint: 0,
-        })?;
-        Ok(())
     }
 
     /// The endpoint index a request with this hint goes to: the hinted one

@@ -82,6 +82,20 @@ struct ObjectPage {
 }
 
 impl Store {
+    /// Deletes an object.
+    pub fn delete_object(&self, key: &str) -> Result<()> {
+        self.call(Request {
+            operation: "DeleteObject",
+            method: "DELETE",
+            key: Some(key),
+            query: &[],
+            headers: Vec::new(),
+            body: Body::Empty,
+            endpoint_hint: 0,
+        })?;
+        Ok(())
+    }
+
     /// One page of ListObjectsV2 under `prefix` ("" for the whole bucket),
     /// from `token` (the previous page's; `None` for the first), of at most
     /// `max_keys` objects (`None`: the server's default, 1,000 on S3).

@@ -511,7 +511,10 @@ fn look(store: &Store, key: &str, expect: &Expect) -> Outcome {
         Expect::Put { md5, size } => store.head_object(key).map(|obj| {
             obj.and_then(|obj| {
                 let ours = obj.size == *size
-                    && md5.is_none_or(|m| obj.etag.eq_ignore_ascii_case(&super::worker::hex(&m)));
+                    && md5.is_none_or(|m| {
+                        obj.etag
+                            .eq_ignore_ascii_case(&crate::engine::worker::hex(&m))
+                    });
                 ours.then_some(obj.etag)
             })
         }),

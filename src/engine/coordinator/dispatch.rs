@@ -1,0 +1,326 @@
+//! Dispatch: what the coordinator hands to the pool next — a completion,
+//! the next part of an active file, or a new file — within the limit of
+//! requests in flight, the open-file budget and the pending-upload budget;
+//! and, for a download, its temporary file and its last step.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{skip_done_parts, Coordinator, DonePart, Phase, Prior};
+use crate::engine::download::{self, Fetch, Finish};
+use crate::engine::messages::{Source, Task, Work};
+use crate::engine::worker::{self, multipart_etag};
+use crate::error::{Error, ErrorKind};
+use crate::job::FileState;
+use crate::store::CompletedPart;
+
+impl Coordinator<'_> {
+    // ------------------------------------------------------------ dispatch
+
+    pub(super) fn dispatch(&mut self) {
+        while self.in_flight < self.concurrency.limit() && self.ending.is_none() {
+            if let Some(f) = self.to_complete.pop_front() {
+                self.spawn_complete(f);
+            } else if let Some(f) = self.next_dispatchable_part() {
+                self.spawn_part(f);
+            } else if !self.start_next_file() {
+                return;
+            }
+        }
+        // Every slot is taken: is work waiting for one?
+        if self.ending.is_none()
+            && (!self.to_complete.is_empty()
+                || self.backlog > 0
+                || self.next_file < self.plans.len())
+        {
+            self.concurrency.note_held_back();
+        }
+    }
+
+    /// The first active file (batch order) with a part ready to go.
+    fn next_dispatchable_part(&mut self) -> Option<usize> {
+        for i in 0..self.active.len() {
+            let f = self.active[i];
+            let run = &self.files[f];
+            if run.phase != Phase::Uploading || run.next_part > self.plans[f].parts {
+                continue;
+            }
+            if run.source.is_none() {
+                if self.open_files >= self.max_open_files {
+                    continue;
+                }
+                if !self.open_source(f) {
+                    return None;
+                }
+            }
+            return Some(f);
+        }
+        None
+    }
+
+    /// Starts the next file of the batch, if the budgets allow and the
+    /// active files cannot keep the free workers busy.
+    fn start_next_file(&mut self) -> bool {
+        let free = self.concurrency.limit().saturating_sub(self.in_flight) as u64;
+        if self.next_file >= self.plans.len() || self.backlog >= free {
+            return false;
+        }
+        let f = self.next_file;
+        if self.files[f].phase == Phase::Done {
+            // Completed before this job was resumed.
+            self.next_file += 1;
+            return true;
+        }
+        if self.plans[f].object.is_some() {
+            return self.start_download(f);
+        }
+        if self.plans[f].multipart {
+            if self.pending_uploads >= self.max_pending_uploads {
+                return false;
+            }
+            self.next_file += 1;
+            self.pending_uploads += 1;
+            self.active.push(f);
+            self.mark_started(f);
+            let run = &self.files[f];
+            self.backlog += (self.plans[f].parts - run.parts_done) as u64;
+            if let Prior::Upload { upload_id, .. } = &self.priors[f] {
+                // A resumed upload: its id is in the journal already.
+                let id = upload_id.clone();
+                self.ctx
+                    .uploads
+                    .lock()
+                    .open
+                    .insert(f, (self.keys[f].clone(), id.clone()));
+                let run = &mut self.files[f];
+                run.upload_id = Some(Arc::from(id.as_str()));
+                run.phase = Phase::Uploading;
+                if run.parts_done == self.plans[f].parts {
+                    self.to_complete.push_back(f);
+                }
+                return true;
+            }
+            // The intent is durable before the request leaves, so resume
+            // can find the upload even if its answer is lost in a crash.
+            if let Some(j) = &mut self.journal {
+                if let Err(e) = j.intent(f) {
+                    self.fail_job(e);
+                    return false;
+                }
+            }
+            self.files[f].phase = Phase::Creating;
+            self.spawn(f, Work::Create, None);
+        } else {
+            if self.open_files >= self.max_open_files {
+                return false;
+            }
+            self.next_file += 1;
+            self.mark_started(f);
+            if let Some(j) = &mut self.journal {
+                // Group-committed: losing it costs a re-sent small file.
+                j.record_intent(f);
+            }
+            if !self.open_source(f) {
+                return false;
+            }
+            let source = self.files[f].source.take();
+            let size = self.plans[f].size;
+            self.spawn(f, Work::Put, source.map(|s| (s, 0, size)));
+        }
+        true
+    }
+
+    /// Starts downloading file `f`: no request, its temporary file is made
+    /// when its first part is dispatched. Downloads in progress count
+    /// against `max_pending_uploads`.
+    fn start_download(&mut self, f: usize) -> bool {
+        if self.pending_uploads >= self.max_pending_uploads {
+            return false;
+        }
+        self.next_file += 1;
+        self.pending_uploads += 1;
+        self.active.push(f);
+        self.mark_started(f);
+        if let Some(j) = &mut self.journal {
+            j.record_intent(f);
+        }
+        let parts = self.plans[f].parts;
+        let run = &mut self.files[f];
+        self.backlog += (parts - run.parts_done) as u64;
+        run.phase = Phase::Uploading;
+        if run.parts_done == parts {
+            // Resumed with every part in its temporary file.
+            run.has_temp = true;
+            self.to_complete.push_back(f);
+        }
+        true
+    }
+
+    fn mark_started(&mut self, f: usize) {
+        let run = &mut self.files[f];
+        run.state = FileState::Running;
+        let now = Instant::now();
+        run.started = Some(now);
+        run.sample = (now, 0);
+        self.dirty.push(f);
+    }
+
+    /// Opens file `f` once; every part shares the descriptor. A file that
+    /// cannot be opened, is no longer a regular file (a FIFO swapped in
+    /// must not block the job), or no longer looks as planned, fails the job.
+    fn open_source(&mut self, f: usize) -> bool {
+        let plan = &self.plans[f];
+        if plan.object.is_some() {
+            // A download's "source" is its temporary file, written to.
+            let keep = self.files[f].parts_done > 0;
+            return match download::open_temp(&plan.path, plan.size, keep) {
+                Ok(file) => {
+                    self.open_files += 1;
+                    let run = &mut self.files[f];
+                    run.holds_fd = true;
+                    run.has_temp = true;
+                    run.source = Some(Source {
+                        file: Arc::new(file),
+                        size: plan.size,
+                        mtime: None,
+                    });
+                    true
+                }
+                Err(e) => {
+                    let e = e.with_key(plan.key.clone());
+                    self.fail(f, e);
+                    false
+                }
+            };
+        }
+        let opened = crate::plan::open_regular(&plan.path).and_then(|(file, meta)| {
+            if meta.len() != plan.size {
+                return Err(Error::new(
+                    ErrorKind::FileChanged,
+                    format!(
+                        "{} changed before it was uploaded: its size went from {} to {} bytes",
+                        plan.path.display(),
+                        plan.size,
+                        meta.len()
+                    ),
+                ));
+            }
+            Ok(file)
+        });
+        match opened {
+            Ok(file) => {
+                self.open_files += 1;
+                let run = &mut self.files[f];
+                run.holds_fd = true;
+                run.source = Some(Source {
+                    file: Arc::new(file),
+                    size: plan.size,
+                    mtime: plan.mtime,
+                });
+                true
+            }
+            Err(e) => {
+                let e = e.with_key(plan.key.clone()).with_path(plan.path.clone());
+                self.fail(f, e);
+                false
+            }
+        }
+    }
+
+    fn spawn_part(&mut self, f: usize) {
+        let plan = &self.plans[f];
+        let run = &mut self.files[f];
+        let part = run.next_part;
+        let (offset, len) = plan.part_range(part);
+        let source = run.source.clone().expect("opened before dispatch");
+        run.next_part += 1;
+        skip_done_parts(run);
+        run.parts_in_flight += 1;
+        if run.next_part > plan.parts {
+            // Last part handed out: the descriptor closes when it returns.
+            run.source = None;
+        }
+        let upload_id = run.upload_id.clone();
+        self.backlog -= 1;
+        let work = match &plan.object {
+            Some(object) => Work::Get(Fetch {
+                part,
+                parts: plan.parts,
+                object_size: plan.size,
+                object: object.clone(),
+                hash: download::hash_while_fetching(object, plan.parts),
+            }),
+            None => Work::Part {
+                part,
+                upload_id: upload_id.expect("created before parts"),
+            },
+        };
+        self.spawn(f, work, Some((source, offset, len)));
+    }
+
+    fn spawn_complete(&mut self, f: usize) {
+        let run = &mut self.files[f];
+        run.phase = Phase::Completing;
+        if let Some(object) = &self.plans[f].object {
+            // Planned without an ETag: the one its GET saw.
+            let object = match (&object.etag, run.parts.first()) {
+                (e, Some(Some(part))) if e.is_empty() => Arc::new(crate::engine::RemoteObject {
+                    etag: part.etag.clone(),
+                    ..(**object).clone()
+                }),
+                _ => object.clone(),
+            };
+            let how = Finish {
+                size: self.plans[f].size,
+                object,
+                md5s: run
+                    .parts
+                    .iter()
+                    .map(|p| p.as_ref().and_then(|p| p.md5))
+                    .collect(),
+                part_size_hint: self.engine.cfg.part_size,
+            };
+            self.spawn(f, Work::Finish(how), None);
+            return;
+        }
+        let upload_id = run.upload_id.clone().expect("created before complete");
+        let done: Vec<&DonePart> = run
+            .parts
+            .iter()
+            .map(|p| p.as_ref().expect("all parts done"))
+            .collect();
+        let parts = done
+            .iter()
+            .enumerate()
+            .map(|(i, p)| CompletedPart {
+                number: i as u32 + 1,
+                etag: p.etag.clone(),
+                crc32c: p.crc32c.map(crate::store::crc32c_base64),
+            })
+            .collect();
+        let md5s: Option<Vec<[u8; 16]>> = done.iter().map(|p| p.md5).collect();
+        let expected_etag = md5s.map(|m| multipart_etag(&m));
+        self.spawn(
+            f,
+            Work::Complete {
+                upload_id,
+                parts,
+                expected_etag,
+            },
+            None,
+        );
+    }
+
+    fn spawn(&mut self, f: usize, work: Work, data: Option<(Source, u64, u64)>) {
+        self.in_flight += 1;
+        let task = Task {
+            file: f,
+            key: self.keys[f].clone(),
+            path: self.paths[f].clone(),
+            work,
+            data,
+        };
+        let ctx = self.ctx.clone();
+        self.engine.pool.spawn(move || worker::run(&ctx, task));
+    }
+}
