@@ -11,42 +11,17 @@ an https:// endpoint turns TLS on). Exits 1 if any file failed.
 
 import os
 import sys
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from awscrt.auth import AwsCredentialsProvider
 from awscrt.http import HttpHeaders, HttpRequest
-from awscrt.io import ClientTlsContext, TlsContextOptions
-from awscrt.s3 import (
-    S3Client,
-    S3RequestTlsMode,
-    S3RequestType,
-    create_default_s3_signing_config,
-)
+from awscrt.s3 import S3RequestType
+
+from awscrt_client import make_client
 
 
 def main() -> int:
     directory, endpoint, bucket, prefix = sys.argv[1:5]
-    url = urlsplit(endpoint)
-    tls = url.scheme == "https"
-    host = url.netloc  # host:port, the port is taken from the Host header
-    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    credentials = AwsCredentialsProvider.new_static(
-        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-    )
-    tls_options = None
-    if tls and os.environ.get("AWS_CA_BUNDLE"):
-        # The benchmark's own CA (bench.py --tls).
-        opts = TlsContextOptions()
-        opts.override_default_trust_store_from_path(ca_filepath=os.environ["AWS_CA_BUNDLE"])
-        tls_options = ClientTlsContext(opts).new_connection_options()
-    client = S3Client(
-        region=region,
-        tls_connection_options=tls_options,
-        tls_mode=S3RequestTlsMode.ENABLED if tls else S3RequestTlsMode.DISABLED,
-        signing_config=create_default_s3_signing_config(
-            region=region, credential_provider=credentials
-        ),
-    )
+    client, host = make_client(endpoint)
 
     files = sorted(
         (e for e in os.scandir(directory) if e.is_file(follow_symlinks=False)),
