@@ -1,10 +1,11 @@
 //! The client's own ceiling: batchput's per-chunk loop alone, with no
 //! server and no network. `cargo bench --bench hot_loop`.
 //!
-//! It reimplements the loop of `src/engine/worker.rs` (`PartBody::read` and
-//! `read_range`): pread of CHUNK bytes into one reused buffer, the integrity
-//! mode's hash, then the bytes handed to the writer through `std::io::copy`,
-//! as ureq 2 does with a sized body. Each mode streams a 256 MiB file on
+//! It reimplements the per-chunk loops (`read_range` in
+//! `src/engine/worker.rs`, the MD5 thread's reads in `src/engine/hasher.rs`,
+//! and the streamed write path the crate used before sends went through
+//! `Body::File`): pread of CHUNK bytes into one reused buffer, the integrity
+//! mode's hash, then the bytes handed to the writer through `std::io::copy`. Each mode streams a 256 MiB file on
 //! /dev/shm; the figure is the sending thread's own CPU time (user+sys,
 //! RUSAGE_THREAD), so GiB/s per core = bytes / CPU seconds. Best of N
 //! passes (the machine may be busy; CPU time is less disturbed than wall).
@@ -397,6 +398,22 @@ fn main() {
         std::hint::black_box(h.finalize());
     });
     row("md5 only", "in memory", &m, len);
+    // What the uploader's MD5 thread does (src/engine/hasher.rs): eight
+    // streams in the lanes of one register, the same bytes in total.
+    let m = measure(passes, || {
+        let mut states = [batchput::md5_lanes::INIT; batchput::md5_lanes::LANES];
+        for _ in 0..chunks / batchput::md5_lanes::LANES {
+            let lanes = [std::hint::black_box(&data[..]); batchput::md5_lanes::LANES];
+            batchput::md5_lanes::compress(&mut states, lanes, CHUNK / 64);
+        }
+        std::hint::black_box(states);
+    });
+    row(
+        "md5, 8 lanes",
+        "in memory, 8 streams at once (md5_lanes)",
+        &m,
+        len,
+    );
     let m = measure(passes, || {
         let mut c = 0u32;
         for _ in 0..chunks {

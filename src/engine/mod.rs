@@ -2,14 +2,15 @@
 //! per uploader that runs jobs one after another, and the messages between
 //! them.
 //!
-//! Threads are the pool plus the coordinator, for the uploader's life; none
-//! is created per part or per file. The coordinator is the only owner of a
+//! Threads are the pool, the coordinator and the MD5 thread (`hasher`), for
+//! the uploader's life; none is created per part or per file. The coordinator is the only owner of a
 //! job's state (see `coordinator`); workers get owned copies of their work
 //! and report by message (see `messages`, `worker`).
 
 mod abort;
 mod coordinator;
 pub(crate) mod download;
+mod hasher;
 mod messages;
 mod pool;
 mod probe;
@@ -44,6 +45,9 @@ pub(crate) struct Engine {
     /// Per endpoint, the mode its integrity probe chose (`Crc32c` or
     /// `EtagMd5`); `None` until a probe got an answer (see `probe`).
     pub probed: Mutex<Vec<Option<crate::Integrity>>>,
+    /// The MD5 thread of the `etag-md5` and `content-md5` modes and of
+    /// download checks.
+    pub hasher: hasher::Hasher,
 }
 
 /// A job waiting for the coordinator thread.
@@ -78,12 +82,15 @@ impl Runner {
             .map_err(|e| Error::internal(format!("cannot start the worker pool: {e}")))?;
         let rate = (cfg.rate_limit > 0).then(|| Arc::new(rate::TokenBucket::new(cfg.rate_limit)));
         let probed = Mutex::new(vec![None; store.endpoint_urls().len()]);
+        let hasher = hasher::Hasher::new()
+            .map_err(|e| Error::internal(format!("cannot start the MD5 thread: {e}")))?;
         let engine = Arc::new(Engine {
             cfg,
             store,
             pool,
             rate,
             probed,
+            hasher,
         });
         let (tx, rx) = crossbeam_channel::unbounded::<Queued>();
         let e = engine.clone();

@@ -1,15 +1,11 @@
-//! What a pool thread does with one [`Task`]: stream a part or a whole file
-//! from the shared descriptor with pread, hashing as it goes; create or
-//! complete an upload; retry with backoff; report exactly one [`Msg`].
-//!
-//! The per-chunk loop of [`PartBody::read`] is the hottest code of the
-//! crate: one pread straight into the HTTP client's send buffer, one hash
-//! update, one atomic add, one cancel check. No allocation, no copy, no
-//! lock (unless a rate limit is set).
+//! What a pool thread does with one [`Task`]: send a part or a whole file
+//! from the shared descriptor (the kernel reads the pages: `Body::File`),
+//! while the uploader's MD5 thread hashes the same range beside others
+//! (`hasher`); create or complete an upload; retry with backoff; report
+//! exactly one [`Msg`].
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -22,6 +18,7 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
+use super::hasher::{HashHandle, PendingDigest};
 use super::messages::{Msg, Source, Task, Unsettled, Work};
 use super::rate::{sleep_unless_cancelled, TokenBucket};
 use crate::config::Integrity;
@@ -93,6 +90,8 @@ pub(crate) struct JobContext {
     pub pressure: AtomicU64,
     pub tx: Sender<Msg>,
     pub uploads: Mutex<OpenUploads>,
+    /// The uploader's MD5 thread (see `hasher`).
+    pub hasher: HashHandle,
 }
 
 impl JobContext {
@@ -371,10 +370,10 @@ pub(crate) fn completed_object(
     }))
 }
 
-/// Sends a byte range with retries. Returns the ETag, the MD5 of the bytes
+/// Sends a byte range with retries. Returns the ETag, the MD5 of the range
 /// (when the integrity mode computes it) and the CRC32C (crc32c mode).
 ///
-/// `unsettled` becomes `Some(md5 of the bytes, when computed)` when an
+/// `unsettled` becomes `Some(md5 of the range, when computed)` when an
 /// attempt went out in full and its answer never came.
 fn send_data(
     ctx: &JobContext,
@@ -394,102 +393,108 @@ fn send_data(
             None => e,
         }
     };
+    // The MD5 modes hand the range to the uploader's MD5 thread, which
+    // hashes it beside other ranges while this one is sent (etag-md5) or
+    // before (content-md5, whose header needs it).
+    let mut md5 = matches!(ctx.integrity, Integrity::EtagMd5 | Integrity::ContentMd5).then(|| {
+        RangeMd5::Pending(
+            ctx.hasher
+                .submit(source.file.clone(), *offset, *len, ctx.cancel.clone()),
+        )
+    });
+    // `answered`: the server holds the bytes. Their MD5 is wanted even if
+    // the job stopped meanwhile (a paused job records the part, a stopped
+    // one reports it truthfully), so a range the MD5 thread dropped at the
+    // stop is asked for again, past the job's stop flag.
+    let mut md5_of_range = |answered: bool| -> Result<Option<[u8; 16]>> {
+        let Some(m) = &mut md5 else { return Ok(None) };
+        match m.get(source, &task.path) {
+            Err(e) if answered && e.kind() == ErrorKind::Stopped => {
+                *m = RangeMd5::Pending(ctx.hasher.hash_regardless(
+                    source.file.clone(),
+                    *offset,
+                    *len,
+                ));
+                m.get(source, &task.path).map(Some)
+            }
+            r => r.map(Some),
+        }
+    };
     BUFFER.with(|cell| {
         let mut guard = cell.borrow_mut();
-        // No bigger than the data needs (see `body::send_streamed`).
-        let buf = page_aligned(&mut guard, (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096);
         retrying(ctx, |_| {
-            let (checksum, pre_md5, crc) = match ctx.integrity {
+            let (checksum, crc) = match ctx.integrity {
                 Integrity::ContentMd5 => {
-                    let mut h = Md5::new();
-                    read_range(source, *offset, *len, buf, &task.path, |c| h.update(c))
-                        .map_err(local)?;
-                    let md5: [u8; 16] = h.finalize().into();
-                    (SentChecksum::ContentMd5(md5), Some(md5), None)
+                    let md5 = md5_of_range(false).map_err(local)?.expect("content-md5 hashes");
+                    (SentChecksum::ContentMd5(md5), None)
                 }
                 Integrity::Crc32c => {
+                    // No bigger than the data needs (see `body::send_streamed`).
+                    let buf = page_aligned(
+                        &mut guard,
+                        (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096,
+                    );
                     let mut crc = 0u32;
                     read_range(source, *offset, *len, buf, &task.path, |c| {
                         crc = crc32c::crc32c_append(crc, c)
                     })
                     .map_err(local)?;
-                    (SentChecksum::Crc32c(crc), None, Some(crc))
+                    (SentChecksum::Crc32c(crc), Some(crc))
                 }
                 // `Auto` never reaches a worker: the coordinator resolves it
                 // before the first task (see `probe`).
-                Integrity::EtagMd5 | Integrity::None | Integrity::Auto => {
-                    (SentChecksum::None, None, None)
-                }
+                Integrity::EtagMd5 | Integrity::None | Integrity::Auto => (SentChecksum::None, None),
             };
             // What this attempt sent, taken back from `bytes_sent` if it fails.
             let sent = std::cell::Cell::new(0u64);
-            let (result, streamed_md5, failure) = if ctx.integrity == Integrity::EtagMd5 {
-                // Hashed as it streams: one pread per piece, into the send buffer.
-                let mut body = PartBody {
-                    source,
-                    path: &task.path,
-                    offset: *offset,
-                    remaining: *len,
-                    md5: Md5::new(),
-                    ctx,
-                    sent: &sent,
-                    failure: None,
-                };
-                let result = send(Body::Reader(&mut body, *len), checksum);
-                let failure = body.failure.take();
-                (result, Some(body.md5.finalize().into()), failure)
-            } else {
-                // Nothing to hash while sending: the kernel sends the pages.
-                let mut pace = |n: u64| -> std::io::Result<()> {
-                    if ctx.cancelled() {
+            // Nothing to hash while sending: the kernel sends the pages.
+            let mut pace = |n: u64| -> std::io::Result<()> {
+                if ctx.cancelled() {
+                    return Err(std::io::Error::other(CANCELLED));
+                }
+                if let Some(rate) = &ctx.rate {
+                    if !rate.take(n, &ctx.cancel) {
                         return Err(std::io::Error::other(CANCELLED));
                     }
-                    if let Some(rate) = &ctx.rate {
-                        if !rate.take(n, &ctx.cancel) {
-                            return Err(std::io::Error::other(CANCELLED));
-                        }
-                    }
-                    ctx.note_sent(n);
-                    sent.set(sent.get() + n);
-                    Ok(())
-                };
-                let body = Body::File {
-                    file: &source.file,
-                    offset: *offset,
-                    len: *len,
-                    pace: &mut pace,
-                };
-                let result = send(body, checksum);
-                // A file that shrank shows as a body that ended early.
-                let failure = match &result {
-                    Err(e) if e.kind() == ErrorKind::Network => {
-                        check_unchanged(source, &task.path).err()
-                    }
-                    _ => None,
-                };
-                (result, None, failure)
+                }
+                ctx.note_sent(n);
+                sent.set(sent.get() + n);
+                Ok(())
             };
+            let body = Body::File {
+                file: &source.file,
+                offset: *offset,
+                len: *len,
+                pace: &mut pace,
+            };
+            let result = send(body, checksum);
             if result.is_err() {
                 ctx.bytes_sent.fetch_sub(sent.get(), Ordering::Relaxed);
             }
-            // A local read failure surfaces as a transport error; report
+            // A file that shrank shows as a body that ended early: report
             // the real cause, which no retry can fix.
-            if let Some(e) = failure {
-                return Err(local(e));
-            }
-            let md5 = pre_md5.or(streamed_md5);
-            let etag = result.inspect_err(|e| {
-                if e.outcome_unknown() {
-                    *unsettled = Some(md5);
+            if let Err(e) = &result {
+                if e.kind() == ErrorKind::Network {
+                    check_unchanged(source, &task.path).map_err(local)?;
                 }
-            })?;
+            }
+            let etag = match result {
+                Ok(etag) => etag,
+                Err(e) => {
+                    if e.outcome_unknown() {
+                        *unsettled = Some(md5_of_range(true).ok().flatten());
+                    }
+                    return Err(e);
+                }
+            };
             check_unchanged(source, &task.path).map_err(local)?;
+            let md5 = md5_of_range(true).map_err(local)?;
             if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
-                let sent = hex(&md5);
-                if is_md5_hex(&etag) && !etag.eq_ignore_ascii_case(&sent) {
+                let ours = hex(&md5);
+                if is_md5_hex(&etag) && !etag.eq_ignore_ascii_case(&ours) {
                     return Err(local(Error::new(
                         ErrorKind::Integrity,
-                        format!("the server's ETag {etag} differs from the MD5 {sent} of the bytes sent"),
+                        format!("the server's ETag {etag} differs from the MD5 {ours} of the file's bytes"),
                     )));
                 }
             }
@@ -498,54 +503,49 @@ fn send_data(
     })
 }
 
-thread_local! {
-    /// One chunk buffer per pool thread, for the checksum a mode computes
-    /// before sending (content-md5, crc32c).
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// The MD5 of the range a task sends: asked of the uploader's MD5 thread
+/// once, kept for the task's retries.
+enum RangeMd5 {
+    Pending(PendingDigest),
+    Known([u8; 16]),
+    Unknown,
 }
 
-/// A part's bytes as a reader: each read is one pread from the shared
-/// descriptor straight into the caller's buffer (the HTTP client's send
-/// buffer), hashed once as it passes.
-struct PartBody<'a> {
-    source: &'a Source,
-    path: &'a Path,
-    offset: u64,
-    remaining: u64,
-    md5: Md5,
-    ctx: &'a JobContext,
-    /// Bytes this attempt has handed to the network.
-    sent: &'a std::cell::Cell<u64>,
-    /// Why reading failed, when the cause is local (not the network).
-    failure: Option<Error>,
-}
-
-impl Read for PartBody<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 || out.is_empty() {
-            return Ok(0);
-        }
-        if self.ctx.cancelled() {
-            return Err(std::io::Error::other(CANCELLED));
-        }
-        let n = (self.remaining as usize).min(out.len());
-        if let Some(rate) = &self.ctx.rate {
-            if !rate.take(n as u64, &self.ctx.cancel) {
-                return Err(std::io::Error::other(CANCELLED));
+impl RangeMd5 {
+    fn get(&mut self, source: &Source, path: &Path) -> Result<[u8; 16]> {
+        match std::mem::replace(self, RangeMd5::Unknown) {
+            RangeMd5::Known(md5) => {
+                *self = RangeMd5::Known(md5);
+                Ok(md5)
             }
+            RangeMd5::Pending(p) => {
+                let md5 = p.wait().map_err(|e| match e.kind() {
+                    std::io::ErrorKind::Interrupted => stopped(),
+                    std::io::ErrorKind::UnexpectedEof => Error::new(
+                        ErrorKind::FileChanged,
+                        format!(
+                            "{} changed while uploading: it shrank below {} bytes",
+                            path.display(),
+                            source.size
+                        ),
+                    ),
+                    _ => Error::local_io("read", path, &e),
+                })?;
+                *self = RangeMd5::Known(md5);
+                Ok(md5)
+            }
+            RangeMd5::Unknown => Err(Error::new(
+                ErrorKind::LocalIo,
+                format!("{} could not be read for its MD5", path.display()),
+            )),
         }
-        if let Err(e) = pread_exact(self.source, self.offset, &mut out[..n], self.path) {
-            let msg = e.to_string();
-            self.failure = Some(e);
-            return Err(std::io::Error::other(msg));
-        }
-        self.md5.update(&out[..n]);
-        self.offset += n as u64;
-        self.remaining -= n as u64;
-        self.ctx.note_sent(n as u64);
-        self.sent.set(self.sent.get() + n as u64);
-        Ok(n)
     }
+}
+
+thread_local! {
+    /// One chunk buffer per pool thread, for the CRC32C computed before
+    /// sending.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Fills `buf` from `offset`; a short file is a change, not an EOF.

@@ -202,6 +202,7 @@ impl<'a> Coordinator<'a> {
             pressure: Default::default(),
             tx,
             uploads: Default::default(),
+            hasher: engine.hasher.handle(),
         });
         let files = plans
             .iter()

@@ -32,8 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use md5::{Digest, Md5};
-
 use super::messages::{Msg, Task};
 use super::worker::{retrying, JobContext};
 use crate::error::{Error, ErrorKind, Result};
@@ -184,7 +182,6 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
             at: 0,
             end: 0,
             written: 0,
-            md5: how.hash.then(Md5::new),
             seen_etag: None,
             failure: None,
         };
@@ -208,13 +205,29 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
             .with_key(&*task.key)),
             (Ok(_), None) => Ok((
                 sink.seen_etag.take().unwrap_or_default(),
-                sink.md5.take().map(|h| h.finalize().into()),
+                sink.end - sink.written,
+                sink.written,
             )),
         };
         if outcome.is_err() {
             ctx.bytes_sent.fetch_sub(sink.written, Ordering::Relaxed);
         }
         outcome
+    });
+    let result = result.and_then(|(etag, start, len)| {
+        if !how.hash {
+            return Ok((etag, None));
+        }
+        // The MD5 thread reads the range back from the page cache, beside
+        // other workers' ranges (see `hasher`): what is checked is what the
+        // file holds. The range is fetched: a pause that came meanwhile
+        // still records it, so its MD5 is wanted past the stop flag.
+        let md5 = ctx
+            .hasher
+            .hash_regardless(source.file.clone(), start, len)
+            .wait()
+            .map_err(|e| read_back_failed(&temp, &e))?;
+        Ok((etag, Some(md5)))
     });
     let (etag, md5) = result.map_err(|e| e.with_part(how.part).with_path(&*task.path))?;
     Ok(Msg::PartDone {
@@ -226,6 +239,22 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
         md5,
         crc32c: None,
     })
+}
+
+/// A range of a temporary file that could not be read back for its check.
+pub(super) fn read_back_failed(temp: &Path, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::Interrupted {
+        Error::new(ErrorKind::Stopped, "stopped")
+    } else {
+        Error::new(
+            ErrorKind::LocalIo,
+            format!(
+                "cannot read back {}: {}",
+                temp.display(),
+                crate::error::io_reason(e)
+            ),
+        )
+    }
 }
 
 /// A 412 answer (`If-Match` failed), or a 416 (the planned range is past
@@ -264,7 +293,6 @@ struct ToFile<'a> {
     at: u64,
     end: u64,
     written: u64,
-    md5: Option<Md5>,
     /// The answer's ETag.
     seen_etag: Option<String>,
     /// Why the sink refused the answer, in the job's terms.
@@ -383,9 +411,6 @@ impl ObjectSink for ToFile<'_> {
         if let Err(e) = self.file.write_all_at(bytes, self.at) {
             let e = Error::local_io("write", self.temp, &e);
             return Err(self.refuse(e));
-        }
-        if let Some(h) = &mut self.md5 {
-            h.update(bytes);
         }
         self.at += n;
         self.written += n;

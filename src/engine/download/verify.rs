@@ -2,10 +2,7 @@
 //! against the object's ETag.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
-
-use md5::{Digest, Md5};
+use std::sync::Arc;
 
 use super::{Finish, RemoteObject};
 use crate::engine::worker::{hex, is_md5_hex, is_multipart_etag, multipart_etag, JobContext};
@@ -42,9 +39,6 @@ const USUAL_PART_SIZES: [u64; 6] = [8 << 20, 5 << 20, 16 << 20, 50 << 20, 64 << 
 
 /// At most this many part sizes are tried on one read of the file.
 const MAX_GUESSES: usize = 3;
-
-/// Bytes read at once when the file is read back.
-const READ_BACK: usize = 1 << 20;
 
 /// Whether the fetch of each part computes its MD5: when the parts are the
 /// object's own (fetched by part number), or the object is one GET.
@@ -125,65 +119,59 @@ fn matched(key: &str, got: &str, etag: &str, how: Verification) -> Result<Verifi
     }
 }
 
-/// Reads the file once and returns, for each part size, the MD5s of its
-/// parts split that way.
+/// For each part size, the MD5s of the file's parts split that way: every
+/// part of every guess is a range for the MD5 thread, which hashes them
+/// eight at a time (see `hasher`).
 fn read_back(
     ctx: &JobContext,
     file: &File,
     size: u64,
     part_sizes: &[u64],
 ) -> Result<Vec<Vec<[u8; 16]>>> {
-    struct Guess {
-        part: u64,
-        current: Md5,
-        filled: u64,
-        md5s: Vec<[u8; 16]>,
-    }
-    let mut guesses: Vec<Guess> = part_sizes
+    let file = Arc::new(file.try_clone().map_err(|e| {
+        Error::new(
+            ErrorKind::LocalIo,
+            format!(
+                "cannot read back a download: {}",
+                crate::error::io_reason(&e)
+            ),
+        )
+    })?);
+    let pending: Vec<Vec<_>> = part_sizes
         .iter()
-        .map(|&part| Guess {
-            part,
-            current: Md5::new(),
-            filled: 0,
-            md5s: Vec::new(),
+        .map(|&part| {
+            // An empty object is one empty part.
+            let parts = size.div_ceil(part).max(1);
+            (0..parts)
+                .map(|i| {
+                    let at = i * part;
+                    let len = part.min(size - at.min(size));
+                    ctx.hasher.submit(file.clone(), at, len, ctx.cancel.clone())
+                })
+                .collect()
         })
         .collect();
-    let mut buf = vec![0u8; READ_BACK];
-    let mut at = 0u64;
-    while at < size {
-        if ctx.cancel.load(Ordering::Relaxed) {
-            return Err(Error::new(ErrorKind::Stopped, "stopped"));
-        }
-        let n = (size - at).min(READ_BACK as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at).map_err(|e| {
-            Error::new(
-                ErrorKind::LocalIo,
-                format!("cannot read back a download: {e}"),
-            )
-        })?;
-        for g in &mut guesses {
-            let mut piece = &buf[..n];
-            while !piece.is_empty() {
-                let take = ((g.part - g.filled) as usize).min(piece.len());
-                g.current.update(&piece[..take]);
-                g.filled += take as u64;
-                piece = &piece[take..];
-                if g.filled == g.part {
-                    g.md5s
-                        .push(std::mem::take(&mut g.current).finalize().into());
-                    g.filled = 0;
-                }
-            }
-        }
-        at += n as u64;
-    }
-    Ok(guesses
+    pending
         .into_iter()
-        .map(|mut g| {
-            if g.filled > 0 || g.md5s.is_empty() {
-                g.md5s.push(g.current.finalize().into());
-            }
-            g.md5s
+        .map(|guess| {
+            guess
+                .into_iter()
+                .map(|p| {
+                    p.wait().map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            Error::new(ErrorKind::Stopped, "stopped")
+                        } else {
+                            Error::new(
+                                ErrorKind::LocalIo,
+                                format!(
+                                    "cannot read back a download: {}",
+                                    crate::error::io_reason(&e)
+                                ),
+                            )
+                        }
+                    })
+                })
+                .collect()
         })
-        .collect())
+        .collect()
 }
