@@ -228,7 +228,7 @@ enum bp_integrity
      */
     BP_INTEGRITY_UNKNOWN = 0,
     /*
-     MD5 of each part computed while it streams, compared with the ETag.
+     MD5 of each part computed while it is sent, compared with the ETag.
      */
     BP_INTEGRITY_ETAG_MD5 = 1,
     /*

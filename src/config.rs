@@ -43,9 +43,11 @@ pub enum Integrity {
     ///
     /// [`Progress::integrity_used`]: crate::Progress::integrity_used
     Auto,
-    /// MD5 computed while streaming, compared with the ETag the server
-    /// returns when that ETag is an MD5; the multipart ETag (md5 of the part
-    /// md5s, "-N") checked on complete. No extra read of the data.
+    /// MD5 of each part, compared with the ETag the server returns when
+    /// that ETag is an MD5; the multipart ETag (md5 of the part md5s, "-N")
+    /// checked on complete. The uploader's MD5 thread hashes a part while
+    /// it is sent, reading it from the page cache at the same time as the
+    /// send (so the disk is read once), eight parts at a time.
     EtagMd5,
     /// Send `Content-MD5` so the server itself rejects a corrupted part.
     /// Costs one extra read of each part before it is sent.

@@ -107,7 +107,7 @@ pub enum bp_integrity {
     /// Not settled yet (the job is queued, or probing the store), or the
     /// job ended before it had data to send.
     BP_INTEGRITY_UNKNOWN = 0,
-    /// MD5 of each part computed while it streams, compared with the ETag.
+    /// MD5 of each part computed while it is sent, compared with the ETag.
     BP_INTEGRITY_ETAG_MD5 = 1,
     /// Content-MD5 sent: the server rejects a corrupted part.
     BP_INTEGRITY_CONTENT_MD5 = 2,

@@ -449,7 +449,7 @@ pub(crate) fn finish(ctx: &JobContext, task: &Task, how: &Finish) -> Result<Msg>
         )
         .with_path(dest));
     }
-    let verified = verify::check(ctx, &file, &task.key, how)?;
+    let verified = verify::check(ctx, &file, &temp, &task.key, how)?;
     file.sync_all()
         .map_err(|e| Error::local_io("sync", &temp, &e).with_path(dest))?;
     drop(file);

@@ -2,9 +2,10 @@
 //! against the object's ETag.
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::{Finish, RemoteObject};
+use super::{read_back_failed, Finish, RemoteObject};
 use crate::engine::worker::{hex, is_md5_hex, is_multipart_etag, multipart_etag, JobContext};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -57,6 +58,7 @@ pub(super) fn hash_while_fetching(object: &RemoteObject, parts: u32) -> bool {
 pub(super) fn check(
     ctx: &JobContext,
     file: &File,
+    temp: &Path,
     key: &str,
     how: &Finish,
 ) -> Result<Verification> {
@@ -76,7 +78,7 @@ pub(super) fn check(
         }
     }
     if is_md5_hex(etag) {
-        let got = read_back(ctx, file, how.size, &[how.size.max(1)])?;
+        let got = read_back(ctx, file, temp, how.size, &[how.size.max(1)])?;
         return matched(key, &hex(&got[0][0]), etag, Verification::Md5);
     }
     if is_multipart_etag(etag) {
@@ -91,7 +93,7 @@ pub(super) fn check(
         guesses.dedup();
         guesses.truncate(MAX_GUESSES);
         if !guesses.is_empty() {
-            let got = read_back(ctx, file, how.size, &guesses)?;
+            let got = read_back(ctx, file, temp, how.size, &guesses)?;
             if got.iter().any(|md5s| multipart_etag(md5s) == etag) {
                 return Ok(Verification::MultipartEtag);
             }
@@ -125,18 +127,11 @@ fn matched(key: &str, got: &str, etag: &str, how: Verification) -> Result<Verifi
 fn read_back(
     ctx: &JobContext,
     file: &File,
+    temp: &Path,
     size: u64,
     part_sizes: &[u64],
 ) -> Result<Vec<Vec<[u8; 16]>>> {
-    let file = Arc::new(file.try_clone().map_err(|e| {
-        Error::new(
-            ErrorKind::LocalIo,
-            format!(
-                "cannot read back a download: {}",
-                crate::error::io_reason(&e)
-            ),
-        )
-    })?);
+    let file = Arc::new(file.try_clone().map_err(|e| read_back_failed(temp, &e))?);
     let pending: Vec<Vec<_>> = part_sizes
         .iter()
         .map(|&part| {
@@ -156,21 +151,7 @@ fn read_back(
         .map(|guess| {
             guess
                 .into_iter()
-                .map(|p| {
-                    p.wait().map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::Interrupted {
-                            Error::new(ErrorKind::Stopped, "stopped")
-                        } else {
-                            Error::new(
-                                ErrorKind::LocalIo,
-                                format!(
-                                    "cannot read back a download: {}",
-                                    crate::error::io_reason(&e)
-                                ),
-                            )
-                        }
-                    })
-                })
+                .map(|p| p.wait().map_err(|e| read_back_failed(temp, &e)))
                 .collect()
         })
         .collect()
