@@ -401,10 +401,10 @@ fn main() {
     // What the uploader's MD5 thread does (src/engine/hasher.rs): eight
     // streams in the lanes of one register, the same bytes in total.
     let m = measure(passes, || {
-        let mut states = [batchput::md5_lanes::INIT; batchput::md5_lanes::LANES];
-        for _ in 0..chunks / batchput::md5_lanes::LANES {
-            let lanes = [std::hint::black_box(&data[..]); batchput::md5_lanes::LANES];
-            batchput::md5_lanes::compress(&mut states, lanes, CHUNK / 64);
+        let mut states = [md5_lanes::INIT; md5_lanes::LANES];
+        for _ in 0..chunks / md5_lanes::LANES {
+            let lanes = [std::hint::black_box(&data[..]); md5_lanes::LANES];
+            md5_lanes::compress(&mut states, lanes, CHUNK / 64);
         }
         std::hint::black_box(states);
     });

@@ -38,10 +38,7 @@ mod error;
 /// use the Rust API above; this module is public so its tests can call it.
 pub mod ffi;
 mod job;
-// Public only for benches/hot_loop.rs; not part of the API.
 mod journal;
-#[doc(hidden)]
-pub mod md5_lanes;
 mod objects;
 mod plan;
 pub mod store;

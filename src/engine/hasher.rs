@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::md5_lanes::{self, LANES};
+use md5_lanes::LANES;
 
 /// Bytes read into a lane at a time (a multiple of 64): the measured best
 /// range was flat from 64 KiB to 1 MiB; eight lanes of this are the

@@ -5,7 +5,7 @@
 //! hashes one stream; see bench/NOTES.md for the measurement).
 //!
 //! This is only the compression function over whole 64-byte blocks, and the
-//! padding that ends a stream; `engine::hasher` feeds it. Without AVX2 (or off
+//! padding that ends a stream; batchput's `engine::hasher` feeds it. Without AVX2 (or off
 //! x86-64) each lane is compressed in turn with the md-5 crate's function,
 //! so the result never depends on the machine; the differential tests below
 //! compare both paths with md-5's `Md5` on random lengths.
