@@ -280,11 +280,11 @@ mod tests {
             .collect()
     }
 
+    /// `compress` or `compress_each`.
+    type Compress = fn(&mut [[u32; 4]; LANES], [&[u8]; LANES], usize);
+
     /// Hashes eight whole messages through `compress_fn` and the padding.
-    fn lanes_md5(
-        msgs: &[Vec<u8>; LANES],
-        compress_fn: fn(&mut [[u32; 4]; LANES], [&[u8]; LANES], usize),
-    ) -> [[u8; 16]; LANES] {
+    fn lanes_md5(msgs: &[Vec<u8>; LANES], compress_fn: Compress) -> [[u8; 16]; LANES] {
         let mut states = [INIT; LANES];
         // Whole blocks, lane by lane as far as each goes, then each tail.
         let min_blocks = msgs.iter().map(|m| m.len() / 64).min().unwrap();
