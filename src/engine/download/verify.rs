@@ -38,7 +38,8 @@ impl Verification {
 /// tried when the store cannot say where an object's parts lie.
 const USUAL_PART_SIZES: [u64; 6] = [8 << 20, 5 << 20, 16 << 20, 50 << 20, 64 << 20, 100 << 20];
 
-/// At most this many part sizes are tried on one read of the file.
+/// At most this many part sizes are tried (each one more read of the file
+/// from the page cache, eight parts at a time).
 const MAX_GUESSES: usize = 3;
 
 /// Whether the fetch of each part computes its MD5: when the parts are the
