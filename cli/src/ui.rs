@@ -238,7 +238,7 @@ fn timeout_words(e: &Error, dest: &Destination, endpoint: &str) -> Option<String
     }
     if msg.starts_with("deadline of ") {
         return Some(format!(
-            "the --deadline of {} passed before the upload finished",
+            "the --deadline of {} passed before the job finished",
             dest.typed("deadline_ms")
         ));
     }
@@ -440,7 +440,7 @@ mod tests {
         };
         assert_eq!(
             explain(&e, &dest),
-            "the --deadline of 90s passed before the upload finished"
+            "the --deadline of 90s passed before the job finished"
         );
         assert_eq!(dest.typed("request_timeout_ms"), "30s");
         assert_eq!(duration_text(Duration::from_secs(86_400)), "1d");

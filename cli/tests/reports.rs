@@ -212,7 +212,7 @@ fn a_deadline_names_the_flag_and_the_counts_agree() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(
         line(&r, "error: "),
-        "error: the --deadline of 3s passed before the upload finished"
+        "error: the --deadline of 3s passed before the job finished"
     );
     let summary = r.stdout.lines().next().unwrap();
     assert!(
