@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use md5_lanes::LANES;
 
@@ -34,8 +36,10 @@ struct Job {
     file: Arc<File>,
     offset: u64,
     len: u64,
-    /// The job's stop flag: a stopped job's ranges are dropped.
-    cancel: Arc<AtomicBool>,
+    /// Cleared when its [`PendingDigest`] is dropped: nobody waits for the
+    /// digest any more (the task gave up, the job stopped), so the range is
+    /// dropped instead of hashed.
+    wanted: Arc<AtomicBool>,
     reply: Sender<io::Result<[u8; 16]>>,
 }
 
@@ -53,8 +57,11 @@ pub(crate) struct Hasher {
 #[derive(Clone)]
 pub(crate) struct HashHandle(Sender<Job>);
 
-/// A digest being computed.
-pub(crate) struct PendingDigest(Receiver<io::Result<[u8; 16]>>);
+/// A digest being computed; dropping it withdraws the range.
+pub(crate) struct PendingDigest {
+    rx: Receiver<io::Result<[u8; 16]>>,
+    wanted: Arc<AtomicBool>,
+}
 
 impl Hasher {
     pub fn new() -> io::Result<Hasher> {
@@ -86,47 +93,58 @@ impl Drop for Hasher {
 
 impl HashHandle {
     /// Starts hashing `len` bytes of `file` from `offset`.
-    pub fn submit(
-        &self,
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-        cancel: Arc<AtomicBool>,
-    ) -> PendingDigest {
+    pub fn submit(&self, file: Arc<File>, offset: u64, len: u64) -> PendingDigest {
         let (reply, rx) = crossbeam_channel::bounded(1);
+        let wanted = Arc::new(AtomicBool::new(true));
         // A send fails only once the uploader is being dropped; the
         // dropped reply then tells `wait`.
         let _ = self.0.send(Job {
             file,
             offset,
             len,
-            cancel,
+            wanted: wanted.clone(),
             reply,
         });
-        PendingDigest(rx)
+        PendingDigest { rx, wanted }
     }
 }
 
-impl HashHandle {
-    /// The MD5 of a range whatever the job's stop flag says: for bytes the
-    /// server or the file already holds, whose record must not be lost to
-    /// a stop or pause that came meanwhile.
-    pub fn hash_regardless(&self, file: Arc<File>, offset: u64, len: u64) -> PendingDigest {
-        self.submit(file, offset, len, Arc::new(AtomicBool::new(false)))
-    }
-}
+/// How often [`PendingDigest::wait_unless`] looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 impl PendingDigest {
     /// The MD5 of the range, or why it could not be read (a file that
-    /// shrank is `UnexpectedEof`; a stopped job or uploader `Interrupted`).
-    pub fn wait(self) -> io::Result<[u8; 16]> {
-        self.0.recv().unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "hashing was stopped",
-            ))
-        })
+    /// shrank is `UnexpectedEof`; an uploader being dropped `Interrupted`).
+    /// For bytes the server or the file already holds: their record must
+    /// not be lost to a stop or pause that comes meanwhile.
+    pub fn wait(&self) -> io::Result<[u8; 16]> {
+        self.rx.recv().unwrap_or_else(|_| Err(gone()))
     }
+
+    /// [`wait`](Self::wait), or `Interrupted` soon after `stop` is set
+    /// (the range stays asked for until this is dropped).
+    pub fn wait_unless(&self, stop: &AtomicBool) -> io::Result<[u8; 16]> {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
+            match self.rx.recv_timeout(STOP_POLL) {
+                Ok(digest) => return digest,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+            }
+        }
+    }
+}
+
+impl Drop for PendingDigest {
+    fn drop(&mut self) {
+        self.wanted.store(false, Ordering::Relaxed);
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "hashing was stopped")
 }
 
 /// One range in progress in a lane.
@@ -204,15 +222,11 @@ impl Lanes {
     }
 
     /// Reads the next piece into every lane that has hashed all it held;
-    /// ends the lanes whose job stopped or whose read failed.
+    /// ends the lanes nobody waits for any more or whose read failed.
     fn fill(&mut self) {
         for (slot, buf) in self.lanes.iter_mut().zip(&mut self.bufs) {
             let Some(lane) = slot else { continue };
-            if lane.job.cancel.load(Ordering::Relaxed) {
-                let _ = lane
-                    .job
-                    .reply
-                    .send(Err(io::Error::new(io::ErrorKind::Interrupted, "stopped")));
+            if !lane.job.wanted.load(Ordering::Relaxed) {
                 *slot = None;
                 continue;
             }
@@ -247,41 +261,41 @@ impl Lanes {
     /// Hashes as many blocks as every busy lane holds, then answers the
     /// lanes that are done.
     fn hash(&mut self) {
-        let busy: Vec<usize> = (0..LANES).filter(|&j| self.lanes[j].is_some()).collect();
-        let Some(blocks) = busy
+        let busy: [bool; LANES] = std::array::from_fn(|j| self.lanes[j].is_some());
+        let Some(blocks) = self
+            .lanes
             .iter()
-            .map(|&j| {
-                self.lanes[j]
-                    .as_ref()
-                    .map_or(0, |l| (l.filled - l.used) / 64)
-            })
+            .flatten()
+            .map(|l| (l.filled - l.used) / 64)
             .min()
         else {
             return;
         };
         let mut states = [md5_lanes::INIT; LANES];
-        for &j in &busy {
-            states[j] = self.lanes[j].as_ref().expect("busy").state;
+        for (state, lane) in states.iter_mut().zip(&self.lanes) {
+            if let Some(l) = lane {
+                *state = l.state;
+            }
         }
         let data: [&[u8]; LANES] = std::array::from_fn(|j| match &self.lanes[j] {
             Some(l) => &self.bufs[j][l.used..],
             None => &self.bufs[j][..],
         });
-        if busy.len() == 1 {
+        if busy.iter().filter(|&&b| b).count() == 1 {
             // One stream alone runs faster on the scalar path than in a lane.
-            let j = busy[0];
+            let j = busy.iter().position(|&b| b).expect("one busy lane");
             let (chunks, _) = data[j][..blocks * 64].as_chunks::<64>();
             md5::block_api::compress(&mut states[j], chunks);
         } else {
             md5_lanes::compress(&mut states, data, blocks);
         }
-        for &j in &busy {
-            let lane = self.lanes[j].as_mut().expect("busy");
-            lane.state = states[j];
+        for (slot, state) in self.lanes.iter_mut().zip(states) {
+            let Some(lane) = slot else { continue };
+            lane.state = state;
             lane.used += blocks * 64;
             if lane.padded && lane.used == lane.filled {
-                let lane = self.lanes[j].take().expect("busy");
                 let _ = lane.job.reply.send(Ok(md5_lanes::digest(&lane.state)));
+                *slot = None;
             }
         }
     }
@@ -324,7 +338,6 @@ mod tests {
         let file = Arc::new(f);
         let hasher = Hasher::new().unwrap();
         let h = hasher.handle();
-        let cancel = Arc::new(AtomicBool::new(false));
         // Lengths around the chunk and block edges, more ranges than lanes.
         let ranges: Vec<(u64, u64)> = [
             0u64, 1, 63, 64, 65, 119, 120, 4096, 131_072, 131_073, 262_200, 1_000_001, 2_999_999,
@@ -335,7 +348,7 @@ mod tests {
         .collect();
         let pending: Vec<_> = ranges
             .iter()
-            .map(|&(o, l)| h.submit(file.clone(), o, l, cancel.clone()))
+            .map(|&(o, l)| h.submit(file.clone(), o, l))
             .collect();
         for ((o, l), p) in ranges.iter().zip(pending) {
             let want: [u8; 16] = Md5::digest(&data[*o as usize..(*o + *l) as usize]).into();
@@ -344,31 +357,30 @@ mod tests {
     }
 
     #[test]
-    fn a_range_past_the_end_is_an_error_and_a_stopped_job_ends() {
+    fn a_range_past_the_end_is_an_error_and_a_stop_ends_the_wait_only() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[7u8; 1000]).unwrap();
         let file = Arc::new(f);
         let hasher = Hasher::new().unwrap();
         let h = hasher.handle();
-        let live = Arc::new(AtomicBool::new(false));
-        let err = h
-            .submit(file.clone(), 900, 200, live.clone())
-            .wait()
-            .unwrap_err();
+        let err = h.submit(file.clone(), 900, 200).wait().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let stopped = Arc::new(AtomicBool::new(true));
-        let err = h.submit(file.clone(), 0, 1000, stopped).wait().unwrap_err();
+        let want = <[u8; 16]>::from(Md5::digest([7u8; 1000]));
+        // A stop ends the wait at once; the range is still asked for, and
+        // its digest comes to a wait that ignores the stop.
+        let pending = h.submit(file.clone(), 0, 1000);
+        let stop = AtomicBool::new(true);
+        let err = pending.wait_unless(&stop).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
-        // The thread still serves the next range, and ends when dropped.
-        let ok = h.submit(file, 0, 1000, live).wait().unwrap();
-        assert_eq!(ok, <[u8; 16]>::from(Md5::digest([7u8; 1000])));
+        assert_eq!(pending.wait().unwrap(), want);
+        // A range nobody waits for is dropped, and the thread serves the
+        // next one.
+        drop(h.submit(file.clone(), 0, 1000));
+        let live = AtomicBool::new(false);
+        assert_eq!(h.submit(file, 0, 1000).wait_unless(&live).unwrap(), want);
+        // Once the uploader drops it, the thread is gone and says so.
         drop(hasher);
-        let after = h.submit(
-            Arc::new(tempfile::tempfile().unwrap()),
-            0,
-            0,
-            Arc::new(AtomicBool::new(false)),
-        );
+        let after = h.submit(Arc::new(tempfile::tempfile().unwrap()), 0, 0);
         assert_eq!(after.wait().unwrap_err().kind(), io::ErrorKind::Interrupted);
     }
 }

@@ -396,29 +396,16 @@ fn send_data(
     // The MD5 modes hand the range to the uploader's MD5 thread, which
     // hashes it beside other ranges while this one is sent (etag-md5) or
     // before (content-md5, whose header needs it).
-    let mut md5 = matches!(ctx.integrity, Integrity::EtagMd5 | Integrity::ContentMd5).then(|| {
-        RangeMd5::Pending(
-            ctx.hasher
-                .submit(source.file.clone(), *offset, *len, ctx.cancel.clone()),
-        )
-    });
-    // `answered`: the server holds the bytes. Their MD5 is wanted even if
+    let mut md5 = matches!(ctx.integrity, Integrity::EtagMd5 | Integrity::ContentMd5)
+        .then(|| RangeMd5::Pending(ctx.hasher.submit(source.file.clone(), *offset, *len)));
+    // `answered`: the server holds the bytes, so their MD5 is wanted even if
     // the job stopped meanwhile (a paused job records the part, a stopped
-    // one reports it truthfully), so a range the MD5 thread dropped at the
-    // stop is asked for again, past the job's stop flag.
+    // one reports it truthfully). Before that, a stop ends the wait.
     let mut md5_of_range = |answered: bool| -> Result<Option<[u8; 16]>> {
-        let Some(m) = &mut md5 else { return Ok(None) };
-        match m.get(source, &task.path) {
-            Err(e) if answered && e.kind() == ErrorKind::Stopped => {
-                *m = RangeMd5::Pending(ctx.hasher.hash_regardless(
-                    source.file.clone(),
-                    *offset,
-                    *len,
-                ));
-                m.get(source, &task.path).map(Some)
-            }
-            r => r.map(Some),
-        }
+        let stop = (!answered).then_some(&*ctx.cancel);
+        md5.as_mut()
+            .map(|m| m.get(stop, source, &task.path))
+            .transpose()
     };
     BUFFER.with(|cell| {
         let mut guard = cell.borrow_mut();
@@ -508,37 +495,33 @@ fn send_data(
 enum RangeMd5 {
     Pending(PendingDigest),
     Known([u8; 16]),
-    Unknown,
 }
 
 impl RangeMd5 {
-    fn get(&mut self, source: &Source, path: &Path) -> Result<[u8; 16]> {
-        match std::mem::replace(self, RangeMd5::Unknown) {
-            RangeMd5::Known(md5) => {
-                *self = RangeMd5::Known(md5);
-                Ok(md5)
-            }
-            RangeMd5::Pending(p) => {
-                let md5 = p.wait().map_err(|e| match e.kind() {
-                    std::io::ErrorKind::Interrupted => stopped(),
-                    std::io::ErrorKind::UnexpectedEof => Error::new(
-                        ErrorKind::FileChanged,
-                        format!(
-                            "{} changed while uploading: it shrank below {} bytes",
-                            path.display(),
-                            source.size
-                        ),
-                    ),
-                    _ => Error::local_io("read", path, &e),
-                })?;
-                *self = RangeMd5::Known(md5);
-                Ok(md5)
-            }
-            RangeMd5::Unknown => Err(Error::new(
-                ErrorKind::LocalIo,
-                format!("{} could not be read for its MD5", path.display()),
-            )),
-        }
+    /// The digest; with `stop`, `Stopped` soon after it is set.
+    fn get(&mut self, stop: Option<&AtomicBool>, source: &Source, path: &Path) -> Result<[u8; 16]> {
+        let p = match self {
+            RangeMd5::Known(md5) => return Ok(*md5),
+            RangeMd5::Pending(p) => p,
+        };
+        let got = match stop {
+            Some(stop) => p.wait_unless(stop),
+            None => p.wait(),
+        };
+        let md5 = got.map_err(|e| match e.kind() {
+            std::io::ErrorKind::Interrupted => stopped(),
+            std::io::ErrorKind::UnexpectedEof => Error::new(
+                ErrorKind::FileChanged,
+                format!(
+                    "{} changed while uploading: it shrank below {} bytes",
+                    path.display(),
+                    source.size
+                ),
+            ),
+            _ => Error::local_io("read", path, &e),
+        })?;
+        *self = RangeMd5::Known(md5);
+        Ok(md5)
     }
 }
 

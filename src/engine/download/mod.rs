@@ -221,10 +221,10 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
         // The MD5 thread reads the range back from the page cache, beside
         // other workers' ranges (see `hasher`): what is checked is what the
         // file holds. The range is fetched: a pause that came meanwhile
-        // still records it, so its MD5 is wanted past the stop flag.
+        // still records it, so its MD5 is waited for whatever the stop says.
         let md5 = ctx
             .hasher
-            .hash_regardless(source.file.clone(), start, len)
+            .submit(source.file.clone(), start, len)
             .wait()
             .map_err(|e| read_back_failed(&temp, &e))?;
         Ok((etag, Some(md5)))

@@ -142,7 +142,7 @@ fn read_back(
                 .map(|i| {
                     let at = i * part;
                     let len = part.min(size - at.min(size));
-                    ctx.hasher.submit(file.clone(), at, len, ctx.cancel.clone())
+                    ctx.hasher.submit(file.clone(), at, len)
                 })
                 .collect()
         })
