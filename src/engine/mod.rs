@@ -1,11 +1,12 @@
-//! The batch engine: a fixed pool of workers (see `pool`), one coordinator thread
-//! per uploader that runs jobs one after another, and the messages between
-//! them.
+//! The batch engine: a fixed pool of workers (see `pool`), one coordinator
+//! thread per uploader that runs jobs one after another, and the messages
+//! between them.
 //!
 //! Threads are the pool, the coordinator and the MD5 thread (`hasher`), for
-//! the uploader's life; none is created per part or per file. The coordinator is the only owner of a
-//! job's state (see `coordinator`); workers get owned copies of their work
-//! and report by message (see `messages`, `worker`).
+//! the uploader's life; none is created per part or per file. The
+//! coordinator is the only owner of a job's state (see `coordinator`);
+//! workers get owned copies of their work and report by message (see
+//! `messages`, `worker`).
 
 mod abort;
 mod coordinator;

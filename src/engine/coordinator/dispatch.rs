@@ -75,15 +75,9 @@ impl Coordinator<'_> {
             return self.start_download(f);
         }
         if self.plans[f].multipart {
-            if self.pending_uploads >= self.max_pending_uploads {
+            if !self.admit_in_parts(f) {
                 return false;
             }
-            self.next_file += 1;
-            self.pending_uploads += 1;
-            self.active.push(f);
-            self.mark_started(f);
-            let run = &self.files[f];
-            self.backlog += (self.plans[f].parts - run.parts_done) as u64;
             if let Prior::Upload { upload_id, .. } = &self.priors[f] {
                 // A resumed upload: its id is in the journal already.
                 let id = upload_id.clone();
@@ -134,6 +128,26 @@ impl Coordinator<'_> {
     /// when its first part is dispatched. Downloads in progress count
     /// against `max_pending_uploads`.
     fn start_download(&mut self, f: usize) -> bool {
+        if !self.admit_in_parts(f) {
+            return false;
+        }
+        if let Some(j) = &mut self.journal {
+            j.record_intent(f);
+        }
+        let parts = self.plans[f].parts;
+        let run = &mut self.files[f];
+        run.phase = Phase::Uploading;
+        if run.parts_done == parts {
+            // Resumed with every part in its temporary file.
+            run.has_temp = true;
+            self.to_complete.push_back(f);
+        }
+        true
+    }
+
+    /// Takes file `f`, sent or fetched in parts, into the active files if
+    /// `max_pending_uploads` allows: its parts still to do join the backlog.
+    fn admit_in_parts(&mut self, f: usize) -> bool {
         if self.pending_uploads >= self.max_pending_uploads {
             return false;
         }
@@ -141,18 +155,7 @@ impl Coordinator<'_> {
         self.pending_uploads += 1;
         self.active.push(f);
         self.mark_started(f);
-        if let Some(j) = &mut self.journal {
-            j.record_intent(f);
-        }
-        let parts = self.plans[f].parts;
-        let run = &mut self.files[f];
-        self.backlog += (parts - run.parts_done) as u64;
-        run.phase = Phase::Uploading;
-        if run.parts_done == parts {
-            // Resumed with every part in its temporary file.
-            run.has_temp = true;
-            self.to_complete.push_back(f);
-        }
+        self.backlog += (self.plans[f].parts - self.files[f].parts_done) as u64;
         true
     }
 

@@ -172,10 +172,7 @@ fn head_all(engine: &Engine, entries: &[(PathBuf, String)]) -> Result<Vec<Known>
                 size: info.size,
                 etag: info.etag,
             }),
-            None => Err(
-                Error::input(format!("no object '{key}' in bucket '{}'", store.bucket()))
-                    .with_key(key),
-            ),
+            None => Err(no_such_object(&store, &key)),
         })
         .into_iter()
         .collect()
@@ -222,11 +219,16 @@ fn serves_parts(
     Ok(Some(layouts))
 }
 
+/// An object asked for by name that is not there.
+fn no_such_object(store: &crate::store::Store, key: &str) -> Error {
+    Error::input(format!("no object '{key}' in bucket '{}'", store.bucket())).with_key(key)
+}
+
 /// The first part's size and the part count of a multipart object.
 fn part_layout(store: &crate::store::Store, key: &str) -> Result<(u64, u32)> {
-    let head = store.head_part(key, 1)?.ok_or_else(|| {
-        Error::input(format!("no object '{key}' in bucket '{}'", store.bucket())).with_key(key)
-    })?;
+    let head = store
+        .head_part(key, 1)?
+        .ok_or_else(|| no_such_object(store, key))?;
     let count = head.parts_count.unwrap_or(1).max(1);
     let len = head.range.map(|r| r.len()).or(head.length).unwrap_or(0);
     Ok((len.max(1), count))
