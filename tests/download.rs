@@ -547,6 +547,12 @@ fn small_objects_listed_without_etags_cost_one_get_each() {
         assert_eq!(f.etag.as_deref(), Some(md5_hex(d).as_str()), "{k}");
         assert!(std::fs::read(&f.path).unwrap() == *d, "{k}");
     }
+    // The three files and nothing else (no temporary file left behind).
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
     let log = proxy.log();
     assert_eq!(
         log.iter().filter(|e| e.method == "HEAD").count(),

@@ -394,3 +394,59 @@ fn auto_is_the_default_and_a_value_of_the_option() {
     let e = cfg.set("integrity", "md5").unwrap_err();
     assert!(e.to_string().contains("expected auto, etag-md5"), "{e}");
 }
+
+/// `etag-md5` end to end, with the MD5 computed apart from the send (the
+/// uploader's MD5 thread): a byte corrupted on the way is caught by the
+/// server's ETag and the request sent again; corrupted at every attempt,
+/// the job fails naming the file, with nothing stored and no upload open.
+#[test]
+fn a_byte_corrupted_on_the_way_is_caught_by_the_etag_and_sent_again() {
+    for server in support::fast_servers() {
+        let proxy = Proxy::start(&server.endpoint);
+        proxy.add_rule(Rule::new(Match::part(2), Action::Corrupt { at: 12_345 }).times(1));
+        proxy.add_rule(
+            Rule::new(
+                Match::method("PUT").and_path("bad-once/small"),
+                Action::Corrupt { at: 7 },
+            )
+            .times(1),
+        );
+        let files = make_files(&specs(&[
+            ("bad-once/big", 12 * MIB),
+            ("bad-once/small", 1000),
+        ]));
+        let cfg = small_parts(server.config_via(&proxy.endpoint())).integrity(Integrity::EtagMd5);
+        let up = Uploader::new(cfg).unwrap();
+        let p = finish(&up.start(&files.batch()).unwrap(), 60);
+        assert_eq!(
+            p.state,
+            JobState::Succeeded,
+            "{:?}: {:?}",
+            server.kind,
+            p.error
+        );
+        files.verify_all(&server.store());
+        let part2 = proxy
+            .count(|e| e.is_upload_part() && e.query_param("partNumber").as_deref() == Some("2"));
+        assert_eq!(part2, 2, "part 2 was caught and sent again");
+        let small = proxy.count(|e| e.method == "PUT" && e.path.contains("bad-once/small"));
+        assert_eq!(small, 2, "the small file was caught and sent again");
+        server.assert_no_open_uploads();
+
+        proxy.clear_rules();
+        proxy.add_rule(Rule::new(Match::part(1), Action::Corrupt { at: 0 }));
+        let files = make_files(&specs(&[("bad-always/big", 12 * MIB)]));
+        let cfg = small_parts(server.config_via(&proxy.endpoint()))
+            .integrity(Integrity::EtagMd5)
+            .retries(2);
+        let up = Uploader::new(cfg).unwrap();
+        let p = finish(&up.start(&files.batch()).unwrap(), 60);
+        assert_eq!(p.state, JobState::Failed, "{:?}", server.kind);
+        let e = p.error.unwrap();
+        assert_eq!(e.kind(), batchput::ErrorKind::Integrity, "{e}");
+        assert_eq!(e.key(), Some("bad-always/big"), "{e}");
+        assert!(e.to_string().contains("differs from the MD5"), "{e}");
+        files.assert_absent(&server.store(), 0);
+        server.assert_no_open_uploads();
+    }
+}

@@ -440,6 +440,10 @@ pub enum Action {
     /// Accept the request and never answer, until the client hangs up or
     /// the proxy is dropped.
     BlackHole,
+    /// Forward the request with the body's byte at offset `at` inverted:
+    /// the server stores, and hashes, a byte the client never sent (a
+    /// corruption on the way that TCP's checksum missed).
+    Corrupt { at: u64 },
     /// Wait this long before forwarding.
     Delay(Duration),
     /// Forward the request body to upstream at most this many bytes per
@@ -631,6 +635,7 @@ enum Fault {
     Cut(u64),
     Throttle(u64),
     Hold(Duration),
+    Corrupt(u64),
 }
 
 /// One client connection and the upstream connection serving it.
@@ -716,6 +721,7 @@ impl Conn {
                 self.forward(seq, &req, Fault::None)
             }
             Some(Action::CutAfter { bytes }) => self.forward(seq, &req, Fault::Cut(bytes)),
+            Some(Action::Corrupt { at }) => self.forward(seq, &req, Fault::Corrupt(at)),
             Some(Action::Throttle { bytes_per_sec }) => {
                 self.forward(seq, &req, Fault::Throttle(bytes_per_sec))
             }
@@ -924,6 +930,11 @@ impl Conn {
             let n = self.client.read(&mut self.scratch[..want as usize])?;
             if n == 0 {
                 return Err(eof("client closed mid-body"));
+            }
+            if let Fault::Corrupt(at) = fault {
+                if (sent..sent + n as u64).contains(&at) {
+                    self.scratch[(at - sent) as usize] ^= 0xff;
+                }
             }
             sent += n as u64;
             self.sh.update(seq, |e| e.body_len = sent);
