@@ -53,18 +53,25 @@ fn a_batch_survives_the_loss_of_a_node_through_the_other_endpoints() {
     // Every object reads back intact through node 3.
     let via_node3 = batchput::store::Store::new(&server.config().endpoint(&endpoints[2])).unwrap();
     files.verify_all(&via_node3);
-    // Garage replicates an abort to the other nodes in the background: one
-    // made through the node that was killed (the integrity probe's, say)
-    // may take a moment to show on node 3. A real leftover never goes.
-    let t = Instant::now();
-    let left = loop {
-        let left = via_node3.list_multipart_uploads("").unwrap();
-        if left.is_empty() || t.elapsed() > Duration::from_secs(20) {
-            break left;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(left.is_empty(), "uploads left open: {left:?}");
+    // No upload is left open. Garage's ListMultipartUploads filters on each
+    // replica before it merges their answers (garage_table `get_range`), so
+    // a replica that missed an abort can still list that upload; ListParts
+    // reads it by quorum. So an upload counts as left open when the listing
+    // shows it and ListParts still finds it.
+    let open: Vec<_> = via_node3
+        .list_multipart_uploads("")
+        .unwrap()
+        .into_iter()
+        .filter(|u| match via_node3.list_parts(&u.key, &u.upload_id, 0) {
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                eprintln!("listed by a stale replica, gone by quorum: {u:?}");
+                false
+            }
+            Ok(_) => true,
+            Err(e) => panic!("ListParts of {} {}: {e}", u.key, u.upload_id),
+        })
+        .collect();
+    assert!(open.is_empty(), "uploads left open: {open:?}");
     let served: HashSet<String> = job.files().into_iter().filter_map(|r| r.endpoint).collect();
     assert!(served.len() >= 2, "work spread over the nodes: {served:?}");
     assert!(served.iter().all(|e| endpoints.contains(e)));
