@@ -86,6 +86,7 @@ static inline const char *verified_name(bp_verified v)
     case BP_VERIFIED_MD5: return "md5";
     case BP_VERIFIED_MULTIPART_ETAG: return "multipart-etag";
     case BP_VERIFIED_SIZE: return "size";
+    case BP_VERIFIED_CRC32C: return "crc32c";
     default: return "?";
     }
 }

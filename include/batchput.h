@@ -338,6 +338,12 @@ enum bp_verified
      cannot be recomputed (encrypted objects, unknown part boundaries).
      */
     BP_VERIFIED_SIZE = 3,
+    /*
+     The CRC32C of its bytes is the one the store keeps for the whole
+     object (`x-amz-checksum-type: FULL_OBJECT`), where the ETag cannot
+     be recomputed along the ranges fetched.
+     */
+    BP_VERIFIED_CRC32C = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

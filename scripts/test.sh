@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
 
-# moto (an S3 server with authentication) for the integration tests.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto.server' 2>/dev/null; then
-  log "installing moto into .venv"
+# moto (an S3 server with authentication) for the integration tests, and
+# boto3 with the CRT's checksums (another client's full-object CRC32C).
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto.server, awscrt' 2>/dev/null; then
+  log "installing moto and boto3[crt] into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi

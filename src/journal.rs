@@ -299,10 +299,11 @@ impl Journal {
                     &p.size.to_string(),
                     &p.part_size.to_string(),
                     &p.parts.to_string(),
-                    match (object.by_part_number, object.aligned) {
-                        (true, _) => "1",
-                        (false, true) => "2",
-                        (false, false) => "0",
+                    &match (object.crc32c, object.by_part_number, object.aligned) {
+                        (Some(crc), _, _) => format!("c{crc:08x}"),
+                        (None, true, _) => "1".into(),
+                        (None, false, true) => "2".into(),
+                        (None, false, false) => "0".into(),
                     },
                     &encode(object.etag.as_bytes()),
                     &encode(source.as_os_str().as_bytes()),
@@ -611,6 +612,42 @@ mod tests {
         assert_eq!(f.parts[&3].crc32c, Some(0xdeadbeef));
         assert!(f.done.is_none(), "the torn D is ignored");
         assert_eq!(r.files[1].done.as_deref(), Some("e-y"));
+    }
+
+    #[test]
+    fn a_download_records_how_each_object_is_fetched_and_checked() {
+        use crate::engine::RemoteObject;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let objects = [
+            (false, false, None),
+            (true, false, None),
+            (false, true, None),
+            (false, false, Some(0x0012_abcd)),
+        ]
+        .map(|(by_part_number, aligned, crc32c)| RemoteObject {
+            etag: "e-3".into(),
+            by_part_number,
+            aligned,
+            crc32c,
+        });
+        let plans: Vec<FilePlan> = objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| FilePlan {
+                object: Some(std::sync::Arc::new(o.clone())),
+                mtime: None,
+                ..plan_in(dir.path(), &format!("d{i}"), &format!("k{i}"))
+            })
+            .collect();
+        drop(Journal::create(&path, "b", &plans).unwrap());
+        let (_j, r) = Journal::open(&path).unwrap();
+        let read: Vec<RemoteObject> = r
+            .files
+            .iter()
+            .map(|f| (**f.plan.object.as_ref().unwrap()).clone())
+            .collect();
+        assert_eq!(read, objects);
     }
 
     #[test]

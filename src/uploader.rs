@@ -156,13 +156,7 @@ impl Uploader {
         let listed = self.store().list_objects(prefix)?;
         let objects = listed
             .into_iter()
-            .map(|o| {
-                let known = Known {
-                    size: o.size,
-                    etag: o.etag,
-                };
-                (o.key, known)
-            })
+            .map(|o| (o.key, Known::listed(o.size, o.etag)))
             .collect();
         let (entries, known) = map_below(prefix, dir, objects)?;
         let plans = plan(&self.runner.engine, &entries, Some(known))?;

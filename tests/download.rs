@@ -566,3 +566,153 @@ fn small_objects_listed_without_etags_cost_one_get_each() {
         3
     );
 }
+
+#[test]
+fn a_stored_full_object_crc32c_checks_a_multipart_object_without_its_part_boundaries() {
+    for server in support::servers() {
+        let key = "dl/full crc32c";
+        let data = pattern(13 * MIB + 5, 21);
+        let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
+            return;
+        };
+        let store = server.store();
+        // Fetched in 6 MiB ranges, across the uploader's 5 MiB parts: no
+        // part boundary is needed.
+        let cfg = server
+            .config()
+            .part_size(6 * MIB as u64)
+            .multipart_threshold(6 * MIB as u64);
+        let up = Uploader::new(cfg).unwrap();
+        for listed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let job = if listed {
+                up.download_prefix("dl/full", dir.path(), None).unwrap()
+            } else {
+                let mut batch = Batch::new();
+                batch.add(dir.path().join("full crc32c"), key);
+                up.download(&batch).unwrap()
+            };
+            let p = finish(&job, 60);
+            assert_eq!(
+                p.state,
+                JobState::Succeeded,
+                "{:?}: {:?}",
+                server.kind,
+                p.error
+            );
+            assert!(std::fs::read(dir.path().join("full crc32c")).unwrap() == data);
+            assert!(partial_files(dir.path()).is_empty());
+            let verified = job.files()[0].verified;
+            match server.kind {
+                // Garage keeps the right CRC32C and says it is FULL_OBJECT.
+                Kind::Garage => {
+                    assert!(head.contains("\"type\": \"FULL_OBJECT\""), "{head}");
+                    assert_eq!(verified, Some(Verification::Crc32c), "listed {listed}");
+                }
+                // moto keeps a CRC32C that is not the object's (it says
+                // FULL_OBJECT): the ETag decides, along the 5 MiB parts.
+                Kind::Moto => {
+                    assert!(head.contains("\"type\": \"FULL_OBJECT\""), "{head}");
+                    assert_eq!(
+                        verified,
+                        Some(Verification::MultipartEtag),
+                        "listed {listed}"
+                    );
+                }
+                // s3s-fs keeps no checksum of a multipart object: the ETag.
+                Kind::S3s => assert_eq!(
+                    verified,
+                    Some(Verification::MultipartEtag),
+                    "listed {listed} ({head})"
+                ),
+            }
+        }
+        store.delete_object(key).ok();
+    }
+}
+
+#[test]
+fn a_byte_corrupted_on_the_way_fails_a_file_checked_by_its_stored_crc32c() {
+    let Some(server) = support::garage() else {
+        return;
+    };
+    let key = "dl/corrupted";
+    let data = pattern(9 * MIB, 22);
+    let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
+        return;
+    };
+    assert!(head.contains("FULL_OBJECT"), "{head}");
+    let proxy = Proxy::start(&server.endpoint);
+    // One byte of one ranged GET is inverted on the way.
+    proxy.add_rule(
+        Rule::new(
+            Match::method("GET")
+                .and_path("corrupted")
+                .and_header("range"),
+            Action::CorruptAnswer { at: 1000 },
+        )
+        .times(1),
+    );
+    let cfg = server
+        .config_via(&proxy.endpoint())
+        .part_size(6 * MIB as u64)
+        .multipart_threshold(6 * MIB as u64);
+    let up = Uploader::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut batch = Batch::new();
+    let dest = dir.path().join("corrupted");
+    batch.add(&dest, key);
+    let job = up.download(&batch).unwrap();
+    let p = finish(&job, 60);
+    assert_eq!(p.state, JobState::Failed);
+    let e = p.error.unwrap();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains(key), "the error names the key: {e}");
+    assert!(!dest.exists(), "a corrupted file took its name");
+    assert!(partial_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_paused_download_checked_by_its_stored_crc32c_resumes_with_the_crc32c_of_what_it_kept() {
+    let Some(server) = support::garage() else {
+        return;
+    };
+    let key = "dl/paused-crc";
+    let data = pattern(20 * MIB, 23);
+    let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
+        return;
+    };
+    assert!(head.contains("FULL_OBJECT"), "{head}");
+    let proxy = Proxy::start(&server.endpoint);
+    // One range hangs, so the job is mid-object when paused.
+    proxy.add_rule(Rule::new(Match::method("GET").and_header("range"), Action::BlackHole).times(1));
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let dest = dir.path().join("out/paused.bin");
+    let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint())).workers(2)).unwrap();
+    let mut b = Batch::new();
+    b.add(&dest, key).journal(&journal);
+    let job = up.download(&b).unwrap();
+    let t0 = Instant::now();
+    while job.progress().parts_done < 3 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done_before = job.progress().parts_done;
+    assert_eq!(done_before, 3, "{:?}", job.progress());
+    job.pause().unwrap();
+    assert_eq!(finish(&job, 30).state, JobState::Paused);
+    drop(up);
+
+    let clean = Proxy::start(&server.endpoint);
+    let up = Uploader::new(small_parts(server.config_via(&clean.endpoint()))).unwrap();
+    let job = up.resume(&journal).unwrap();
+    let p = finish(&job, 60);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    assert!(std::fs::read(&dest).unwrap() == data);
+    // The kept ranges' CRC32Cs came from the journal, the new one's from
+    // its GET: together, the object's.
+    assert_eq!(job.files()[0].verified, Some(Verification::Crc32c));
+    let gets = clean.log().iter().filter(|e| e.method == "GET").count();
+    assert_eq!(gets, 1, "only the missing range is fetched again");
+    assert!(partial_files(dir.path()).is_empty());
+}

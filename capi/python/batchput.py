@@ -241,7 +241,7 @@ class _FileReport(_Sized):
 
 
 # bp_verified: how a downloaded file was checked, by its report name.
-_VERIFIED = {1: "md5", 2: "multipart-etag", 3: "size"}
+_VERIFIED = {1: "md5", 2: "multipart-etag", 3: "size", 4: "crc32c"}
 
 
 WAIT_FOREVER = 0xFFFFFFFF  # BP_WAIT_FOREVER
@@ -445,7 +445,7 @@ class FileReport:
     """The multipart upload open on the server, if any (paused, ABORT_FAILED)."""
     verified: Optional[str] = None
     """A finished download: how it was checked ("md5", "multipart-etag",
-    "size"); None for uploads and unfinished downloads."""
+    "size", "crc32c"); None for uploads and unfinished downloads."""
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,8 @@ pub fn file_table(files: &[FileReport], limit: usize) -> String {
 /// mode used (`integrity_used`: null when the job sent nothing), the error and
 /// every file (path, key, size, bytes done, state, average and peak speed,
 /// ETag, upload id, `verified`: how a downloaded file was checked, "md5",
-/// "multipart-etag" or "size", null for uploads and unfinished files; error).
+/// "multipart-etag", "crc32c" or "size", null for uploads and unfinished
+/// files; error).
 ///
 /// `skipped`: the special files the directory walks passed over, each as
 /// `{"path": ..., "reason": ...}`.

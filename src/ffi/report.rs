@@ -147,6 +147,10 @@ pub enum bp_verified {
     /// Only its size, and the object's ETag at every GET: the store's ETag
     /// cannot be recomputed (encrypted objects, unknown part boundaries).
     BP_VERIFIED_SIZE = 3,
+    /// The CRC32C of its bytes is the one the store keeps for the whole
+    /// object (`x-amz-checksum-type: FULL_OBJECT`), where the ETag cannot
+    /// be recomputed along the ranges fetched.
+    BP_VERIFIED_CRC32C = 4,
 }
 
 impl From<Option<Verification>> for bp_verified {
@@ -156,6 +160,7 @@ impl From<Option<Verification>> for bp_verified {
             Some(Verification::Md5) => bp_verified::BP_VERIFIED_MD5,
             Some(Verification::MultipartEtag) => bp_verified::BP_VERIFIED_MULTIPART_ETAG,
             Some(Verification::Size) => bp_verified::BP_VERIFIED_SIZE,
+            Some(Verification::Crc32c) => bp_verified::BP_VERIFIED_CRC32C,
         }
     }
 }

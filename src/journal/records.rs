@@ -141,11 +141,21 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                 let key = decode_str(key).ok_or_else(|| invalid("a key is not UTF-8".into()))?;
                 crate::plan::check_key(&key).map_err(|e| invalid(e.message().to_string()))?;
                 let (size, part_size, parts) = (num(size)?, num(part_size)?, num(parts)?);
-                let (by_part_number, aligned) = match *by_part {
-                    "0" => (false, false),
-                    "1" => (true, false),
-                    "2" => (false, true),
-                    _ => return Err(bad()),
+                // How it is fetched and checked: by ranges (0), by part
+                // number (1), by ranges that are its parts (2), by ranges
+                // and its stored CRC32C (c + 8 hex digits).
+                let (by_part_number, aligned, crc32c) = match *by_part {
+                    "0" => (false, false, None),
+                    "1" => (true, false, None),
+                    "2" => (false, true, None),
+                    c => match c.strip_prefix('c') {
+                        Some(hex) if hex.len() == 8 => (
+                            false,
+                            false,
+                            Some(u32::from_str_radix(hex, 16).map_err(|_| bad())?),
+                        ),
+                        _ => return Err(bad()),
+                    },
                 };
                 if size > MAX_OBJECT_SIZE
                     || parts == 0
@@ -171,6 +181,7 @@ pub(super) fn parse(text: &[u8]) -> std::result::Result<Recorded, String> {
                             etag: decode_str(etag).ok_or_else(bad)?,
                             by_part_number,
                             aligned,
+                            crc32c,
                         })),
                     },
                     upload_id: None,

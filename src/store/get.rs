@@ -153,6 +153,7 @@ impl Store {
                 etag: reply.etag.map(unquote).unwrap_or_default(),
                 content_type: reply.content_type,
                 crc32c: reply.checksum_crc32c.map(|c| c.trim().to_string()),
+                checksum_type: reply.checksum_type.map(|t| t.trim().to_ascii_uppercase()),
             })),
             Err(e) if e.status() == Some(404) && e.code() != Some("NoSuchBucket") => Ok(None),
             Err(e) => Err(e),

@@ -120,6 +120,10 @@ pub struct ObjectInfo {
     /// checksums), when asked for with [`Store::head_object_checksum`] and
     /// the store keeps one.
     pub crc32c: Option<String>,
+    /// What that CRC32C covers (`x-amz-checksum-type`): `FULL_OBJECT` (the
+    /// whole object's bytes) or `COMPOSITE` (its parts' checksums), when
+    /// the server says.
+    pub checksum_type: Option<String>,
 }
 
 /// A part to name in CompleteMultipartUpload.
@@ -163,6 +167,7 @@ struct Reply {
     content_type: Option<String>,
     content_length: Option<u64>,
     checksum_crc32c: Option<String>,
+    checksum_type: Option<String>,
     body: Vec<u8>,
 }
 
@@ -642,6 +647,7 @@ impl Store {
                     content_type: resp.header("content-type").map(str::to_string),
                     content_length: resp.header("content-length").and_then(|v| v.parse().ok()),
                     checksum_crc32c: resp.header("x-amz-checksum-crc32c").map(str::to_string),
+                    checksum_type: resp.header("x-amz-checksum-type").map(str::to_string),
                     body: resp.body,
                 })
             }

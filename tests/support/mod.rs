@@ -368,6 +368,51 @@ pub fn moto() -> Option<Server> {
     ))
 }
 
+/// Puts `data` at `key` in parts of `part_size` as an AWS SDK does with a
+/// full-object CRC32C (boto3 with the CRT's checksums, from .venv: see
+/// put_full_object.py). Returns what HeadObject with checksum mode then
+/// said, as JSON (`etag`, `crc32c`, `type`, and the `full` CRC32C the
+/// bytes have); `None` (with a visible note) when that Python is missing
+/// here, a failure on CI.
+pub fn put_full_object_crc32c(
+    server: &Server,
+    key: &str,
+    data: &[u8],
+    part_size: usize,
+) -> Option<String> {
+    let Some(python) = moto_python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("boto3 and awscrt are required on CI: .ci/run installs them into .venv");
+        }
+        eprintln!("SKIPPED: no .venv with boto3 and awscrt (run scripts/test.sh once)");
+        return None;
+    };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), data).unwrap();
+    let out = Command::new(&python)
+        .arg(repo_root().join("tests/support/put_full_object.py"))
+        .args([
+            &server.endpoint,
+            &server.access_key,
+            &server.secret_key,
+            &server.region,
+            &server.bucket,
+            key,
+        ])
+        .arg(file.path())
+        .arg(part_size.to_string())
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "put_full_object.py on {:?}: {}",
+        server.kind,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
 /// Garage, a single node, or `None` (with a visible note) when it is not
 /// installed here.
 pub fn garage() -> Option<Server> {

@@ -444,6 +444,10 @@ pub enum Action {
     /// the server stores, and hashes, a byte the client never sent (a
     /// corruption on the way that TCP's checksum missed).
     Corrupt { at: u64 },
+    /// Forward the request, and its answer with the body's byte at offset
+    /// `at` inverted (a download's bytes corrupted on the way). Answers
+    /// with a Content-Length only.
+    CorruptAnswer { at: u64 },
     /// Wait this long before forwarding.
     Delay(Duration),
     /// Forward the request body to upstream at most this many bytes per
@@ -636,6 +640,7 @@ enum Fault {
     Throttle(u64),
     Hold(Duration),
     Corrupt(u64),
+    CorruptAnswer(u64),
 }
 
 /// One client connection and the upstream connection serving it.
@@ -722,6 +727,7 @@ impl Conn {
             }
             Some(Action::CutAfter { bytes }) => self.forward(seq, &req, Fault::Cut(bytes)),
             Some(Action::Corrupt { at }) => self.forward(seq, &req, Fault::Corrupt(at)),
+            Some(Action::CorruptAnswer { at }) => self.forward(seq, &req, Fault::CorruptAnswer(at)),
             Some(Action::Throttle { bytes_per_sec }) => {
                 self.forward(seq, &req, Fault::Throttle(bytes_per_sec))
             }
@@ -758,7 +764,7 @@ impl Conn {
         let up = self.upstream.as_mut().expect("connected just above");
         up.write_all(&req.head)?;
         up.write_all(&body)?;
-        self.relay_response(seq, req)
+        self.relay_response(seq, req, None)
     }
 
     /// See [`Action::SwallowAnswer`].
@@ -953,11 +959,21 @@ impl Conn {
             // The server acts now; its answer waits in the socket meanwhile.
             sleep_until(Instant::now() + d, &self.sh.stop)?;
         }
-        self.relay_response(seq, req)
+        let corrupt = match fault {
+            Fault::CorruptAnswer(at) => Some(at),
+            _ => None,
+        };
+        self.relay_response(seq, req, corrupt)
     }
 
-    /// Copy upstream's answer to the client, logging it.
-    fn relay_response(&mut self, seq: u64, req: &Request) -> io::Result<bool> {
+    /// Copy upstream's answer to the client, logging it; with the body's
+    /// byte at `corrupt` inverted.
+    fn relay_response(
+        &mut self,
+        seq: u64,
+        req: &Request,
+        corrupt: Option<u64>,
+    ) -> io::Result<bool> {
         let up = self.upstream.as_mut().expect("forward connected upstream");
         let resp = loop {
             let head = up
@@ -981,7 +997,7 @@ impl Conn {
         } else if resp.chunked {
             relay_chunked(up, &mut out, &mut self.scratch, &mut capture)?;
         } else if let Some(len) = resp.content_length {
-            copy_exact(up, &mut out, len, &mut self.scratch, &mut capture)?;
+            copy_exact(up, &mut out, len, &mut self.scratch, &mut capture, corrupt)?;
         } else {
             // Close-delimited: only closing tells the client it has it all.
             copy_to_eof(up, &mut out, &mut self.scratch, &mut capture)?;
@@ -1042,7 +1058,7 @@ fn relay_chunked(
                 }
             }
         }
-        copy_exact(src, dst, size, scratch, capture)?;
+        copy_exact(src, dst, size, scratch, capture, None)?;
         let crlf = src.read_line()?;
         dst.write(&crlf)?;
     }
@@ -1054,6 +1070,7 @@ fn copy_exact(
     len: u64,
     scratch: &mut [u8],
     capture: &mut Vec<u8>,
+    corrupt: Option<u64>,
 ) -> io::Result<()> {
     let mut left = len;
     while left > 0 {
@@ -1061,6 +1078,10 @@ fn copy_exact(
         let n = src.read(&mut scratch[..want])?;
         if n == 0 {
             return Err(eof("upstream closed mid-body"));
+        }
+        let at = len - left;
+        if let Some(c) = corrupt.filter(|c| (at..at + n as u64).contains(c)) {
+            scratch[(c - at) as usize] ^= 0xff;
         }
         dst.write(&scratch[..n])?;
         keep_prefix(capture, &scratch[..n]);

@@ -31,12 +31,15 @@ const (
 	// VerifiedSize: only its size, and the object's ETag at every GET (the
 	// store's ETag cannot be recomputed).
 	VerifiedSize Verified = C.BP_VERIFIED_SIZE
+	// VerifiedCRC32C: the CRC32C of its bytes is the one the store keeps
+	// for the whole object (where the ETag cannot be recomputed).
+	VerifiedCRC32C Verified = C.BP_VERIFIED_CRC32C
 )
 
 // String is the check's name as the CLI's --json says it ("md5",
-// "multipart-etag", "size"; "" for none).
+// "multipart-etag", "size", "crc32c"; "" for none).
 func (v Verified) String() string {
-	names := [...]string{"", "md5", "multipart-etag", "size"}
+	names := [...]string{"", "md5", "multipart-etag", "size", "crc32c"}
 	if v < 0 || int(v) >= len(names) {
 		return fmt.Sprintf("Verified(%d)", int(v))
 	}

@@ -281,6 +281,12 @@ impl Coordinator<'_> {
                     .iter()
                     .map(|p| p.as_ref().and_then(|p| p.md5))
                     .collect(),
+                crcs: run
+                    .parts
+                    .iter()
+                    .map(|p| p.as_ref().and_then(|p| p.crc32c))
+                    .collect(),
+                part_size: self.plans[f].part_size,
                 part_size_hint: self.engine.cfg.part_size,
             };
             self.spawn(f, Work::Finish(how), None);

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RemoteObject;
-use crate::engine::worker::is_multipart_etag;
+use crate::engine::worker::{is_md5_hex, is_multipart_etag};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::plan::{check_key, part_size_for, FilePlan};
+use crate::store::ObjectInfo;
 
 /// What is known of an object before its download: from a listing, or a
 /// HeadObject.
@@ -19,6 +20,52 @@ use crate::plan::{check_key, part_size_for, FilePlan};
 pub(crate) struct Known {
     pub size: u64,
     pub etag: String,
+    /// The object's stored CRC32C of all its bytes, where the store keeps
+    /// one (see [`full_object_crc32c`]); a listing does not say.
+    pub crc32c: Option<u32>,
+}
+
+impl Known {
+    /// What a listing says: size and ETag.
+    pub fn listed(size: u64, etag: String) -> Known {
+        Known {
+            size,
+            etag,
+            crc32c: None,
+        }
+    }
+
+    /// Whether a HeadObject should ask what the listing did not say: the
+    /// ETag of an object fetched in several GETs (each must name the same
+    /// version), and the stored checksum of one whose ETag cannot be
+    /// recomputed along the ranges fetched (multipart, or not an MD5).
+    fn worth_a_head(&self, threshold: u64) -> bool {
+        if self.etag.is_empty() {
+            self.size >= threshold
+        } else {
+            !is_md5_hex(&self.etag)
+        }
+    }
+}
+
+/// The CRC32C of all an object's bytes, from a HeadObject asked with
+/// `x-amz-checksum-mode: ENABLED`. A multipart object's counts only when
+/// the store says it is `FULL_OBJECT`: a `COMPOSITE` one (`...-N`) is a
+/// checksum of part checksums, which needs the part boundaries the ETag
+/// needs too, and some stores (moto) give a multipart object a CRC32C that
+/// is neither. Such a value then only adds a check that may be wrong; a
+/// wrong full-object value falls back to the ETag (see `verify`).
+pub(crate) fn full_object_crc32c(info: &ObjectInfo) -> Option<u32> {
+    use base64::Engine as _;
+    let value = info.crc32c.as_deref()?;
+    let full = info.checksum_type.as_deref() == Some("FULL_OBJECT");
+    if value.contains('-') || (is_multipart_etag(&info.etag) && !full) {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// Plans the download of `entries` (destination, key), in order. `known`
@@ -62,13 +109,13 @@ pub(crate) fn plan(
         }
     }
     let known = match known {
-        // A listing without ETags (s3s-fs lists none): asked of each object
-        // fetched in more than one GET, since every GET of it must name the
-        // same version. A one-GET object learns its ETag from that GET.
+        // What a listing leaves out is asked where it matters (see
+        // `worth_a_head`). A one-GET object without an ETag (s3s-fs lists
+        // none) learns it from that GET.
         Some(mut k) => {
             let threshold = engine.cfg.multipart_threshold;
             let unknown: Vec<usize> = (0..k.len())
-                .filter(|&i| k[i].etag.is_empty() && k[i].size >= threshold)
+                .filter(|&i| k[i].worth_a_head(threshold))
                 .collect();
             if !unknown.is_empty() {
                 let asked: Vec<(PathBuf, String)> =
@@ -90,8 +137,10 @@ pub(crate) fn plan(
             .then(|| k.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
             .flatten();
         let guess = part_size_for(k.size, cfg.part_size).filter(|_| k.size > 0);
+        // Checked by its stored CRC32C: any split will do.
+        let crc32c = k.crc32c.filter(|_| checked_by_crc32c(&k));
         let (part_size, parts, by_part) = match &by_part_number {
-            Some(first_parts) if multipart_etag && k.size > 0 => {
+            Some(first_parts) if multipart_etag && k.size > 0 && crc32c.is_none() => {
                 let (len, count) = match first_parts.get(key.as_str()) {
                     Some(p) => *p,
                     None => part_layout(&engine.store, key)?,
@@ -121,13 +170,23 @@ pub(crate) fn plan(
             part_size,
             parts,
             object: Some(Arc::new(RemoteObject {
-                aligned: !by_part && etag_parts.is_some_and(|n| n == u64::from(parts)),
+                aligned: !by_part
+                    && crc32c.is_none()
+                    && etag_parts.is_some_and(|n| n == u64::from(parts)),
                 etag: k.etag,
                 by_part_number: by_part,
+                crc32c,
             })),
         });
     }
     Ok(plans)
+}
+
+/// Whether an object is checked by its stored CRC32C rather than its ETag:
+/// when it has one and the ETag cannot be recomputed along any ranges (a
+/// single-part object's MD5 can, and is the stronger check).
+fn checked_by_crc32c(k: &Known) -> bool {
+    k.crc32c.is_some() && !is_md5_hex(&k.etag)
 }
 
 /// An absolute destination that is not a directory.
@@ -167,8 +226,9 @@ fn head_all(engine: &Engine, entries: &[(PathBuf, String)]) -> Result<Vec<Known>
     let keys: Vec<String> = entries.iter().map(|(_, k)| k.clone()).collect();
     engine
         .pool
-        .map(keys, move |key| match store.head_object(&key)? {
+        .map(keys, move |key| match store.head_object_checksum(&key)? {
             Some(info) => Ok(Known {
+                crc32c: full_object_crc32c(&info),
                 size: info.size,
                 etag: info.etag,
             }),
@@ -192,7 +252,7 @@ fn serves_parts(
     let multipart: Vec<&str> = entries
         .iter()
         .zip(known)
-        .filter(|(_, k)| is_multipart_etag(&k.etag) && k.size > 0)
+        .filter(|(_, k)| is_multipart_etag(&k.etag) && k.size > 0 && !checked_by_crc32c(k))
         .map(|((_, key), _)| key.as_str())
         .collect();
     let Some(first) = multipart.first() else {
@@ -295,13 +355,7 @@ fn check_relative(key: &str, rel: &str) -> Result<()> {
 mod tests {
     use super::*;
     fn obj(key: &str) -> (String, Known) {
-        (
-            key.into(),
-            Known {
-                size: 1,
-                etag: String::new(),
-            },
-        )
+        (key.into(), Known::listed(1, String::new()))
     }
 
     #[test]
@@ -324,6 +378,37 @@ mod tests {
                 PathBuf::from("/d/2024-x")
             ]
         );
+    }
+
+    #[test]
+    fn only_a_full_object_crc32c_counts() {
+        let info = |etag: &str, crc: Option<&str>, kind: Option<&str>| ObjectInfo {
+            size: 1,
+            etag: etag.into(),
+            content_type: None,
+            crc32c: crc.map(str::to_string),
+            checksum_type: kind.map(str::to_string),
+        };
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let mp = &format!("{md5}-3");
+        // 0xdeadbeef, base64 of its big-endian bytes.
+        assert_eq!(
+            full_object_crc32c(&info(md5, Some("3q2+7w=="), None)),
+            Some(0xdeadbeef)
+        );
+        assert_eq!(
+            full_object_crc32c(&info(mp, Some("3q2+7w=="), Some("FULL_OBJECT"))),
+            Some(0xdeadbeef)
+        );
+        // A multipart object's value that does not say it is the whole
+        // object's; a composite one; garbage; none.
+        assert_eq!(full_object_crc32c(&info(mp, Some("3q2+7w=="), None)), None);
+        assert_eq!(
+            full_object_crc32c(&info(mp, Some("3q2+7w==-3"), Some("COMPOSITE"))),
+            None
+        );
+        assert_eq!(full_object_crc32c(&info(md5, Some("3q2+"), None)), None);
+        assert_eq!(full_object_crc32c(&info(md5, None, None)), None);
     }
 
     #[test]

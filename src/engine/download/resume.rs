@@ -83,7 +83,7 @@ pub(crate) fn reconcile(
                 rec.parts.get(&n).map(|p| DonePart {
                     etag: String::new(),
                     md5: p.md5,
-                    crc32c: None,
+                    crc32c: p.crc32c,
                 })
             })
             .collect();

@@ -1,5 +1,6 @@
 //! The check a downloaded file passes before it takes its name: its bytes
-//! against the object's ETag.
+//! against the object's ETag, or against its stored full-object CRC32C
+//! where the ETag cannot be recomputed along the ranges fetched.
 
 use std::fs::File;
 use std::path::Path;
@@ -20,15 +21,19 @@ pub enum Verification {
     /// Only its size and ETag at every GET: the store's ETag cannot be
     /// recomputed (encrypted objects, unknown part boundaries).
     Size,
+    /// The CRC32C of its bytes is the one the store keeps for the whole
+    /// object (`x-amz-checksum-type: FULL_OBJECT`).
+    Crc32c,
 }
 
 impl Verification {
-    /// Its name in reports: `md5`, `multipart-etag`, `size`.
+    /// Its name in reports: `md5`, `multipart-etag`, `size`, `crc32c`.
     pub fn name(self) -> &'static str {
         match self {
             Verification::Md5 => "md5",
             Verification::MultipartEtag => "multipart-etag",
             Verification::Size => "size",
+            Verification::Crc32c => "crc32c",
         }
     }
 }
@@ -45,7 +50,10 @@ const MAX_GUESSES: usize = 3;
 /// Whether the fetch of each part computes its MD5: when the parts are the
 /// object's own (fetched by part number), or the object is one GET.
 pub(super) fn hash_while_fetching(object: &RemoteObject, parts: u32) -> bool {
-    if object.by_part_number {
+    if object.crc32c.is_some() {
+        // Checked by its CRC32C, taken while it streams.
+        false
+    } else if object.by_part_number {
         is_multipart_etag(&object.etag) || is_md5_hex(&object.etag)
     } else if object.aligned {
         true
@@ -57,6 +65,87 @@ pub(super) fn hash_while_fetching(object: &RemoteObject, parts: u32) -> bool {
 }
 
 pub(super) fn check(
+    ctx: &JobContext,
+    file: &File,
+    temp: &Path,
+    key: &str,
+    how: &Finish,
+) -> Result<Verification> {
+    let Some(stored) = how.object.crc32c else {
+        return check_etag(ctx, file, temp, key, how);
+    };
+    let got = whole_crc32c(file, temp, how)?;
+    if got == stored {
+        return Ok(Verification::Crc32c);
+    }
+    // A store may keep a wrong full-object CRC32C (moto does for multipart
+    // objects): the ETag decides where it can be recomputed. Where it
+    // cannot, the mismatch stands.
+    let mismatch = || {
+        Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "the bytes downloaded from '{key}' do not match its stored CRC32C ({} computed, \
+                 {} stored)",
+                crate::store::crc32c_base64(got),
+                crate::store::crc32c_base64(stored)
+            ),
+        )
+        .with_key(key)
+    };
+    match check_etag(ctx, file, temp, key, how) {
+        Ok(Verification::Size) => Err(mismatch()),
+        Ok(by_etag) => {
+            log::warn!(
+                "'{key}': the store's CRC32C for it ({}) is not that of its bytes ({}), which \
+                 match its ETag: checked by the ETag ({})",
+                crate::store::crc32c_base64(stored),
+                crate::store::crc32c_base64(got),
+                by_etag.name()
+            );
+            Ok(by_etag)
+        }
+        Err(e) if e.kind() == ErrorKind::Integrity => Err(mismatch()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The CRC32C of the whole file: the ranges' CRC32Cs taken while fetching
+/// (a range fetched before a pause has its from the journal), combined in
+/// order; a range without one is read back.
+fn whole_crc32c(file: &File, temp: &Path, how: &Finish) -> Result<u32> {
+    let part = how.part_size.max(1);
+    let mut whole = 0u32;
+    for (i, crc) in how.crcs.iter().enumerate() {
+        let at = i as u64 * part;
+        let len = part.min(how.size.saturating_sub(at));
+        let crc = match crc {
+            Some(c) => *c,
+            None => crc32c_of_range(file, at, len).map_err(|e| read_back_failed(temp, &e))?,
+        };
+        whole = crc32c::crc32c_combine(whole, crc, len as usize);
+    }
+    Ok(whole)
+}
+
+fn crc32c_of_range(file: &File, mut at: u64, len: u64) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let (mut crc, end) = (0u32, at + len);
+    while at < end {
+        let want = buf.len().min((end - at) as usize);
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    Ok(crc)
+}
+
+/// The check by the ETag.
+fn check_etag(
     ctx: &JobContext,
     file: &File,
     temp: &Path,
