@@ -631,17 +631,22 @@ fn a_stored_full_object_crc32c_checks_a_multipart_object_without_its_part_bounda
     }
 }
 
+/// A Garage node holding `data` at `key`, put in 5 MiB parts by boto3 with
+/// a full-object CRC32C, which Garage keeps and reports.
+fn garage_with_full_object_crc32c(key: &str, data: &[u8]) -> Option<Server> {
+    let server = support::garage()?;
+    let head = support::put_full_object_crc32c(&server, key, data, 5 * MIB)?;
+    assert!(head.contains("\"type\": \"FULL_OBJECT\""), "{head}");
+    Some(server)
+}
+
 #[test]
 fn a_byte_corrupted_on_the_way_fails_a_file_checked_by_its_stored_crc32c() {
-    let Some(server) = support::garage() else {
-        return;
-    };
     let key = "dl/corrupted";
     let data = pattern(9 * MIB, 22);
-    let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
+    let Some(server) = garage_with_full_object_crc32c(key, &data) else {
         return;
     };
-    assert!(head.contains("FULL_OBJECT"), "{head}");
     let proxy = Proxy::start(&server.endpoint);
     // One byte of one ranged GET is inverted on the way.
     proxy.add_rule(
@@ -674,15 +679,11 @@ fn a_byte_corrupted_on_the_way_fails_a_file_checked_by_its_stored_crc32c() {
 
 #[test]
 fn a_paused_download_checked_by_its_stored_crc32c_resumes_with_the_crc32c_of_what_it_kept() {
-    let Some(server) = support::garage() else {
-        return;
-    };
     let key = "dl/paused-crc";
     let data = pattern(20 * MIB, 23);
-    let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
+    let Some(server) = garage_with_full_object_crc32c(key, &data) else {
         return;
     };
-    assert!(head.contains("FULL_OBJECT"), "{head}");
     let proxy = Proxy::start(&server.endpoint);
     // One range hangs, so the job is mid-object when paused.
     proxy.add_rule(Rule::new(Match::method("GET").and_header("range"), Action::BlackHole).times(1));

@@ -10,8 +10,10 @@ use super::{read_back_failed, Finish, RemoteObject};
 use crate::engine::worker::{hex, is_md5_hex, is_multipart_etag, multipart_etag, JobContext};
 use crate::error::{Error, ErrorKind, Result};
 
-/// How a downloaded file was checked.
+/// How a downloaded file was checked. More checks may come: match with a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verification {
     /// The MD5 of its bytes is the object's ETag (a single-part object).
     Md5,
