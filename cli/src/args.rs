@@ -42,8 +42,9 @@ pub enum Command {
     /// Download every object under a prefix into a directory.
     ///
     /// Each file takes its name only once complete and checked against
-    /// its ETag; until then it is a temporary .NAME.batchput-partial beside
-    /// it. A key that would land outside DIR refuses the whole job before
+    /// its ETag (or the store's full-object CRC32C); until then it is a
+    /// temporary .NAME.batchput-partial beside it. Upload options (--acl,
+    /// --integrity...) do not apply. A key that would land outside DIR refuses the whole job before
     /// anything is written. The first fatal error stops the batch: files
     /// not finished are removed, finished ones stay.
     #[command(after_help = AFTER_HELP)]
@@ -99,6 +100,8 @@ pub struct UploadArgs {
     #[command(flatten)]
     pub tuning: TuningArgs,
     #[command(flatten)]
+    pub objects: ObjectArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -128,6 +131,8 @@ pub struct ResumeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub tuning: TuningArgs,
+    #[command(flatten)]
+    pub objects: ObjectArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -221,9 +226,9 @@ pub struct PlanArgs {
     pub strict_inputs: bool,
 }
 
-/// How the upload runs and what the objects get.
+/// How a job runs (uploads and downloads).
 #[derive(Args)]
-#[command(next_help_heading = "Upload options")]
+#[command(next_help_heading = "Transfer options")]
 pub struct TuningArgs {
     #[arg(long, short = 'w', value_name = "N|auto", env = "BATCHPUT_WORKERS", help = opt("workers"))]
     pub workers: Option<String>,
@@ -245,12 +250,23 @@ pub struct TuningArgs {
     #[arg(long, value_name = "N", env = "BATCHPUT_MAX_OPEN_FILES", help = opt("max_open_files"))]
     pub max_open_files: Option<String>,
 
+    #[arg(long, value_name = "SIZE", env = "BATCHPUT_RATE_LIMIT", help = opt("rate_limit"))]
+    pub rate_limit: Option<String>,
+
+    #[arg(long, value_name = "DURATION", value_parser = typed_duration,
+          env = "BATCHPUT_CLEANUP_TIMEOUT", help = opt("cleanup_timeout_ms"))]
+    pub cleanup_timeout: Option<Typed>,
+}
+
+/// What uploaded objects get, and what only uploads have (open multipart
+/// uploads, integrity modes): not options of a download, which refuses
+/// them as flags and ignores them in the environment.
+#[derive(Args)]
+#[command(next_help_heading = "Upload options")]
+pub struct ObjectArgs {
     #[arg(long, value_name = "N", env = "BATCHPUT_MAX_PENDING_UPLOADS",
           help = opt("max_pending_uploads"))]
     pub max_pending_uploads: Option<String>,
-
-    #[arg(long, value_name = "SIZE", env = "BATCHPUT_RATE_LIMIT", help = opt("rate_limit"))]
-    pub rate_limit: Option<String>,
 
     #[arg(long, env = "BATCHPUT_ACL", help = opt("acl"))]
     pub acl: Option<String>,
@@ -269,10 +285,6 @@ pub struct TuningArgs {
     #[arg(long, env = "BATCHPUT_INTEGRITY",
           value_parser = ["auto", "etag-md5", "content-md5", "crc32c", "none"], help = opt("integrity"))]
     pub integrity: Option<String>,
-
-    #[arg(long, value_name = "DURATION", value_parser = typed_duration,
-          env = "BATCHPUT_CLEANUP_TIMEOUT", help = opt("cleanup_timeout_ms"))]
-    pub cleanup_timeout: Option<Typed>,
 }
 
 #[derive(Args)]
@@ -342,6 +354,7 @@ pub fn build_config(
     endpoint: &str,
     plan: Option<&PlanArgs>,
     tuning: Option<&TuningArgs>,
+    objects: Option<&ObjectArgs>,
 ) -> Result<(Config, Vec<(String, String)>), String> {
     let mut cfg = Config::new();
     let mut settings: Vec<(String, String)> = Vec::new();
@@ -389,14 +402,16 @@ pub fn build_config(
         put_duration("stall_timeout_ms", &t.stall_timeout, &mut put);
         put_duration("deadline_ms", &t.deadline, &mut put);
         put("max_open_files", t.max_open_files.clone());
-        put("max_pending_uploads", t.max_pending_uploads.clone());
         put("rate_limit", t.rate_limit.clone());
-        put("acl", t.acl.clone());
-        put("content_type", t.content_type.clone());
-        put("storage_class", t.storage_class.clone());
-        put("integrity", t.integrity.clone());
         put_duration("cleanup_timeout_ms", &t.cleanup_timeout, &mut put);
-        for (name, value) in &t.meta {
+    }
+    if let Some(o) = objects {
+        put("max_pending_uploads", o.max_pending_uploads.clone());
+        put("acl", o.acl.clone());
+        put("content_type", o.content_type.clone());
+        put("storage_class", o.storage_class.clone());
+        put("integrity", o.integrity.clone());
+        for (name, value) in &o.meta {
             put(&format!("meta.{name}"), Some(value.clone()));
         }
     }

@@ -73,6 +73,7 @@ pub fn download(args: DownloadArgs) -> ExitCode {
             &endpoint,
             Some(&plan),
             Some(&args.tuning),
+            None,
         )
         .map_err(Failure::usage)?;
         let up = open(cfg, typed, &mut dest)?;

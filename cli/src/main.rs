@@ -157,13 +157,14 @@ fn base_config(
     store: &args::StoreArgs,
     plan: Option<&args::PlanArgs>,
     tuning: Option<&args::TuningArgs>,
+    objects: Option<&args::ObjectArgs>,
 ) -> Result<batchput::Config, String> {
     let bucket = store
         .bucket
         .clone()
         .ok_or("no bucket: pass --bucket NAME or set BATCHPUT_BUCKET")?;
     let endpoint = endpoint_of(&store.endpoint, None).map_err(|f| f.error.message().to_string())?;
-    build_config(store, &bucket, &endpoint, plan, tuning).map(|(cfg, _)| cfg)
+    build_config(store, &bucket, &endpoint, plan, tuning, objects).map(|(cfg, _)| cfg)
 }
 
 /// Turns a file the batch cannot take into the error a pre-flight check
@@ -242,6 +243,7 @@ fn upload(args: UploadArgs) -> ExitCode {
             &endpoint,
             Some(&args.plan),
             Some(&args.tuning),
+            Some(&args.objects),
         )
         .map_err(Failure::usage)?;
         let up = open(cfg, typed, &mut dest)?;
@@ -319,12 +321,16 @@ fn resume(args: ResumeArgs) -> ExitCode {
         dest.bucket = args.store.bucket.clone().unwrap_or(info.bucket.clone());
         let endpoint = endpoint_of(&args.store.endpoint, info.endpoint.as_deref())?;
         dest.endpoint = endpoint.clone();
+        // A download's resume takes no upload options (from the
+        // environment, they are meant for uploads).
+        let objects = (!info.download).then_some(&args.objects);
         let (cfg, typed) = build_config(
             &args.store,
             &dest.bucket,
             &endpoint,
             None,
             Some(&args.tuning),
+            objects,
         )
         .map_err(Failure::usage)?;
         let up = open(cfg, typed, &mut dest)?;
@@ -448,8 +454,8 @@ fn cleanup(args: CleanupArgs) -> ExitCode {
     let opened: Result<_, Failure> = (|| {
         let bucket = bucket_of(&args.store.bucket)?;
         let endpoint = endpoint_of(&args.store.endpoint, None)?;
-        let (cfg, typed) =
-            build_config(&args.store, &bucket, &endpoint, None, None).map_err(Failure::usage)?;
+        let (cfg, typed) = build_config(&args.store, &bucket, &endpoint, None, None, None)
+            .map_err(Failure::usage)?;
         open(cfg, typed, &mut dest)
     })();
     let up = match opened {

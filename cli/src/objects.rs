@@ -83,7 +83,7 @@ fn connect(
         let bucket = bucket_of(&store.bucket)?;
         let endpoint = endpoint_of(&store.endpoint, None)?;
         let (cfg, typed) =
-            build_config(store, &bucket, &endpoint, None, None).map_err(Failure::usage)?;
+            build_config(store, &bucket, &endpoint, None, None, None).map_err(Failure::usage)?;
         open(cfg, typed, &mut dest)
     })();
     match opened {

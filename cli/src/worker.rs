@@ -94,6 +94,8 @@ pub struct WorkerArgs {
     pub plan: crate::args::PlanArgs,
     #[command(flatten)]
     pub tuning: crate::args::TuningArgs,
+    #[command(flatten)]
+    pub objects: crate::args::ObjectArgs,
 }
 
 /// What every thread of the worker shares.
@@ -168,7 +170,12 @@ pub fn default_consumer() -> String {
 }
 
 pub fn main(args: WorkerArgs) -> ExitCode {
-    let base = match super::base_config(&args.store, Some(&args.plan), Some(&args.tuning)) {
+    let base = match super::base_config(
+        &args.store,
+        Some(&args.plan),
+        Some(&args.tuning),
+        Some(&args.objects),
+    ) {
         Ok(c) => c,
         Err(m) => return super::usage_error("worker", &m),
     };

@@ -309,3 +309,29 @@ fn a_key_that_would_escape_the_directory_is_refused_and_nothing_is_written() {
         .collect();
     assert!(written.is_empty(), "{written:?}");
 }
+
+#[test]
+fn upload_options_are_refused_as_flags_and_ignored_in_the_environment() {
+    let server = support::s3s();
+    let files = upload_tree(&server, "opts/", &[("a.bin", 1000)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = download_args(&server, &server.endpoint, "opts/", dir.path());
+    args.extend(["--acl", "private"].map(String::from));
+    let r = run_owned(&args);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("'--acl'"), "the flag is named: {r:?}");
+    assert!(!dir.path().join("a.bin").exists());
+
+    // Set for uploads in the environment (even to a value an upload would
+    // refuse): a download does not read it.
+    let args = download_args(&server, &server.endpoint, "opts/", dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = batchput(&args)
+        .env("BATCHPUT_INTEGRITY", "not-a-mode")
+        .env("BATCHPUT_STORAGE_CLASS", "GLACIER")
+        .spawn()
+        .unwrap();
+    let r = finish(child, 60);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(std::fs::read(dir.path().join("a.bin")).unwrap() == files[0].1);
+}
