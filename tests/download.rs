@@ -134,13 +134,7 @@ fn downloads_are_byte_exact_and_checked_on_every_store() {
         let up = Uploader::new(small_parts(server.config())).unwrap();
         let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
         let p = finish(&job, 120);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         assert_eq!(
             p.bytes_done,
             objects.iter().map(|o| o.data.len() as u64).sum::<u64>()
@@ -461,13 +455,7 @@ fn kill_mid_download_then_resume_in_a_new_process_fetches_only_what_is_missing()
         let up = Uploader::new(small_parts(server.config_via(&clean.endpoint()))).unwrap();
         let job = up.resume(&journal).unwrap();
         let p = finish(&job, 60);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         assert!(
             std::fs::read(&dest).unwrap() == data,
             "{:?}: bytes differ",
@@ -500,13 +488,7 @@ fn a_prefix_downloads_below_a_directory_and_keys_that_would_escape_are_refused()
         let up = Uploader::new(small_parts(server.config())).unwrap();
         let job = up.download_prefix("pre/", dir.path(), None).unwrap();
         let p = finish(&job, 60);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         assert_eq!(job.file_count(), 3, "{:?}", job.files());
         for (k, d) in &objects {
             let got = std::fs::read(dir.path().join(k.strip_prefix("pre/").unwrap())).unwrap();
@@ -575,7 +557,6 @@ fn a_stored_full_object_crc32c_checks_a_multipart_object_without_its_part_bounda
         let Some(head) = support::put_full_object_crc32c(&server, key, &data, 5 * MIB) else {
             return;
         };
-        let store = server.store();
         // Fetched in 6 MiB ranges, across the uploader's 5 MiB parts: no
         // part boundary is needed.
         let cfg = server
@@ -593,13 +574,7 @@ fn a_stored_full_object_crc32c_checks_a_multipart_object_without_its_part_bounda
                 up.download(&batch).unwrap()
             };
             let p = finish(&job, 60);
-            assert_eq!(
-                p.state,
-                JobState::Succeeded,
-                "{:?}: {:?}",
-                server.kind,
-                p.error
-            );
+            server.assert_succeeded(&p);
             assert!(std::fs::read(dir.path().join("full crc32c")).unwrap() == data);
             assert!(partial_files(dir.path()).is_empty());
             let verified = job.files()[0].verified;
@@ -627,7 +602,6 @@ fn a_stored_full_object_crc32c_checks_a_multipart_object_without_its_part_bounda
                 ),
             }
         }
-        store.delete_object(key).ok();
     }
 }
 
@@ -673,6 +647,9 @@ fn a_byte_corrupted_on_the_way_fails_a_file_checked_by_its_stored_crc32c() {
     let e = p.error.unwrap();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(e.to_string().contains(key), "the error names the key: {e}");
+    let report = &job.files()[0];
+    assert_eq!(report.state, FileState::Failed, "{report:?}");
+    assert_eq!(report.verified, None, "{report:?}");
     assert!(!dest.exists(), "a corrupted file took its name");
     assert!(partial_files(dir.path()).is_empty());
 }

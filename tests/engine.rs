@@ -101,13 +101,7 @@ fn sizes_at_the_edges_round_trip() {
         let up = Uploader::new(small_parts(server.config()).workers(8)).unwrap();
         let job = up.start(&files.batch()).unwrap();
         let p = finish(&job, 300);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         assert_eq!(p.bytes_done, p.bytes_total);
         assert_eq!(p.parts_done, p.parts_total);
         files.verify_all(&server.store());

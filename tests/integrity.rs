@@ -418,13 +418,7 @@ fn a_byte_corrupted_on_the_way_is_caught_by_the_etag_and_sent_again() {
         let cfg = small_parts(server.config_via(&proxy.endpoint())).integrity(Integrity::EtagMd5);
         let up = Uploader::new(cfg).unwrap();
         let p = finish(&up.start(&files.batch()).unwrap(), 60);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         files.verify_all(&server.store());
         let part2 = proxy
             .count(|e| e.is_upload_part() && e.query_param("partNumber").as_deref() == Some("2"));

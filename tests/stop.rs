@@ -235,13 +235,7 @@ fn a_complete_whose_answer_is_lost_is_checked_not_reported_as_denied() {
         .unwrap();
         let job = up.start(&files.batch()).unwrap();
         let p = finish(&job, 60);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         assert_eq!(job.files()[0].state, FileState::Completed);
         files.verify_all(&server.store());
         server.assert_no_open_uploads();

@@ -59,13 +59,7 @@ fn large_bodies_go_through_servers_that_answer_the_expectation() {
         let up = Uploader::new(support::small_parts(server.config_via(&proxy.endpoint()))).unwrap();
         let job = up.start(&files.batch()).unwrap();
         let p = finish(&job, 120);
-        assert_eq!(
-            p.state,
-            JobState::Succeeded,
-            "{:?}: {:?}",
-            server.kind,
-            p.error
-        );
+        server.assert_succeeded(&p);
         files.verify_all(&server.store());
         server.assert_no_open_uploads();
         // The large bodies asked first; the small ones (the last part) did not.

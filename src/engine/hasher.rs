@@ -303,21 +303,16 @@ impl Lanes {
 
 /// Fills `buf` from `offset`; a file that ends first has changed.
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the file ends before byte {}", offset + buf.len() as u64),
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ends before byte {}", offset + buf.len() as u64),
+            )
+        } else {
+            e
         }
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -407,16 +407,18 @@ fn send_data(
             .map(|m| m.get(stop, source, &task.path))
             .transpose()
     };
-    BUFFER.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        retrying(ctx, |_| {
-            let (checksum, crc) = match ctx.integrity {
-                Integrity::ContentMd5 => {
-                    let md5 = md5_of_range(false).map_err(local)?.expect("content-md5 hashes");
-                    (SentChecksum::ContentMd5(md5), None)
-                }
-                Integrity::Crc32c => {
+    retrying(ctx, |_| {
+        let (checksum, crc) = match ctx.integrity {
+            Integrity::ContentMd5 => {
+                let md5 = md5_of_range(false)
+                    .map_err(local)?
+                    .expect("content-md5 hashes");
+                (SentChecksum::ContentMd5(md5), None)
+            }
+            Integrity::Crc32c => {
+                let crc = BUFFER.with(|cell| {
                     // No bigger than the data needs (see `body::send_streamed`).
+                    let mut guard = cell.borrow_mut();
                     let buf = page_aligned(
                         &mut guard,
                         (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096,
@@ -425,68 +427,71 @@ fn send_data(
                     read_range(source, *offset, *len, buf, &task.path, |c| {
                         crc = crc32c::crc32c_append(crc, c)
                     })
-                    .map_err(local)?;
-                    (SentChecksum::Crc32c(crc), Some(crc))
-                }
-                // `Auto` never reaches a worker: the coordinator resolves it
-                // before the first task (see `probe`).
-                Integrity::EtagMd5 | Integrity::None | Integrity::Auto => (SentChecksum::None, None),
-            };
-            // What this attempt sent, taken back from `bytes_sent` if it fails.
-            let sent = std::cell::Cell::new(0u64);
-            // Nothing to hash while sending: the kernel sends the pages.
-            let mut pace = |n: u64| -> std::io::Result<()> {
-                if ctx.cancelled() {
+                    .map(|()| crc)
+                });
+                let crc = crc.map_err(local)?;
+                (SentChecksum::Crc32c(crc), Some(crc))
+            }
+            // `Auto` never reaches a worker: the coordinator resolves it
+            // before the first task (see `probe`).
+            Integrity::EtagMd5 | Integrity::None | Integrity::Auto => (SentChecksum::None, None),
+        };
+        // What this attempt sent, taken back from `bytes_sent` if it fails.
+        let sent = std::cell::Cell::new(0u64);
+        // Nothing to hash while sending: the kernel sends the pages.
+        let mut pace = |n: u64| -> std::io::Result<()> {
+            if ctx.cancelled() {
+                return Err(std::io::Error::other(CANCELLED));
+            }
+            if let Some(rate) = &ctx.rate {
+                if !rate.take(n, &ctx.cancel) {
                     return Err(std::io::Error::other(CANCELLED));
                 }
-                if let Some(rate) = &ctx.rate {
-                    if !rate.take(n, &ctx.cancel) {
-                        return Err(std::io::Error::other(CANCELLED));
-                    }
-                }
-                ctx.note_sent(n);
-                sent.set(sent.get() + n);
-                Ok(())
-            };
-            let body = Body::File {
-                file: &source.file,
-                offset: *offset,
-                len: *len,
-                pace: &mut pace,
-            };
-            let result = send(body, checksum);
-            if result.is_err() {
-                ctx.bytes_sent.fetch_sub(sent.get(), Ordering::Relaxed);
             }
-            // A file that shrank shows as a body that ended early: report
-            // the real cause, which no retry can fix.
-            if let Err(e) = &result {
-                if e.kind() == ErrorKind::Network {
-                    check_unchanged(source, &task.path).map_err(local)?;
-                }
+            ctx.note_sent(n);
+            sent.set(sent.get() + n);
+            Ok(())
+        };
+        let body = Body::File {
+            file: &source.file,
+            offset: *offset,
+            len: *len,
+            pace: &mut pace,
+        };
+        let result = send(body, checksum);
+        if result.is_err() {
+            ctx.bytes_sent.fetch_sub(sent.get(), Ordering::Relaxed);
+        }
+        // A file that shrank shows as a body that ended early: report
+        // the real cause, which no retry can fix.
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Network {
+                check_unchanged(source, &task.path).map_err(local)?;
             }
-            let etag = match result {
-                Ok(etag) => etag,
-                Err(e) => {
-                    if e.outcome_unknown() {
-                        *unsettled = Some(md5_of_range(true).ok().flatten());
-                    }
-                    return Err(e);
+        }
+        let etag = match result {
+            Ok(etag) => etag,
+            Err(e) => {
+                if e.outcome_unknown() {
+                    *unsettled = Some(md5_of_range(true).ok().flatten());
                 }
-            };
-            check_unchanged(source, &task.path).map_err(local)?;
-            let md5 = md5_of_range(true).map_err(local)?;
-            if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
-                let ours = hex(&md5);
-                if is_md5_hex(&etag) && !etag.eq_ignore_ascii_case(&ours) {
-                    return Err(local(Error::new(
-                        ErrorKind::Integrity,
-                        format!("the server's ETag {etag} differs from the MD5 {ours} of the file's bytes"),
-                    )));
-                }
+                return Err(e);
             }
-            Ok((etag, md5, crc))
-        })
+        };
+        check_unchanged(source, &task.path).map_err(local)?;
+        let md5 = md5_of_range(true).map_err(local)?;
+        if let (Integrity::EtagMd5, Some(md5)) = (ctx.integrity, md5) {
+            let ours = hex(&md5);
+            if is_md5_hex(&etag) && !etag.eq_ignore_ascii_case(&ours) {
+                return Err(local(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "the server's ETag {etag} differs from the MD5 {ours} of the file's bytes"
+                    ),
+                )));
+            }
+        }
+        Ok((etag, md5, crc))
     })
 }
 
@@ -510,15 +515,7 @@ impl RangeMd5 {
         };
         let md5 = got.map_err(|e| match e.kind() {
             std::io::ErrorKind::Interrupted => stopped(),
-            std::io::ErrorKind::UnexpectedEof => Error::new(
-                ErrorKind::FileChanged,
-                format!(
-                    "{} changed while uploading: it shrank below {} bytes",
-                    path.display(),
-                    source.size
-                ),
-            ),
-            _ => Error::local_io("read", path, &e),
+            _ => read_failed(source, path, &e),
         })?;
         *self = RangeMd5::Known(md5);
         Ok(md5)
@@ -531,27 +528,21 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fills `buf` from `offset`; a short file is a change, not an EOF.
-fn pread_exact(source: &Source, offset: u64, buf: &mut [u8], path: &Path) -> Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match source.file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => {
-                return Err(Error::new(
-                    ErrorKind::FileChanged,
-                    format!(
-                        "{} changed while uploading: it shrank below {} bytes",
-                        path.display(),
-                        source.size
-                    ),
-                ))
-            }
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::local_io("read", path, &e)),
-        }
+/// A read of the file being uploaded that failed; one that met the end of
+/// the file early means the file shrank, a change rather than an EOF.
+fn read_failed(source: &Source, path: &Path, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::new(
+            ErrorKind::FileChanged,
+            format!(
+                "{} changed while uploading: it shrank below {} bytes",
+                path.display(),
+                source.size
+            ),
+        )
+    } else {
+        Error::local_io("read", path, e)
     }
-    Ok(())
 }
 
 /// Reads a range chunk by chunk for a checksum computed before sending.
@@ -566,7 +557,10 @@ fn read_range(
     let end = offset + len;
     while offset < end {
         let n = ((end - offset) as usize).min(buf.len());
-        pread_exact(source, offset, &mut buf[..n], path)?;
+        source
+            .file
+            .read_exact_at(&mut buf[..n], offset)
+            .map_err(|e| read_failed(source, path, &e))?;
         each(&buf[..n]);
         offset += n as u64;
     }

@@ -127,6 +127,19 @@ impl Server {
         );
     }
 
+    /// Fails the test, naming this server and the job's error, unless the
+    /// job succeeded.
+    #[track_caller]
+    pub fn assert_succeeded(&self, p: &batchput::Progress) {
+        assert_eq!(
+            p.state,
+            batchput::JobState::Succeeded,
+            "{:?}: {:?}",
+            self.kind,
+            p.error
+        );
+    }
+
     /// Whether the server implements ListMultipartUploads (s3s-fs does not).
     pub fn lists_uploads(&self) -> bool {
         self.kind != Kind::S3s

@@ -938,9 +938,7 @@ impl Conn {
                 return Err(eof("client closed mid-body"));
             }
             if let Fault::Corrupt(at) = fault {
-                if (sent..sent + n as u64).contains(&at) {
-                    self.scratch[(at - sent) as usize] ^= 0xff;
-                }
+                invert_at(&mut self.scratch[..n], sent, at);
             }
             sent += n as u64;
             self.sh.update(seq, |e| e.body_len = sent);
@@ -1079,15 +1077,22 @@ fn copy_exact(
         if n == 0 {
             return Err(eof("upstream closed mid-body"));
         }
-        let at = len - left;
-        if let Some(c) = corrupt.filter(|c| (at..at + n as u64).contains(c)) {
-            scratch[(c - at) as usize] ^= 0xff;
+        if let Some(at) = corrupt {
+            invert_at(&mut scratch[..n], len - left, at);
         }
         dst.write(&scratch[..n])?;
         keep_prefix(capture, &scratch[..n]);
         left -= n as u64;
     }
     Ok(())
+}
+
+/// Inverts the byte at offset `at` of a body when `piece`, which starts at
+/// offset `start` of it, holds that byte.
+fn invert_at(piece: &mut [u8], start: u64, at: u64) {
+    if (start..start + piece.len() as u64).contains(&at) {
+        piece[(at - start) as usize] ^= 0xff;
+    }
 }
 
 fn copy_to_eof(

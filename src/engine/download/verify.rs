@@ -73,10 +73,9 @@ pub(super) fn check(
     key: &str,
     how: &Finish,
 ) -> Result<Verification> {
-    let Some(stored) = how.object.crc32c else {
+    let (Some(stored), Some(got)) = (how.object.crc32c, whole_crc32c(how)) else {
         return check_etag(ctx, file, temp, key, how);
     };
-    let got = whole_crc32c(file, temp, how)?;
     if got == stored {
         return Ok(Verification::Crc32c);
     }
@@ -114,36 +113,16 @@ pub(super) fn check(
 
 /// The CRC32C of the whole file: the ranges' CRC32Cs taken while fetching
 /// (a range fetched before a pause has its from the journal), combined in
-/// order; a range without one is read back.
-fn whole_crc32c(file: &File, temp: &Path, how: &Finish) -> Result<u32> {
+/// order. Every range of an object checked by CRC32C records one; `None`
+/// if one did not, and the ETag decides.
+fn whole_crc32c(how: &Finish) -> Option<u32> {
     let part = how.part_size.max(1);
     let mut whole = 0u32;
     for (i, crc) in how.crcs.iter().enumerate() {
-        let at = i as u64 * part;
-        let len = part.min(how.size.saturating_sub(at));
-        let crc = match crc {
-            Some(c) => *c,
-            None => crc32c_of_range(file, at, len).map_err(|e| read_back_failed(temp, &e))?,
-        };
-        whole = crc32c::crc32c_combine(whole, crc, len as usize);
+        let len = part.min(how.size.saturating_sub(i as u64 * part));
+        whole = crc32c::crc32c_combine(whole, (*crc)?, len as usize);
     }
-    Ok(whole)
-}
-
-fn crc32c_of_range(file: &File, mut at: u64, len: u64) -> std::io::Result<u32> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
-    let (mut crc, end) = (0u32, at + len);
-    while at < end {
-        let want = buf.len().min((end - at) as usize);
-        let n = file.read_at(&mut buf[..want], at)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        at += n as u64;
-    }
-    Ok(crc)
+    Some(whole)
 }
 
 /// The check by the ETag.
@@ -243,7 +222,12 @@ fn read_back(
         .map(|guess| {
             guess
                 .into_iter()
-                .map(|p| p.wait().map_err(|e| read_back_failed(temp, &e)))
+                // A check, not a record: a stop ends it (and dropping the
+                // rest withdraws them).
+                .map(|p| {
+                    p.wait_unless(&ctx.cancel)
+                        .map_err(|e| read_back_failed(temp, &e))
+                })
                 .collect()
         })
         .collect()
