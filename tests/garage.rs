@@ -53,24 +53,8 @@ fn a_batch_survives_the_loss_of_a_node_through_the_other_endpoints() {
     // Every object reads back intact through node 3.
     let via_node3 = batchput::store::Store::new(&server.config().endpoint(&endpoints[2])).unwrap();
     files.verify_all(&via_node3);
-    // No upload is left open. Garage's ListMultipartUploads filters on each
-    // replica before it merges their answers (garage_table `get_range`), so
-    // a replica that missed an abort can still list that upload; ListParts
-    // reads it by quorum. So an upload counts as left open when the listing
-    // shows it and ListParts still finds it.
-    let open: Vec<_> = via_node3
-        .list_multipart_uploads("")
-        .unwrap()
-        .into_iter()
-        .filter(|u| match via_node3.list_parts(&u.key, &u.upload_id, 0) {
-            Err(e) if e.code() == Some("NoSuchUpload") => {
-                eprintln!("listed by a stale replica, gone by quorum: {u:?}");
-                false
-            }
-            Ok(_) => true,
-            Err(e) => panic!("ListParts of {} {}: {e}", u.key, u.upload_id),
-        })
-        .collect();
+    // No upload left open, asked of node 3 too.
+    let open = support::listed_open_uploads(&via_node3);
     assert!(open.is_empty(), "uploads left open: {open:?}");
     let served: HashSet<String> = job.files().into_iter().filter_map(|r| r.endpoint).collect();
     assert!(served.len() >= 2, "work spread over the nodes: {served:?}");

@@ -95,9 +95,10 @@ impl Server {
         }
     }
 
-    /// Every multipart upload still open on the server (any bucket): moto
-    /// lists them; s3s-fs keeps each as `.upload-<id>.json` and its parts as
-    /// `.upload_id-<id>.part-<n>` in its root, which is checked directly.
+    /// Every multipart upload still open on the server (any bucket): s3s-fs
+    /// keeps each as `.upload-<id>.json` and its parts as
+    /// `.upload_id-<id>.part-<n>` in its root, which is checked directly;
+    /// moto and Garage are asked (see [`listed_open_uploads`]).
     pub fn open_uploads(&self) -> Vec<String> {
         match &self.root {
             Some(root) => std::fs::read_dir(root)
@@ -106,13 +107,7 @@ impl Server {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| n.starts_with(".upload-") || n.starts_with(".upload_id-"))
                 .collect(),
-            None => self
-                .store()
-                .list_multipart_uploads("")
-                .unwrap()
-                .into_iter()
-                .map(|u| format!("{} {}", u.key, u.upload_id))
-                .collect(),
+            None => listed_open_uploads(&self.store()),
         }
     }
 
@@ -379,6 +374,27 @@ pub fn moto() -> Option<Server> {
         batchput::Addressing::Path,
         Guard::Moto(guard),
     ))
+}
+
+/// The multipart uploads `store` lists that ListParts still finds, as
+/// "key upload-id". Garage's listing filters each replica before it merges
+/// their answers, so a replica that missed an abort can still list that
+/// upload; ListParts reads by quorum.
+pub fn listed_open_uploads(store: &Store) -> Vec<String> {
+    store
+        .list_multipart_uploads("")
+        .unwrap()
+        .into_iter()
+        .filter(|u| match store.list_parts(&u.key, &u.upload_id, 0) {
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                eprintln!("listed, but gone by ListParts: {u:?}");
+                false
+            }
+            Ok(_) => true,
+            Err(e) => panic!("ListParts of {} {}: {e}", u.key, u.upload_id),
+        })
+        .map(|u| format!("{} {}", u.key, u.upload_id))
+        .collect()
 }
 
 /// Puts `data` at `key` in parts of `part_size` as an AWS SDK does with a
