@@ -50,5 +50,9 @@ if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
 fi
 
 # Both crates of the workspace (default members): the library and cli/.
+# Four tests at a time on two cores (the harness's default is one per
+# core): most of them wait on servers, proxies and timeouts, not the CPU.
+# The integration suite takes ~110 s so, ~180 s one per core.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 log "cargo test (unit and integration tests against s3s-fs, moto and Garage)"
 cargo test --locked

@@ -421,7 +421,7 @@ fn a_byte_corrupted_on_the_way_is_caught_by_the_etag_and_sent_again() {
         server.assert_succeeded(&p);
         files.verify_all(&server.store());
         let part2 = proxy
-            .count(|e| e.is_upload_part() && e.query_param("partNumber").as_deref() == Some("2"));
+            .count(|e| e.is_file_part() && e.query_param("partNumber").as_deref() == Some("2"));
         assert_eq!(part2, 2, "part 2 was caught and sent again");
         let small = proxy.count(|e| e.method == "PUT" && e.path.contains("bad-once/small"));
         assert_eq!(small, 2, "the small file was caught and sent again");

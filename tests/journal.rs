@@ -24,7 +24,7 @@ fn config(server: &Server, endpoint: &str) -> Config {
 
 fn throttle_parts(proxy: &Proxy, bytes_per_sec: u64) {
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle { bytes_per_sec },
     ));
 }
@@ -168,7 +168,7 @@ fn acknowledged_parts(before: &[Entry]) -> Vec<(String, String)> {
 fn acknowledged_by(before: &[Entry], cutoff: Option<Instant>) -> Vec<(String, String)> {
     before
         .iter()
-        .filter(|e| e.is_upload_part() && !e.is_probe() && e.status == Some(200))
+        .filter(|e| e.is_file_part() && e.status == Some(200))
         .filter(|e| e.finished.is_some_and(|f| cutoff.is_none_or(|c| f <= c)))
         .map(|e| {
             (
@@ -271,10 +271,7 @@ fn kill_between_the_last_part_and_complete_then_resume() {
             assert_eq!(state, "Succeeded", "{:?} {action:?}", server.kind);
             let after = proxy.log();
             assert_eq!(
-                after
-                    .iter()
-                    .filter(|e| e.is_upload_part() && !e.is_probe())
-                    .count(),
+                after.iter().filter(|e| e.is_file_part()).count(),
                 0,
                 "{action:?}: every part was on the server already: {:?}",
                 after
@@ -476,7 +473,7 @@ fn a_second_process_on_the_same_journal_gets_the_lock_error() {
     let pid = child.id();
     assert!(proxy.wait_for(Duration::from_secs(30), |log| log
         .iter()
-        .any(|e| e.is_upload_part())));
+        .any(|e| e.is_file_part())));
     let up = Uploader::new(config(&server, &proxy.endpoint())).unwrap();
     let e = up.resume(&journal).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::JournalLocked, "{e}");

@@ -42,14 +42,11 @@ fn stop_cuts_off_requests_that_never_answer() {
     let proxy = Proxy::start(&server.endpoint);
     // Every part is swallowed and never answered, with the default 30 s
     // request timeout: only the stop can end these requests.
-    proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
-        Action::BlackHole,
-    ));
+    proxy.add_rule(Rule::new(Match::file_parts(), Action::BlackHole));
     let files = make_files(&specs(&[("hung/a", 12 * MIB), ("hung/b", 12 * MIB)]));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint())).workers(6)).unwrap();
     let job = up.start(&files.batch()).unwrap();
-    wait_for_requests(&proxy, 6, |e| e.is_upload_part());
+    wait_for_requests(&proxy, 6, |e| e.is_file_part());
     // Let the bodies go out: the workers now wait for answers.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -82,7 +79,7 @@ fn a_frozen_server_ends_the_job_within_the_cleanup_budget() {
     .unwrap();
     // Slow parts, so the freeze finds uploads open.
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle {
             bytes_per_sec: 4 * MIB as u64,
         },
@@ -91,7 +88,7 @@ fn a_frozen_server_ends_the_job_within_the_cleanup_budget() {
     wait_for_requests(&proxy, 2, |e| {
         e.is_create_upload() && !e.is_probe() && e.status == Some(200)
     });
-    wait_for_requests(&proxy, 1, |e| e.is_upload_part() && !e.is_probe());
+    wait_for_requests(&proxy, 1, |e| e.is_file_part());
     // SIGSTOP, as far as the client can tell: nothing moves either way,
     // new connections included.
     proxy.freeze(true);
@@ -368,10 +365,7 @@ fn no_library_thread_outlives_the_uploader() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     // Hung parts: freeing the uploader must cut them, not wait them out.
-    proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
-        Action::BlackHole,
-    ));
+    proxy.add_rule(Rule::new(Match::file_parts(), Action::BlackHole));
     // Alone in a process, so no other test's threads are counted.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "stop::threads_child", "--nocapture"])

@@ -10,7 +10,7 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
     let proxy = Proxy::start(&server.endpoint);
     // Parts crawl, so the upload is surely in flight when Ctrl-C comes.
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle {
             bytes_per_sec: MIB as u64,
         },
@@ -38,7 +38,7 @@ fn ctrl_c_aborts_every_open_upload_and_exits_130() {
     assert!(
         proxy.wait_for(Duration::from_secs(30), |log| log
             .iter()
-            .filter(|e| e.is_upload_part() && !e.is_probe())
+            .filter(|e| e.is_file_part())
             .count()
             >= 2),
         "parts never started"
@@ -80,7 +80,7 @@ fn upload_in_flight(
     extra: &[&str],
 ) -> Child {
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle {
             bytes_per_sec: MIB as u64,
         },
@@ -94,7 +94,7 @@ fn upload_in_flight(
     assert!(
         proxy.wait_for(Duration::from_secs(30), |log| log
             .iter()
-            .filter(|e| e.is_upload_part() && !e.is_probe())
+            .filter(|e| e.is_file_part())
             .count()
             >= 2),
         "parts never started"
@@ -177,7 +177,7 @@ fn a_killed_upload_continues_with_resume() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle {
             bytes_per_sec: 6 * MIB as u64,
         },
@@ -216,7 +216,7 @@ fn a_killed_upload_continues_with_resume() {
     assert!(
         proxy.wait_for(Duration::from_secs(60), |log| log
             .iter()
-            .filter(|e| e.is_upload_part() && !e.is_probe() && e.status == Some(200))
+            .filter(|e| e.is_file_part() && e.status == Some(200))
             .count()
             >= 2),
         "no part was acknowledged"

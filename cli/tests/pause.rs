@@ -16,7 +16,7 @@ fn journaled_in_flight(
     extra: &[&str],
 ) -> Child {
     proxy.add_rule(Rule::new(
-        Match::method("PUT").and_query("partNumber="),
+        Match::file_parts(),
         Action::Throttle {
             bytes_per_sec: 4 * MIB as u64,
         },
@@ -45,7 +45,7 @@ fn journaled_in_flight(
     assert!(
         proxy.wait_for(Duration::from_secs(60), |log| log
             .iter()
-            .filter(|e| e.is_upload_part() && !e.is_probe() && e.status == Some(200))
+            .filter(|e| e.is_file_part() && e.status == Some(200))
             .count()
             >= 2),
         "no part was acknowledged"

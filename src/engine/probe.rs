@@ -47,8 +47,8 @@ const PROBE_BODY: &[u8] = b"batchput integrity probe";
 pub(crate) const PROBE_SUFFIX: &str = ".batchput-probe-";
 
 /// The probe's requests wait at most this long to connect and for each
-/// read or write (less when the configured timeouts are shorter): a job
-/// should not wait long for an optimisation.
+/// read or write (less when the configured request, connect or stall
+/// timeouts are shorter): a job should not wait long for an optimisation.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a stop lets the probe's CreateMultipartUpload answer (see
@@ -143,6 +143,9 @@ fn probe(engine: &Engine, index: usize, first: &str, job: &Arc<Interrupt>) -> Re
     let creating = AtomicBool::new(true);
     let done = AtomicBool::new(false);
     let started = std::time::SystemTime::now();
+    // A server silent for the stall timeout would stall the job anyway:
+    // the probe gives up no later.
+    let probe_timeout = PROBE_TIMEOUT.min(cfg.stall_timeout);
     let (created, verdict) = std::thread::scope(|s| {
         let watcher = std::thread::Builder::new()
             .name("batchput-probe".into())
@@ -154,8 +157,8 @@ fn probe(engine: &Engine, index: usize, first: &str, job: &Arc<Interrupt>) -> Re
             } else {
                 job.clone()
             },
-            io_timeout: Some(cfg.request_timeout.min(PROBE_TIMEOUT)),
-            connect_timeout: Some(cfg.connect_timeout.min(PROBE_TIMEOUT)),
+            io_timeout: Some(cfg.request_timeout.min(probe_timeout)),
+            connect_timeout: Some(cfg.connect_timeout.min(probe_timeout)),
             fresh_connections: false,
             gentle: false,
         };

@@ -45,6 +45,10 @@ use base64::Engine as _;
 /// How long a blocking socket call waits before the stop flag is looked at
 /// again; it bounds how long dropping the proxy takes.
 const TICK: Duration = Duration::from_millis(100);
+
+/// What the `integrity=auto` probe's keys contain (the library's
+/// `PROBE_SUFFIX`); no URL encoding changes it.
+const PROBE_KEY_MARK: &str = ".batchput-probe-";
 /// Largest request or response head (and chunk-size line) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Bodies are streamed in pieces of at most this size.
@@ -227,7 +231,7 @@ impl Entry {
     /// A request of the `integrity=auto` probe (its key has
     /// `.batchput-probe-`), not of the job's files.
     pub fn is_probe(&self) -> bool {
-        self.key().contains(".batchput-probe-")
+        self.key().contains(PROBE_KEY_MARK)
     }
 
     /// Whether the request carried header `name` (any case).
@@ -246,6 +250,11 @@ impl Entry {
         self.method == "PUT"
             && self.query_param("partNumber").is_some()
             && self.query_param("uploadId").is_some()
+    }
+
+    /// An UploadPart of the job's files (not of the probe).
+    pub fn is_file_part(&self) -> bool {
+        self.is_upload_part() && !self.is_probe()
     }
 
     /// POST with the bare `uploads` flag (CreateMultipartUpload).
@@ -346,6 +355,8 @@ pub struct Match {
     pub part_number: Option<u32>,
     /// A header of this name (any case) is present.
     pub header: Option<String>,
+    /// Substring the raw path must not contain.
+    pub path_lacks: Option<String>,
 }
 
 impl Match {
@@ -358,9 +369,19 @@ impl Match {
         Match::any().and_method(m)
     }
 
-    /// The UploadPart of part `n` (PUT with partNumber=n).
+    /// Every UploadPart of the job's files, not of the `integrity=auto`
+    /// probe: a rule meant to slow or swallow the batch's parts should not
+    /// hold the probe (which then waits out its own timeout) instead.
+    pub fn file_parts() -> Match {
+        Match {
+            path_lacks: Some(PROBE_KEY_MARK.to_string()),
+            ..Match::method("PUT").and_query("partNumber=")
+        }
+    }
+
+    /// The UploadPart of part `n` of the job's files (not of the probe).
     pub fn part(n: u32) -> Match {
-        Match::method("PUT").and_part(n)
+        Match::file_parts().and_part(n)
     }
 
     pub fn path(s: &str) -> Match {
@@ -416,6 +437,10 @@ impl Match {
                 .header
                 .as_ref()
                 .is_none_or(|h| headers.iter().any(|k| k.as_ref().eq_ignore_ascii_case(h)))
+            && self
+                .path_lacks
+                .as_ref()
+                .is_none_or(|s| !path.contains(s.as_str()))
     }
 }
 
