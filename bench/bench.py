@@ -60,11 +60,15 @@ SETS = {
     "big": [(4, 256 * MiB)],
     "small": [(2000, 64 * KiB)],
     "mixed": [(180, 64 * KiB), (20, 48 * MiB)],
+    # Many tiny files: the cost per request, nothing else (issue 15 item 4
+    # measures it against s5cmd). Not run unless asked for with --sets.
+    "tiny": [(20000, 1 * KiB)],
 }
 QUICK_SETS = {
     "big": [(2, 24 * MiB)],
     "small": [(100, 64 * KiB)],
     "mixed": [(20, 64 * KiB), (2, 12 * MiB)],
+    "tiny": [(500, 1 * KiB)],
 }
 # Download sets: the same data, put on the server once (by batchput, so
 # big files are multipart objects with their ETags) and fetched by every
@@ -727,6 +731,10 @@ TARGETS = {
     "big-down": (0.90, 2.0),
     "small-down": (0.70, 3.0),
 }
+# set: (peer, max wall vs that peer's wall)
+TARGETS_VS_PEER = {
+    "tiny": ("s5cmd", 0.40),
+}
 
 
 def write_report(path: Path, json_path: Path, rows: list[dict], runs: list[Run], meta: dict) -> None:
@@ -815,6 +823,15 @@ def write_report(path: Path, json_path: Path, rows: list[dict], runs: list[Run],
                 L.append(f"| {s} | {tool} | wall <= {ratio:.2f} x fastest peer | {v:.2f} | {'yes' if v <= ratio else 'no'} |")
             v = r["client_cpu_s_gib"]
             L.append(f"| {s} | {tool} | client CPU <= {cpu} s/GiB | {v:.2f} | {'yes' if v <= cpu else 'no'} |")
+    for s, (peer, ratio) in TARGETS_VS_PEER.items():
+        p = by.get((s, peer))
+        if not p or "wall_s" not in p:
+            continue
+        for tool in variants:
+            r = by.get((s, tool))
+            if r and "wall_s" in r:
+                v = r["wall_s"] / p["wall_s"]
+                L.append(f"| {s} | {tool} | wall <= {ratio:.2f} x {peer} | {v:.2f} | {'yes' if v <= ratio else 'no'} |")
     rss = [r["peak_rss_mib"] for r in rows if r["tool"].startswith("batchput") and "peak_rss_mib" in r]
     if rss:
         L.append(f"| all | every batchput variant | peak RSS <= 64 MiB | {max(rss):.0f} | "
