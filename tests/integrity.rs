@@ -51,10 +51,13 @@ fn by_hand(what: &str, store: &Store) -> Integrity {
 }
 
 /// A multipart file (3 parts of 5 MiB) and a small one (one PutObject).
-fn two_files(prefix: &str) -> Files {
+/// A file of each way of sending: in parts, one PUT from the file, and one
+/// PUT from memory (16 KiB or less, checksummed on the worker).
+fn files_of_each_kind(prefix: &str) -> Files {
     make_files(&specs(&[
         (&format!("{prefix}/big"), 11 * MIB),
         (&format!("{prefix}/small"), 100 * 1024),
+        (&format!("{prefix}/tiny"), 1000),
     ]))
 }
 
@@ -97,7 +100,7 @@ fn the_probe_finds_what_each_store_does() {
             format!("{:?}", up.config()).contains("integrity: Auto"),
             "the default"
         );
-        let files = two_files("probe");
+        let files = files_of_each_kind("probe");
         assert_eq!(upload(&up, &files), Some(expected), "{:?}", server.kind);
         files.verify_all(&server.store());
         server.assert_no_open_uploads();
@@ -142,7 +145,7 @@ fn a_store_that_verifies_crc32c_gets_it() {
     proxy.reset_log();
 
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let files = two_files("verifies");
+    let files = files_of_each_kind("verifies");
     assert_eq!(upload(&up, &files), Some(Integrity::Crc32c));
     files.verify_all(&server.store());
     server.assert_no_open_uploads();
@@ -173,7 +176,7 @@ fn a_store_that_refuses_the_algorithm_gets_etag_md5() {
         ),
     ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let files = two_files("refuses");
+    let files = files_of_each_kind("refuses");
     assert_eq!(upload(&up, &files), Some(Integrity::EtagMd5));
     files.verify_all(&server.store());
     server.assert_no_open_uploads();
@@ -192,7 +195,7 @@ fn a_store_that_ignores_the_checksum_gets_etag_md5() {
         Action::respond(200, "Ignored", "the checksum was not looked at"),
     ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let files = two_files("ignores");
+    let files = files_of_each_kind("ignores");
     assert_eq!(upload(&up, &files), Some(Integrity::EtagMd5));
     files.verify_all(&server.store());
     server.assert_no_open_uploads();
@@ -222,7 +225,7 @@ fn a_probe_without_an_answer_leaves_the_job_on_etag_md5_and_is_asked_again() {
         Action::VerifyCrc32c,
     ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let files = two_files("cut");
+    let files = files_of_each_kind("cut");
     assert_eq!(
         upload(&up, &files),
         Some(Integrity::EtagMd5),
@@ -234,7 +237,7 @@ fn a_probe_without_an_answer_leaves_the_job_on_etag_md5_and_is_asked_again() {
 
     // No answer is not remembered: the next job asks again, and gets one.
     proxy.reset_log();
-    let again = two_files("cut-again");
+    let again = files_of_each_kind("cut-again");
     assert_eq!(upload(&up, &again), Some(Integrity::Crc32c));
     let log = proxy.log();
     assert_eq!(
@@ -257,15 +260,15 @@ fn the_probe_runs_once_per_uploader() {
     let probes = || proxy.count(|e| e.is_probe() && e.is_create_upload());
 
     let up = Uploader::new(cfg.clone()).unwrap();
-    let first = two_files("once/1");
-    let second = two_files("once/2");
+    let first = files_of_each_kind("once/1");
+    let second = files_of_each_kind("once/2");
     assert_eq!(upload(&up, &first), Some(Integrity::Crc32c));
     assert_eq!(upload(&up, &second), Some(Integrity::Crc32c));
     assert_eq!(probes(), 1, "two jobs, one probe");
 
     // Another uploader knows nothing yet.
     let other = Uploader::new(cfg).unwrap();
-    let third = two_files("once/3");
+    let third = files_of_each_kind("once/3");
     assert_eq!(upload(&other, &third), Some(Integrity::Crc32c));
     assert_eq!(probes(), 2);
     for f in [&first, &second, &third] {
@@ -288,7 +291,7 @@ fn an_explicit_mode_skips_the_probe() {
         // The string form, as the C ABI and the command set it.
         cfg.set("integrity", mode.as_str()).unwrap();
         let up = Uploader::new(cfg).unwrap();
-        let files = two_files(&format!("explicit/{mode}"));
+        let files = files_of_each_kind(&format!("explicit/{mode}"));
         assert_eq!(upload(&up, &files), Some(mode));
         let log = proxy.log();
         assert_eq!(
@@ -317,7 +320,7 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
     ));
     let cfg = small_parts(server.config_via(&format!("{},{}", a.endpoint(), b.endpoint())));
     let up = Uploader::new(cfg.clone()).unwrap();
-    let files = two_files("weakest");
+    let files = files_of_each_kind("weakest");
     assert_eq!(upload(&up, &files), Some(Integrity::EtagMd5));
     // Each node answered its own probe (not one for the other).
     let probes = |p: &Proxy| p.count(|e| e.is_probe() && e.is_create_upload());
@@ -325,7 +328,7 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
     files.verify_all(&server.store());
 
     // Both answers are kept: a second job asks nobody.
-    let again = two_files("weakest-again");
+    let again = files_of_each_kind("weakest-again");
     assert_eq!(upload(&up, &again), Some(Integrity::EtagMd5));
     assert_eq!((probes(&a), probes(&b)), (1, 1));
     again.verify_all(&server.store());
@@ -337,7 +340,7 @@ fn every_endpoint_is_asked_and_the_weakest_answer_wins() {
         Action::VerifyCrc32c,
     ));
     let both = Uploader::new(cfg).unwrap();
-    let third = two_files("weakest-both");
+    let third = files_of_each_kind("weakest-both");
     assert_eq!(upload(&both, &third), Some(Integrity::Crc32c));
     assert_eq!((probes(&a), probes(&b)), (2, 2));
     third.verify_all(&server.store());
@@ -354,7 +357,7 @@ fn a_stop_during_the_probe_is_prompt_and_leaves_nothing_open() {
         Action::BlackHole,
     ));
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
-    let files = two_files("stop");
+    let files = files_of_each_kind("stop");
     let job = up.start(&files.batch()).unwrap();
     assert!(proxy.wait_for(Duration::from_secs(10), |log| log
         .iter()

@@ -34,8 +34,9 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// checksum computed there, and sent from it in the same write as the
 /// request head. For them, handing the range to the MD5 thread (two thread
 /// wake-ups and a read of its own) and sendfile's SIGPIPE guard (four
-/// system calls) cost more than hashing here: MD5 takes about 1.7 µs per
-/// KiB on one thread (measured on 20,000 files of 1 KiB: bench/NOTES.md).
+/// system calls) cost more than hashing here: MD5 takes about 1.9 µs per
+/// KiB on one thread (bench/NOTES.md, which also has the measurement on
+/// 20,000 files of 1 KiB).
 const INLINE_BODY: u64 = 16 * 1024;
 
 /// How long a CreateMultipartUpload retried after an unanswered attempt
