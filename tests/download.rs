@@ -3,7 +3,8 @@
 //! made by another client with other part sizes; checked against the ETag;
 //! never a partial file under a final name — a cut, a stop, a replaced
 //! object; pause and resume that fetch only the missing parts; destinations
-//! checked before any byte moves.
+//! checked before any byte moves; a full disk found before the bytes are
+//! fetched (a 1 MiB tmpfs mounted for the test).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -693,4 +694,83 @@ fn a_paused_download_checked_by_its_stored_crc32c_resumes_with_the_crc32c_of_wha
     let gets = clean.log().iter().filter(|e| e.method == "GET").count();
     assert_eq!(gets, 1, "only the missing range is fetched again");
     assert!(partial_files(dir.path()).is_empty());
+}
+
+/// A tmpfs of `size` mounted for the test and unmounted when dropped, or
+/// `None` (with a visible note) where this process may not mount; on CI
+/// (root in a VM) that is a failure.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallDisk { dir }),
+            other => {
+                let why = format!("cannot mount a tmpfs: {other:?}");
+                if std::env::var_os("CI").is_some() {
+                    panic!("{why} (CI runs as root and must)");
+                }
+                eprintln!("SKIPPED: {why}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_file_before_its_bytes_are_fetched_and_names_the_path() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return;
+    };
+    let server = support::s3s();
+    let store = server.store();
+    let fits = pattern(100 * 1024, 21);
+    put(&store, "full/fits", &fits);
+    put(&store, "full/too-big", &pattern(3 * MIB, 22));
+    let proxy = Proxy::start(&server.endpoint);
+    let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
+    let dest = disk.path().join("too-big");
+    let mut b = Batch::new();
+    b.add(&dest, "full/too-big");
+    let p = finish(&up.download(&b).unwrap(), 60);
+    assert_eq!(p.state, JobState::Failed, "{:?}", p.error);
+    let e = p.error.unwrap();
+    assert!(e.to_string().contains(&*dest.to_string_lossy()), "{e}");
+    assert!(e.to_string().contains("no space left on device"), "{e}");
+    // No byte of it was fetched, and nothing is left on the disk.
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .all(|x| !(x.method == "GET" && x.key() == "full/too-big" && x.status == Some(200))),
+        "{:?}",
+        proxy.log()
+    );
+    assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
+    // What fits still downloads there.
+    let mut b = Batch::new();
+    b.add(disk.path().join("fits"), "full/fits");
+    let p = finish(&up.download(&b).unwrap(), 60);
+    server.assert_succeeded(&p);
+    assert_eq!(std::fs::read(disk.path().join("fits")).unwrap(), fits);
+    assert!(partial_files(disk.path()).is_empty());
 }
