@@ -49,6 +49,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// What the `integrity=auto` probe's keys contain (the library's
 /// `PROBE_SUFFIX`); no URL encoding changes it.
 const PROBE_KEY_MARK: &str = ".batchput-probe-";
+
 /// Largest request or response head (and chunk-size line) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Bodies are streamed in pieces of at most this size.
