@@ -102,10 +102,26 @@ pub(crate) fn spawn_child_in(
     journal: &Path,
     cwd: Option<&Path>,
 ) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut cmd = child_command(server, endpoint, mode, list, journal);
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The command that runs [`journal_child`] in `mode` on the batch `list`
+/// ("path\tkey" lines), for a caller to adjust and run.
+pub(crate) fn child_command(
+    server: &Server,
+    endpoint: &str,
+    mode: &str,
+    list: &str,
+    journal: &Path,
+) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--ignored",
         "--exact",
@@ -119,11 +135,8 @@ pub(crate) fn spawn_child_in(
     .env("BPJ_SECRET_KEY", &server.secret_key)
     .env("BPJ_REGION", &server.region)
     .env("BPJ_JOURNAL", journal)
-    .env("BPJ_FILES", list)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    .env("BPJ_FILES", list);
+    cmd
 }
 
 /// Runs a child to its end; returns the state it printed.
