@@ -802,7 +802,16 @@ fn a_destination_the_process_may_not_write_fails_naming_the_path() {
     std::fs::create_dir(&closed).unwrap();
     open(&closed, 0o555);
     let dest = closed.join("x");
+    // The test binary where `nobody` may run it (the checkout may be
+    // under a directory only root can enter, such as /root).
+    let exe = dir.path().join("tests-as-nobody");
+    let own = std::env::current_exe().unwrap();
+    if std::fs::hard_link(&own, &exe).is_err() {
+        std::fs::copy(&own, &exe).unwrap();
+    }
+    open(&exe, 0o755);
     let out = crate::journal::child_command(
+        &exe,
         &server,
         &proxy.endpoint(),
         "download",
@@ -811,6 +820,7 @@ fn a_destination_the_process_may_not_write_fails_naming_the_path() {
     )
     .uid(65534)
     .gid(65534)
+    .current_dir(dir.path())
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -102,7 +102,8 @@ pub(crate) fn spawn_child_in(
     journal: &Path,
     cwd: Option<&Path>,
 ) -> Child {
-    let mut cmd = child_command(server, endpoint, mode, list, journal);
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = child_command(&exe, server, endpoint, mode, list, journal);
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
@@ -112,16 +113,18 @@ pub(crate) fn spawn_child_in(
         .unwrap()
 }
 
-/// The command that runs [`journal_child`] in `mode` on the batch `list`
-/// ("path\tkey" lines), for a caller to adjust and run.
+/// The command that runs [`journal_child`] of the test binary `exe` in
+/// `mode` on the batch `list` ("path\tkey" lines), for a caller to adjust
+/// and run.
 pub(crate) fn child_command(
+    exe: &Path,
     server: &Server,
     endpoint: &str,
     mode: &str,
     list: &str,
     journal: &Path,
 ) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut cmd = Command::new(exe);
     cmd.args([
         "--ignored",
         "--exact",
