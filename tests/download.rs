@@ -754,11 +754,19 @@ fn a_full_disk_fails_the_file_before_its_bytes_are_fetched_and_names_the_path() 
     let dest = disk.path().join("too-big");
     let mut b = Batch::new();
     b.add(&dest, "full/too-big");
-    let p = finish(&up.download(&b).unwrap(), 60);
+    let job = up.download(&b).unwrap();
+    let p = finish(&job, 60);
     assert_eq!(p.state, JobState::Failed, "{:?}", p.error);
     let e = p.error.unwrap();
     assert!(e.to_string().contains(&*dest.to_string_lossy()), "{e}");
     assert!(e.to_string().contains("no space left on device"), "{e}");
+    let report = &job.files()[0];
+    assert_eq!(report.state, FileState::Failed, "{report:?}");
+    assert_eq!(
+        (report.bytes_done, report.verified),
+        (0, None),
+        "{report:?}"
+    );
     // No byte of it was fetched, and nothing is left on the disk.
     assert!(
         proxy

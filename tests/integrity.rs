@@ -50,7 +50,6 @@ fn by_hand(what: &str, store: &Store) -> Integrity {
     }
 }
 
-/// A multipart file (3 parts of 5 MiB) and a small one (one PutObject).
 /// A file of each way of sending: in parts, one PUT from the file, and one
 /// PUT from memory (16 KiB or less, checksummed on the worker).
 fn files_of_each_kind(prefix: &str) -> Files {

@@ -44,8 +44,8 @@ pub enum Command {
     /// Each file takes its name only once complete and checked against
     /// its ETag (or the store's full-object CRC32C); until then it is a
     /// temporary .NAME.batchput-partial beside it. Upload options (--acl,
-    /// --integrity...) do not apply. A key that would land outside DIR refuses the whole job before
-    /// anything is written. The first fatal error stops the batch: files
+    /// --integrity...) do not apply. A key that would land outside DIR
+    /// refuses the whole job before anything is written. The first fatal error stops the batch: files
     /// not finished are removed, finished ones stay.
     #[command(after_help = AFTER_HELP)]
     Download(Box<crate::download::DownloadArgs>),

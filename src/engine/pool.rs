@@ -24,22 +24,30 @@ use std::thread::JoinHandle;
 
 type Task = Box<dyn FnOnce() + Send + 'static>;
 
-/// The tasks not yet taken, and whether the pool is closing.
+/// The pool's queue: a task wakes one sleeping thread.
 #[derive(Default)]
 struct Queue {
-    state: Mutex<(VecDeque<Task>, bool)>,
+    state: Mutex<QueueState>,
     ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Tasks not yet taken.
+    tasks: VecDeque<Task>,
+    /// Set when the pool drops: threads end once `tasks` is empty.
+    closing: bool,
 }
 
 impl Queue {
     /// The state; a panic never happens under the lock, but a poisoned
     /// queue is still a queue.
-    fn lock(&self) -> MutexGuard<'_, (VecDeque<Task>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn push(&self, task: Task) {
-        self.lock().0.push_back(task);
+        self.lock().tasks.push_back(task);
         self.ready.notify_one();
     }
 
@@ -48,10 +56,10 @@ impl Queue {
     fn pop(&self) -> Option<Task> {
         let mut state = self.lock();
         loop {
-            if let Some(task) = state.0.pop_front() {
+            if let Some(task) = state.tasks.pop_front() {
                 return Some(task);
             }
-            if state.1 {
+            if state.closing {
                 return None;
             }
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -59,7 +67,7 @@ impl Queue {
     }
 
     fn close(&self) {
-        self.lock().1 = true;
+        self.lock().closing = true;
         self.ready.notify_all();
     }
 }

@@ -402,28 +402,26 @@ fn send_data(
             None => e,
         }
     };
-    let md5_mode = matches!(ctx.integrity, Integrity::EtagMd5 | Integrity::ContentMd5);
-    // A small range: its bytes, read once, with their checksums.
+    // A small range: its bytes, read once.
     let mut inline_buf = Vec::new();
-    let inline = if *len <= INLINE_BODY {
+    let inline: Option<&[u8]> = if *len <= INLINE_BODY {
         inline_buf.resize(*len as usize, 0);
-        let bytes = &mut inline_buf[..];
         source
             .file
-            .read_exact_at(bytes, *offset)
+            .read_exact_at(&mut inline_buf, *offset)
             .map_err(|e| local(read_failed(source, &task.path, &e)))?;
-        let crc = (ctx.integrity == Integrity::Crc32c).then(|| crc32c::crc32c(bytes));
-        Some((&*bytes, crc))
+        Some(&inline_buf)
     } else {
         None
     };
     // The MD5 modes hand a bigger range to the uploader's MD5 thread, which
     // hashes it beside other ranges while this one is sent (etag-md5) or
     // before (content-md5, whose header needs it).
-    let mut md5 = md5_mode.then(|| match inline {
-        Some((bytes, _)) => RangeMd5::Known(Md5::digest(bytes).into()),
-        None => RangeMd5::Pending(ctx.hasher.submit(source.file.clone(), *offset, *len)),
-    });
+    let mut md5 =
+        matches!(ctx.integrity, Integrity::EtagMd5 | Integrity::ContentMd5).then(|| match inline {
+            Some(bytes) => RangeMd5::Known(Md5::digest(bytes).into()),
+            None => RangeMd5::Pending(ctx.hasher.submit(source.file.clone(), *offset, *len)),
+        });
     // `answered`: the server holds the bytes, so their MD5 is wanted even if
     // the job stopped meanwhile (a paused job records the part, a stopped
     // one reports it truthfully). Before that, a stop ends the wait.
@@ -441,24 +439,23 @@ fn send_data(
                     .expect("content-md5 hashes");
                 (SentChecksum::ContentMd5(md5), None)
             }
-            Integrity::Crc32c if inline.is_some() => {
-                let crc = inline.and_then(|(_, crc)| crc).expect("crc32c computed");
-                (SentChecksum::Crc32c(crc), Some(crc))
-            }
             Integrity::Crc32c => {
-                let crc = BUFFER.with(|cell| {
-                    // No bigger than the data needs (see `body::send_streamed`).
-                    let mut guard = cell.borrow_mut();
-                    let buf = page_aligned(
-                        &mut guard,
-                        (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096,
-                    );
-                    let mut crc = 0u32;
-                    read_range(source, *offset, *len, buf, &task.path, |c| {
-                        crc = crc32c::crc32c_append(crc, c)
-                    })
-                    .map(|()| crc)
-                });
+                let crc = match inline {
+                    Some(bytes) => Ok(crc32c::crc32c(bytes)),
+                    None => BUFFER.with(|cell| {
+                        // No bigger than the data needs (see `body::send_streamed`).
+                        let mut guard = cell.borrow_mut();
+                        let buf = page_aligned(
+                            &mut guard,
+                            (*len as usize).clamp(1, CHUNK).div_ceil(4096) * 4096,
+                        );
+                        let mut crc = 0u32;
+                        read_range(source, *offset, *len, buf, &task.path, |c| {
+                            crc = crc32c::crc32c_append(crc, c)
+                        })
+                        .map(|()| crc)
+                    }),
+                };
                 let crc = crc.map_err(local)?;
                 (SentChecksum::Crc32c(crc), Some(crc))
             }
@@ -484,7 +481,7 @@ fn send_data(
         };
         let result = match inline {
             // Paced once, whole: the only refusal is a stop.
-            Some((bytes, _)) => match pace(*len) {
+            Some(bytes) => match pace(*len) {
                 Ok(()) => send(Body::Bytes(bytes), checksum),
                 Err(_) => Err(stopped()),
             },
