@@ -247,6 +247,122 @@ fn a_stop_mid_download_ends_in_bounded_time_and_removes_partial_files() {
     );
 }
 
+/// Small objects, each fetched by one GET from start to finish in one
+/// task (its temporary file made by the task itself): `held` of them are
+/// named `held-N`.
+fn seed_small(server: &Server, n: usize, held: usize) -> Vec<Object> {
+    let store = server.store();
+    (0..n)
+        .map(|i| {
+            let key = if i < held {
+                format!("one/held-{i}")
+            } else {
+                format!("one/file {i}")
+            };
+            let data = pattern(40_000 + i, 100 + i as u64);
+            put(&store, &key, &data);
+            Object { key, data }
+        })
+        .collect()
+}
+
+/// Every file of `objects` under `dir` is either complete and byte-exact
+/// or absent, and no partial file is left anywhere.
+fn assert_nothing_half_written(dir: &Path, objects: &[Object], files: &[batchput::FileReport]) {
+    for (i, f) in files.iter().enumerate() {
+        let dest = dir.join(format!("sub/{i}"));
+        if f.state == FileState::Completed {
+            assert!(
+                std::fs::read(&dest).unwrap() == objects[i].data,
+                "{}",
+                objects[i].key
+            );
+        } else {
+            assert!(
+                !dest.exists(),
+                "{} exists after {:?}",
+                dest.display(),
+                f.state
+            );
+        }
+    }
+    assert!(partial_files(dir).is_empty(), "{:?}", partial_files(dir));
+}
+
+#[test]
+fn a_stop_while_objects_of_one_get_are_in_flight_leaves_no_partial_file() {
+    let server = support::s3s();
+    let objects = seed_small(&server, 30, 3);
+    let proxy = Proxy::start(&server.endpoint);
+    proxy.add_rule(Rule::new(
+        Match::method("GET").and_path("held-"),
+        Action::BlackHole,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let up = Uploader::new(server.config_via(&proxy.endpoint()).workers(4)).unwrap();
+    let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
+    // The three held GETs are out (their temporary files made), and the
+    // other files went on past them.
+    assert!(proxy.wait_for(Duration::from_secs(20), |log| {
+        log.iter()
+            .filter(|e| e.method == "GET" && e.path.contains("held-"))
+            .count()
+            == 3
+    }));
+    let asked = Instant::now();
+    job.stop();
+    let p = finish(&job, 30);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(p.state, JobState::Stopped);
+    let files = job.files();
+    for f in &files[..3] {
+        assert_eq!(f.state, FileState::Aborted, "{f:?}");
+    }
+    assert_nothing_half_written(dir.path(), &objects, &files);
+}
+
+#[test]
+fn an_object_of_one_get_corrupted_or_cut_fails_and_leaves_no_partial_file() {
+    let server = support::s3s();
+    let objects = seed_small(&server, 12, 1);
+    let proxy = Proxy::start(&server.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let up = Uploader::new(server.config_via(&proxy.endpoint()).workers(2).retries(2)).unwrap();
+
+    // A byte flipped on the way: the MD5 of what was written is not the ETag.
+    proxy.add_rule(Rule::new(
+        Match::method("GET").and_path("held-0"),
+        Action::CorruptAnswer { at: 30_000 },
+    ));
+    let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
+    let p = finish(&job, 60);
+    assert_eq!(p.state, JobState::Failed);
+    let error = p.error.unwrap();
+    assert_eq!(error.kind(), ErrorKind::Integrity, "{error}");
+    assert!(error.to_string().contains("one/held-0"), "{error}");
+    let files = job.files();
+    assert_eq!(files[0].state, FileState::Failed);
+    assert_nothing_half_written(dir.path(), &objects, &files);
+
+    // Every attempt cut before its answer.
+    proxy.clear_rules();
+    proxy.add_rule(Rule::new(
+        Match::method("GET").and_path("held-0"),
+        Action::CutAfter { bytes: 0 },
+    ));
+    let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
+    let p = finish(&job, 60);
+    assert_eq!(p.state, JobState::Failed);
+    assert!(p.error.unwrap().to_string().contains("one/held-0"));
+    let files = job.files();
+    assert_eq!(files[0].state, FileState::Failed);
+    assert_nothing_half_written(dir.path(), &objects, &files);
+}
+
 #[test]
 fn a_replaced_object_fails_its_file() {
     for server in support::servers() {

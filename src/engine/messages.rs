@@ -34,6 +34,12 @@ pub(crate) enum Work {
     Get(super::download::Fetch),
     /// Check a downloaded file and rename it into place.
     Finish(super::download::Finish),
+    /// Download an object of one GET from start to finish: make its
+    /// temporary file, fetch, check, rename into place.
+    GetWhole {
+        fetch: super::download::Fetch,
+        finish: super::download::Finish,
+    },
 }
 
 impl Work {
@@ -43,7 +49,7 @@ impl Work {
             Work::Create => "CreateMultipartUpload",
             Work::Part { .. } => "UploadPart",
             Work::Complete { .. } => "CompleteMultipartUpload",
-            Work::Get(_) => "GetObject",
+            Work::Get(_) | Work::GetWhole { .. } => "GetObject",
             Work::Finish(_) => "finishing the download",
         }
     }

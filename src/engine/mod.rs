@@ -15,6 +15,7 @@ mod hasher;
 mod messages;
 mod pool;
 mod probe;
+mod queue;
 mod rate;
 mod resume;
 mod worker;

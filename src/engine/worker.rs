@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
 use super::hasher::{HashHandle, PendingDigest};
 use super::messages::{Msg, Source, Task, Unsettled, Work};
+use super::queue::Queue;
 use super::rate::{sleep_unless_cancelled, TokenBucket};
 use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
@@ -97,7 +97,8 @@ pub(crate) struct JobContext {
     /// (throttling, a broken or refused connection, a timeout): what
     /// `workers=auto` backs off on.
     pub pressure: AtomicU64,
-    pub tx: Sender<Msg>,
+    /// Every task's one message, to the coordinator.
+    pub messages: Queue<Msg>,
     pub uploads: Mutex<OpenUploads>,
     /// The uploader's MD5 thread (see `hasher`).
     pub hasher: HashHandle,
@@ -146,8 +147,9 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
             }
         }
     };
-    // The coordinator may be gone (job over); then nobody needs the message.
-    let _ = ctx.tx.send(msg);
+    // The coordinator may be gone (job over); then nobody needs the message
+    // (never closed: the queue goes with the job's context).
+    let _ = ctx.messages.push(msg);
 }
 
 fn stopped() -> Error {
@@ -203,6 +205,7 @@ fn execute(ctx: &JobContext, task: &Task) -> Result<Msg> {
         } => complete(ctx, task, upload_id, parts, expected_etag.as_deref(), hint),
         Work::Get(how) => super::download::fetch(ctx, task, how),
         Work::Finish(how) => super::download::finish(ctx, task, how),
+        Work::GetWhole { fetch, finish } => super::download::fetch_whole(ctx, task, fetch, finish),
     }
 }
 

@@ -242,6 +242,17 @@ enum Framing {
     UntilClose,
 }
 
+/// The length of the body `head` announces for an answer to `method`
+/// (0 when it has none); `None` when it is chunked, runs to the end of the
+/// stream, or the head is malformed.
+pub(crate) fn body_length(method: &str, head: &Head) -> Option<u64> {
+    match framing(method, head) {
+        Ok(Framing::None) => Some(0),
+        Ok(Framing::Length(n)) => Some(n),
+        _ => None,
+    }
+}
+
 fn framing(method: &str, head: &Head) -> Result<Framing, WireError> {
     if method.eq_ignore_ascii_case("HEAD")
         || (100..200).contains(&head.status)

@@ -128,6 +128,9 @@ impl Coordinator<'_> {
     /// when its first part is dispatched. Downloads in progress count
     /// against `max_pending_uploads`.
     fn start_download(&mut self, f: usize) -> bool {
+        if self.plans[f].parts == 1 && self.files[f].parts_done == 0 {
+            return self.start_whole_download(f);
+        }
         if !self.admit_in_parts(f) {
             return false;
         }
@@ -142,6 +145,43 @@ impl Coordinator<'_> {
             run.has_temp = true;
             self.to_complete.push_back(f);
         }
+        true
+    }
+
+    /// Starts downloading file `f`, an object of one GET, as one task that
+    /// makes its temporary file, fetches, checks and renames it (see
+    /// `download::fetch_whole`). Like a PutObject it holds a slot of the
+    /// open-file budget while it runs and does not count against
+    /// `max_pending_uploads`.
+    fn start_whole_download(&mut self, f: usize) -> bool {
+        if self.open_files >= self.max_open_files {
+            return false;
+        }
+        self.next_file += 1;
+        self.mark_started(f);
+        if let Some(j) = &mut self.journal {
+            // Group-committed: losing it costs one GET again.
+            j.record_intent(f);
+        }
+        self.open_files += 1;
+        let run = &mut self.files[f];
+        run.holds_fd = true;
+        // Made by the task: cleanup removes it should the task not.
+        run.has_temp = true;
+        run.whole = true;
+        run.phase = Phase::Completing;
+        let object = self.plans[f].object.clone().expect("a download");
+        let work = Work::GetWhole {
+            fetch: Fetch {
+                part: 1,
+                parts: 1,
+                object_size: self.plans[f].size,
+                hash: download::hash_while_fetching(&object, 1),
+                object,
+            },
+            finish: self.finish_of(f),
+        };
+        self.spawn(f, work, None);
         true
     }
 
@@ -264,31 +304,8 @@ impl Coordinator<'_> {
     fn spawn_complete(&mut self, f: usize) {
         let run = &mut self.files[f];
         run.phase = Phase::Completing;
-        if let Some(object) = &self.plans[f].object {
-            // Planned without an ETag: the one its GET saw.
-            let object = match (&object.etag, run.parts.first()) {
-                (e, Some(Some(part))) if e.is_empty() => Arc::new(crate::engine::RemoteObject {
-                    etag: part.etag.clone(),
-                    ..(**object).clone()
-                }),
-                _ => object.clone(),
-            };
-            let how = Finish {
-                size: self.plans[f].size,
-                object,
-                md5s: run
-                    .parts
-                    .iter()
-                    .map(|p| p.as_ref().and_then(|p| p.md5))
-                    .collect(),
-                crcs: run
-                    .parts
-                    .iter()
-                    .map(|p| p.as_ref().and_then(|p| p.crc32c))
-                    .collect(),
-                part_size: self.plans[f].part_size,
-                part_size_hint: self.engine.cfg.part_size,
-            };
+        if self.plans[f].object.is_some() {
+            let how = self.finish_of(f);
             self.spawn(f, Work::Finish(how), None);
             return;
         }
@@ -318,6 +335,36 @@ impl Coordinator<'_> {
             },
             None,
         );
+    }
+
+    /// The last step of download `f`, from what its parts brought.
+    fn finish_of(&self, f: usize) -> Finish {
+        let (plan, run) = (&self.plans[f], &self.files[f]);
+        let object = plan.object.as_ref().expect("a download");
+        // Planned without an ETag: the one its GET saw.
+        let object = match (&object.etag, run.parts.first()) {
+            (e, Some(Some(part))) if e.is_empty() => Arc::new(crate::engine::RemoteObject {
+                etag: part.etag.clone(),
+                ..(**object).clone()
+            }),
+            _ => object.clone(),
+        };
+        Finish {
+            size: plan.size,
+            object,
+            md5s: run
+                .parts
+                .iter()
+                .map(|p| p.as_ref().and_then(|p| p.md5))
+                .collect(),
+            crcs: run
+                .parts
+                .iter()
+                .map(|p| p.as_ref().and_then(|p| p.crc32c))
+                .collect(),
+            part_size: plan.part_size,
+            part_size_hint: self.engine.cfg.part_size,
+        }
     }
 
     fn spawn(&mut self, f: usize, work: Work, data: Option<(Source, u64, u64)>) {

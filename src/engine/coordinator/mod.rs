@@ -21,8 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-
 mod cleanup;
 mod concurrency;
 mod dispatch;
@@ -112,6 +110,9 @@ struct FileRun {
     part_cut_after_send: bool,
     /// A download's temporary file exists (made or kept by this job).
     has_temp: bool,
+    /// A download of one GET, run as one task from its temporary file to
+    /// its final name: it never joins the active files.
+    whole: bool,
     /// How a download was checked.
     verified: Option<download::Verification>,
 }
@@ -130,7 +131,6 @@ pub(crate) struct Coordinator<'a> {
     paths: Vec<Arc<std::path::Path>>,
     files: Vec<FileRun>,
     ctx: Arc<JobContext>,
-    rx: Receiver<Msg>,
     /// Requests in flight allowed now (fixed, or adapting: `concurrency`).
     concurrency: concurrency::Concurrency,
     max_open_files: usize,
@@ -181,7 +181,6 @@ impl<'a> Coordinator<'a> {
         journal: Option<Journal>,
         priors: Option<Vec<Prior>>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
         let now = Instant::now();
         let cfg = &engine.cfg;
         let ctx = Arc::new(JobContext {
@@ -200,7 +199,7 @@ impl<'a> Coordinator<'a> {
             activity: Default::default(),
             rate: engine.rate.clone(),
             pressure: Default::default(),
-            tx,
+            messages: Default::default(),
             uploads: Default::default(),
             hasher: engine.hasher.handle(),
         });
@@ -231,6 +230,7 @@ impl<'a> Coordinator<'a> {
                 unsettled: None,
                 part_cut_after_send: false,
                 has_temp: false,
+                whole: false,
                 verified: None,
             })
             .collect();
@@ -240,7 +240,6 @@ impl<'a> Coordinator<'a> {
             paths: plans.iter().map(|p| Arc::from(p.path.as_path())).collect(),
             files,
             ctx,
-            rx,
             concurrency: concurrency::Concurrency::new(
                 cfg.adaptive_workers,
                 cfg.workers,
@@ -361,16 +360,10 @@ impl<'a> Coordinator<'a> {
                     break;
                 }
             }
-            match self.rx.recv_timeout(TICK) {
-                Ok(msg) => {
+            if let Some(msg) = self.ctx.messages.pop_timeout(TICK) {
+                self.handle(msg);
+                while let Some(msg) = self.ctx.messages.try_pop() {
                     self.handle(msg);
-                    while let Ok(msg) = self.rx.try_recv() {
-                        self.handle(msg);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    unreachable!("the coordinator holds a sender")
                 }
             }
             self.heartbeat();
@@ -476,8 +469,15 @@ impl<'a> Coordinator<'a> {
             } => {
                 self.files[file].verified = Some(verified);
                 self.files[file].has_temp = false;
-                self.pending_uploads -= 1;
-                self.active.retain(|&a| a != file);
+                if self.files[file].whole {
+                    let size = self.plans[file].size;
+                    self.release_fd(file);
+                    self.acknowledge(file, size, now);
+                    self.parts_done += 1;
+                } else {
+                    self.pending_uploads -= 1;
+                    self.active.retain(|&a| a != file);
+                }
                 // Synced for objects in parts, as for uploads: losing it
                 // would cost their whole download again.
                 let sync = self.plans[file].parts > 1;
@@ -500,7 +500,10 @@ impl<'a> Coordinator<'a> {
                 if part.is_some() {
                     self.files[file].parts_in_flight -= 1;
                     self.after_part_returns(file);
-                } else if !self.plans[file].multipart {
+                } else {
+                    // A PutObject or a whole download held its file; a
+                    // multipart upload's or download's other tasks hold
+                    // none (a no-op then).
                     self.release_fd(file);
                 }
                 // A task cut short by the job's own end is a consequence,

@@ -80,10 +80,6 @@ pub(crate) fn temp_path(dest: &Path) -> PathBuf {
 pub(crate) fn open_temp(dest: &Path, size: u64, keep: bool) -> Result<File> {
     let temp = temp_path(dest);
     let fail = |verb: &str, e: &io::Error| Error::local_io(verb, &temp, e).with_path(dest);
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::local_io("create the directory", parent, &e).with_path(dest))?;
-    }
     if let Ok(meta) = std::fs::symlink_metadata(dest) {
         if meta.is_dir() {
             return Err(Error::input(format!(
@@ -115,17 +111,26 @@ pub(crate) fn open_temp(dest: &Path, size: u64, keep: bool) -> Result<File> {
         }
         return Ok(file);
     }
-    // A leftover of an earlier attempt (or anything else at that name) is
-    // replaced, never followed: unlink, then create exclusively.
-    match std::fs::remove_file(&temp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail("replace", &e)),
+    // Created exclusively; a leftover of an earlier attempt (or anything
+    // else at that name) is replaced, never followed; missing directories
+    // are made. Asked in that order, the usual case is one system call.
+    options.create_new(true);
+    let file = match options.open(&temp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&temp).map_err(|e| fail("replace", &e))?;
+            options.open(&temp)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::local_io("create the directory", parent, &e).with_path(dest)
+                })?;
+            }
+            options.open(&temp)
+        }
+        opened => opened,
     }
-    let file = options
-        .create_new(true)
-        .open(&temp)
-        .map_err(|e| fail("create", &e))?;
+    .map_err(|e| fail("create", &e))?;
     preallocate(&file, size).map_err(|e| {
         let _ = std::fs::remove_file(&temp);
         fail("make room for", &e)
@@ -177,15 +182,82 @@ pub(crate) struct Fetch {
 /// Fetches one range or part into the temporary file, with retries.
 pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
     let (source, offset, len) = task.data.as_ref().expect("a fetch has its range");
+    let (etag, md5, crc32c) = fetch_range(ctx, task, &source.file, (*offset, *len), how)?;
+    Ok(Msg::PartDone {
+        file: task.file,
+        part: how.part,
+        // The ETag this answer had: what an object planned without one is
+        // checked against.
+        etag,
+        md5,
+        crc32c,
+    })
+}
+
+/// An object fetched by one GET, from start to finish in one task: its
+/// temporary file made here, its bytes fetched and checked, the file
+/// renamed into place. For the many-small-files case this saves a round
+/// trip through the coordinator per file (it would otherwise make the
+/// temporary file itself, then hand out the check as a task of its own).
+/// Whatever goes wrong, the temporary file is removed before the task
+/// reports: the coordinator's cleanup may already have run.
+pub(crate) fn fetch_whole(
+    ctx: &JobContext,
+    task: &Task,
+    how: &Fetch,
+    finishing: &Finish,
+) -> Result<Msg> {
+    let size = finishing.size;
+    let file = open_temp(&task.path, size, false).map_err(|e| e.with_key(&*task.key))?;
+    let fetched = (|| {
+        if ctx.uploads.lock().closed {
+            // The job's cleanup has begun, and may have looked for this
+            // file's temporary file before it existed.
+            return Err(Error::new(ErrorKind::Stopped, "stopped"));
+        }
+        let file = Arc::new(file);
+        let (etag, md5, crc) = fetch_range(ctx, task, &file, (0, size), how)?;
+        let object = match &finishing.object.etag {
+            // Planned without an ETag (s3s-fs lists none): the one its GET saw.
+            e if e.is_empty() => Arc::new(RemoteObject {
+                etag,
+                ..(*finishing.object).clone()
+            }),
+            _ => finishing.object.clone(),
+        };
+        let finishing = Finish {
+            object,
+            md5s: vec![md5],
+            crcs: vec![crc],
+            ..finishing.clone()
+        };
+        finish_file(ctx, task, &finishing, &file)
+    })();
+    if fetched.is_err() {
+        remove_temp(&task.path);
+    }
+    fetched
+}
+
+/// Fetches `offset, len` of the object into `file`, with retries: the
+/// answer's ETag and, where the check needs them, the bytes' MD5 and
+/// CRC32C.
+fn fetch_range(
+    ctx: &JobContext,
+    task: &Task,
+    file: &Arc<File>,
+    (offset, len): (u64, u64),
+    how: &Fetch,
+) -> Result<(String, Option<[u8; 16]>, Option<u32>)> {
     let temp = temp_path(&task.path);
     let result = retrying(ctx, |_| {
         let mut sink = ToFile {
             ctx,
-            file: &source.file,
+            file,
             temp: &temp,
             key: &task.key,
             how,
-            planned: (*offset, *len),
+            planned: (offset, len),
             began: false,
             at: 0,
             end: 0,
@@ -195,7 +267,7 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
             crc: how.object.crc32c.map(|_| 0),
         };
         let spec = GetSpec {
-            range: (!how.object.by_part_number && how.parts > 1).then_some((*offset, *len)),
+            range: (!how.object.by_part_number && how.parts > 1).then_some((offset, len)),
             part_number: how.object.by_part_number.then_some(how.part),
             if_match: Some(how.object.etag.as_str()).filter(|e| !e.is_empty()),
         };
@@ -234,21 +306,12 @@ pub(crate) fn fetch(ctx: &JobContext, task: &Task, how: &Fetch) -> Result<Msg> {
         // still records it, so its MD5 is waited for whatever the stop says.
         let md5 = ctx
             .hasher
-            .submit(source.file.clone(), start, len)
+            .submit(file.clone(), start, len)
             .wait()
             .map_err(|e| read_back_failed(&temp, &e))?;
         Ok((etag, Some(md5), crc))
     });
-    let (etag, md5, crc32c) = result.map_err(|e| e.with_part(how.part).with_path(&*task.path))?;
-    Ok(Msg::PartDone {
-        file: task.file,
-        part: how.part,
-        // The ETag this answer had: what an object planned without one is
-        // checked against.
-        etag,
-        md5,
-        crc32c,
-    })
+    result.map_err(|e| e.with_part(how.part).with_path(&*task.path))
 }
 
 /// A range of a temporary file that could not be read back for its check.
@@ -437,6 +500,7 @@ impl ObjectSink for ToFile<'_> {
 
 /// The last step of a download: check the bytes, make them durable, give
 /// the file its name.
+#[derive(Clone)]
 pub(crate) struct Finish {
     pub size: u64,
     pub object: Arc<RemoteObject>,
@@ -452,9 +516,16 @@ pub(crate) struct Finish {
 }
 
 pub(crate) fn finish(ctx: &JobContext, task: &Task, how: &Finish) -> Result<Msg> {
+    let temp = temp_path(&task.path);
+    let file =
+        File::open(&temp).map_err(|e| Error::local_io("open", &temp, &e).with_path(&*task.path))?;
+    finish_file(ctx, task, how, &file)
+}
+
+/// [`finish`] with the temporary file open.
+fn finish_file(ctx: &JobContext, task: &Task, how: &Finish, file: &File) -> Result<Msg> {
     let dest = &*task.path;
     let temp = temp_path(dest);
-    let file = File::open(&temp).map_err(|e| Error::local_io("open", &temp, &e).with_path(dest))?;
     let len = file
         .metadata()
         .map_err(|e| Error::local_io("read", &temp, &e))?
@@ -470,10 +541,9 @@ pub(crate) fn finish(ctx: &JobContext, task: &Task, how: &Finish) -> Result<Msg>
         )
         .with_path(dest));
     }
-    let verified = verify::check(ctx, &file, &temp, &task.key, how)?;
+    let verified = verify::check(ctx, file, &temp, &task.key, how)?;
     file.sync_all()
         .map_err(|e| Error::local_io("sync", &temp, &e).with_path(dest))?;
-    drop(file);
     {
         // Under the registry's lock: once cleanup closed it, no file takes
         // its final name, so the report never says "aborted" for a file

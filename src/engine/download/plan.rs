@@ -81,9 +81,10 @@ pub(crate) fn plan(
     }
     let mut dests = Vec::with_capacity(entries.len());
     let mut seen: HashMap<PathBuf, &str> = HashMap::with_capacity(entries.len());
+    let mut parents_checked = HashSet::new();
     for (dest, key) in entries {
         check_key(key).map_err(|e| e.with_path(dest.clone()))?;
-        let dest = check_destination(dest)?;
+        let dest = check_destination(dest, &mut parents_checked)?;
         if let Some(first) = seen.insert(dest.clone(), key) {
             return Err(Error::input(format!(
                 "keys '{first}' and '{key}' would both be downloaded to {}",
@@ -189,8 +190,10 @@ fn checked_by_crc32c(k: &Known) -> bool {
     k.crc32c.is_some() && !is_md5_hex(&k.etag)
 }
 
-/// An absolute destination that is not a directory.
-fn check_destination(dest: &Path) -> Result<PathBuf> {
+/// An absolute destination that is not a directory, below no file.
+/// `parents_checked`: directories already found fine (a batch's files share
+/// a few, and each check asks the file system once per ancestor).
+fn check_destination(dest: &Path, parents_checked: &mut HashSet<PathBuf>) -> Result<PathBuf> {
     let refuse = |why: String| Error::input(why).with_path(dest);
     if dest.as_os_str().is_empty() {
         return Err(refuse("a destination path is empty".into()));
@@ -208,14 +211,23 @@ fn check_destination(dest: &Path) -> Result<PathBuf> {
             dest.display()
         )));
     }
-    if let Some(parent) = abs.parent() {
-        if let Some(file) = parent.ancestors().find(|a| a.exists() && !a.is_dir()) {
-            return Err(refuse(format!(
-                "{} cannot be created: {} is a file, not a directory",
-                dest.display(),
-                file.display()
-            )));
+    if let Some(parent) = abs.parent().filter(|p| !parents_checked.contains(*p)) {
+        for a in parent.ancestors() {
+            match std::fs::metadata(a) {
+                // Every ancestor of a directory that exists is one too.
+                Ok(meta) if meta.is_dir() => break,
+                Ok(_) => {
+                    return Err(refuse(format!(
+                        "{} cannot be created: {} is a file, not a directory",
+                        dest.display(),
+                        a.display()
+                    )))
+                }
+                // Not there yet (or below a file: its ancestors say).
+                Err(_) => {}
+            }
         }
+        parents_checked.insert(parent.to_path_buf());
     }
     Ok(abs)
 }
