@@ -17,14 +17,14 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use std::time::Duration;
 
-use md5_lanes::LANES;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::queue::Queue;
+use md5_lanes::LANES;
 
 /// Bytes read into a lane at a time (a multiple of 64): the measured best
 /// range was flat from 64 KiB to 1 MiB; eight lanes of this are the
@@ -40,74 +40,43 @@ struct Job {
     file: Arc<File>,
     offset: u64,
     len: u64,
-    reply: Reply,
-}
-
-/// Where a range's digest goes, and whether anyone still wants it.
-#[derive(Default)]
-struct Slot {
-    digest: Mutex<Option<io::Result<[u8; 16]>>>,
-    ready: Condvar,
     /// Cleared when its [`PendingDigest`] is dropped: nobody waits for the
     /// digest any more (the task gave up, the job stopped), so the range is
     /// dropped instead of hashed.
-    wanted: AtomicBool,
+    wanted: Arc<AtomicBool>,
+    reply: Sender<io::Result<[u8; 16]>>,
 }
 
-/// The MD5 thread's end of a [`Slot`]: answered once; dropped unanswered
-/// (the thread ended, the range was discarded), it answers "gone".
-struct Reply(Option<Arc<Slot>>);
-
-impl Reply {
-    fn wanted(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|s| s.wanted.load(Ordering::Relaxed))
-    }
-
-    fn send(mut self, digest: io::Result<[u8; 16]>) {
-        if let Some(slot) = self.0.take() {
-            *slot.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
-            slot.ready.notify_all();
-        }
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            Reply(Some(slot)).send(Err(gone()));
-        }
-    }
-}
-
-/// The thread and the way to it; dropping it ends the thread (ranges
-/// queued or in its lanes get an error) and joins it.
+/// The thread and the way to it; dropping it ends the thread (ranges still
+/// in its lanes get an error) and joins it.
 pub(crate) struct Hasher {
     handle: HashHandle,
+    /// Never sent on: dropping it is what tells the thread to end, even
+    /// while job contexts still hold a `HashHandle`.
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// How workers reach the thread.
 #[derive(Clone)]
-pub(crate) struct HashHandle(Arc<Queue<Job>>);
+pub(crate) struct HashHandle(Sender<Job>);
 
 /// A digest being computed; dropping it withdraws the range.
 pub(crate) struct PendingDigest {
-    slot: Arc<Slot>,
+    rx: Receiver<io::Result<[u8; 16]>>,
+    wanted: Arc<AtomicBool>,
 }
 
 impl Hasher {
     pub fn new() -> io::Result<Hasher> {
-        let jobs: Arc<Queue<Job>> = Arc::default();
-        let thread = {
-            let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name("batchput-md5".into())
-                .spawn(move || Lanes::new().run(&jobs))?
-        };
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("batchput-md5".into())
+            .spawn(move || Lanes::new().run(&rx, &stopped))?;
         Ok(Hasher {
-            handle: HashHandle(jobs),
+            handle: HashHandle(tx),
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -119,9 +88,7 @@ impl Hasher {
 
 impl Drop for Hasher {
     fn drop(&mut self) {
-        // Job contexts may still hold handles: what they queued, or queue
-        // from now on, is answered "gone".
-        self.handle.0.close_and_discard();
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -131,19 +98,18 @@ impl Drop for Hasher {
 impl HashHandle {
     /// Starts hashing `len` bytes of `file` from `offset`.
     pub fn submit(&self, file: Arc<File>, offset: u64, len: u64) -> PendingDigest {
-        let slot = Arc::new(Slot {
-            wanted: AtomicBool::new(true),
-            ..Slot::default()
-        });
-        // Refused only once the uploader is being dropped; the dropped
-        // reply then tells `wait`.
-        let _ = self.0.push(Job {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let wanted = Arc::new(AtomicBool::new(true));
+        // A send fails only once the uploader is being dropped; the
+        // dropped reply then tells `wait`.
+        let _ = self.0.send(Job {
             file,
             offset,
             len,
-            reply: Reply(Some(slot.clone())),
+            wanted: wanted.clone(),
+            reply,
         });
-        PendingDigest { slot }
+        PendingDigest { rx, wanted }
     }
 }
 
@@ -156,43 +122,28 @@ impl PendingDigest {
     /// For bytes the server or the file already holds: their record must
     /// not be lost to a stop or pause that comes meanwhile.
     pub fn wait(&self) -> io::Result<[u8; 16]> {
-        let mut digest = self.slot.digest.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(d) = digest.take() {
-                return d;
-            }
-            digest = self
-                .slot
-                .ready
-                .wait(digest)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        self.rx.recv().unwrap_or_else(|_| Err(gone()))
     }
 
     /// [`wait`](Self::wait), or `Interrupted` soon after `stop` is set
     /// (the range stays asked for until this is dropped).
     pub fn wait_unless(&self, stop: &AtomicBool) -> io::Result<[u8; 16]> {
-        let mut digest = self.slot.digest.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
             }
-            if let Some(d) = digest.take() {
-                return d;
+            match self.rx.recv_timeout(STOP_POLL) {
+                Ok(digest) => return digest,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
             }
-            digest = self
-                .slot
-                .ready
-                .wait_timeout(digest, STOP_POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
     }
 }
 
 impl Drop for PendingDigest {
     fn drop(&mut self) {
-        self.slot.wanted.store(false, Ordering::Relaxed);
+        self.wanted.store(false, Ordering::Relaxed);
     }
 }
 
@@ -226,30 +177,34 @@ impl Lanes {
         }
     }
 
-    /// Hashes what comes until the queue closes (the uploader drops):
-    /// then the ranges in the lanes are dropped, and their replies say so.
-    fn run(mut self, jobs: &Queue<Job>) {
+    fn run(mut self, jobs: &Receiver<Job>, stopped: &Receiver<()>) {
         loop {
             if self.lanes.iter().all(Option::is_none) {
-                match jobs.pop() {
-                    Some(job) => self.place(job),
-                    None => return,
+                crossbeam_channel::select! {
+                    recv(jobs) -> job => match job {
+                        Ok(job) => self.place(job),
+                        Err(_) => return,
+                    },
+                    recv(stopped) -> _ => return,
                 }
             }
-            if jobs.is_closed() {
+            if !matches!(
+                stopped.try_recv(),
+                Err(crossbeam_channel::TryRecvError::Empty)
+            ) {
                 return;
             }
             while self.lanes.iter().any(Option::is_none) {
-                match jobs.try_pop() {
-                    Some(job) => self.place(job),
-                    None => break,
+                match jobs.try_recv() {
+                    Ok(job) => self.place(job),
+                    Err(_) => break,
                 }
             }
             if self.alone_and_new() {
                 // Hashed alone, a range takes the scalar path, at about six
                 // times a lane's cost per byte: a second range arriving
                 // within moments (small files come in streams) joins it.
-                if let Some(job) = jobs.pop_timeout(PAIR_WAIT) {
+                if let Ok(job) = jobs.recv_timeout(PAIR_WAIT) {
                     self.place(job);
                 }
             }
@@ -289,7 +244,7 @@ impl Lanes {
     fn fill(&mut self) {
         for (slot, buf) in self.lanes.iter_mut().zip(&mut self.bufs) {
             let Some(lane) = slot else { continue };
-            if !lane.job.reply.wanted() {
+            if !lane.job.wanted.load(Ordering::Relaxed) {
                 *slot = None;
                 continue;
             }
@@ -302,9 +257,8 @@ impl Lanes {
                 &mut buf[..want],
                 lane.job.offset + lane.read,
             ) {
-                if let Some(lane) = slot.take() {
-                    lane.job.reply.send(Err(e));
-                }
+                let _ = lane.job.reply.send(Err(e));
+                *slot = None;
                 continue;
             }
             lane.read += want as u64;
@@ -358,10 +312,8 @@ impl Lanes {
             lane.state = state;
             lane.used += blocks * 64;
             if lane.padded && lane.used == lane.filled {
-                let digest = md5_lanes::digest(&lane.state);
-                if let Some(lane) = slot.take() {
-                    lane.job.reply.send(Ok(digest));
-                }
+                let _ = lane.job.reply.send(Ok(md5_lanes::digest(&lane.state)));
+                *slot = None;
             }
         }
     }

@@ -15,7 +15,6 @@ mod hasher;
 mod messages;
 mod pool;
 mod probe;
-mod queue;
 mod rate;
 mod resume;
 mod worker;

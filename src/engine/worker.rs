@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
 use super::hasher::{HashHandle, PendingDigest};
 use super::messages::{Msg, Source, Task, Unsettled, Work};
-use super::queue::Queue;
 use super::rate::{sleep_unless_cancelled, TokenBucket};
 use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
@@ -97,8 +97,7 @@ pub(crate) struct JobContext {
     /// (throttling, a broken or refused connection, a timeout): what
     /// `workers=auto` backs off on.
     pub pressure: AtomicU64,
-    /// Every task's one message, to the coordinator.
-    pub messages: Queue<Msg>,
+    pub tx: Sender<Msg>,
     pub uploads: Mutex<OpenUploads>,
     /// The uploader's MD5 thread (see `hasher`).
     pub hasher: HashHandle,
@@ -147,9 +146,8 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
             }
         }
     };
-    // The coordinator may be gone (job over); then nobody needs the message
-    // (never closed: the queue goes with the job's context).
-    let _ = ctx.messages.push(msg);
+    // The coordinator may be gone (job over); then nobody needs the message.
+    let _ = ctx.tx.send(msg);
 }
 
 fn stopped() -> Error {

@@ -646,22 +646,21 @@ fn read_answer(
     let stream = &mut conn.stream;
     let rbuf = &mut conn.rbuf;
     let limits = limits_for(method);
-    // Bytes of the answer still to come, as far as known: 0 (the least)
-    // while the head is read and when its framing says no length.
-    let left = std::cell::Cell::new(0u64);
+    let body = std::cell::Cell::new(BodyRead::default());
     let answer = (|| {
         let fill = &mut |buf: &mut Vec<u8>| {
-            if left.get() <= QUICK_ACK_TAIL {
+            let now = body.get();
+            if now.needs_quick_ack() {
                 ack_at_once(stream.tcp());
             }
             let n = read_more(stream, buf)?;
-            left.set(left.get().saturating_sub(n as u64));
+            body.set(now.after(n));
             Ok(n)
         };
         let head = wire::read_final_head(rbuf, fill, &limits)?;
-        if let Some(n) = wire::body_length(method, &head) {
-            left.set(n.saturating_sub(rbuf.len() as u64));
-        }
+        body.set(BodyRead::begin(
+            wire::body_length(method, &head).map(|n| n.saturating_sub(rbuf.len() as u64)),
+        ));
         match sink {
             Some(sink) if (200..300).contains(&head.status) => {
                 sink.head(&head).map_err(wire::WireError::Sink)?;
@@ -721,6 +720,42 @@ fn read_body(
 /// loopback, many more on a real link.
 const QUICK_ACK_TAIL: u64 = 256 * 1024;
 
+/// Where the reading of an answer's body is, for [`ack_at_once`].
+#[derive(Clone, Copy, Default)]
+struct BodyRead {
+    /// The head has been read.
+    begun: bool,
+    /// Reads of the body so far.
+    reads: u32,
+    /// Its bytes still to come, when its length is known.
+    left: Option<u64>,
+}
+
+impl BodyRead {
+    fn begin(left: Option<u64>) -> BodyRead {
+        BodyRead {
+            begun: true,
+            reads: 0,
+            left,
+        }
+    }
+
+    /// At the body's first read (the head's delayed ACK goes out now) and
+    /// near its end; never for the head, which needs none. A body of
+    /// unknown length acknowledges every read.
+    fn needs_quick_ack(&self) -> bool {
+        self.begun && (self.reads == 0 || self.left.is_none_or(|l| l <= QUICK_ACK_TAIL))
+    }
+
+    fn after(self, n: usize) -> BodyRead {
+        BodyRead {
+            reads: self.reads + u32::from(self.begun),
+            left: self.left.map(|l| l.saturating_sub(n as u64)),
+            ..self
+        }
+    }
+}
+
 /// Asks the kernel to acknowledge what arrives next at once (Linux's
 /// `TCP_QUICKACK`, which it clears again by itself, hence before each
 /// read that needs it).
@@ -735,10 +770,12 @@ const QUICK_ACK_TAIL: u64 = 256 * 1024;
 /// 2,000 GETs of 64 KiB from s3s-fs on loopback: 36 s with one worker, 3.3
 /// s with this; 8.2 s and 1.2 s with four (bench/NOTES.md).
 ///
-/// Only the head and the tail need it: in the middle of a long body the
-/// server sends full segments, which Nagle does not hold, and an ACK for
-/// every read there cost 0.5 CPU s per GiB on loopback (4 x 256 MiB,
-/// medians of 6).
+/// Only the start of a body and its tail need it: set while an ACK is
+/// pending (the head's), the option sends that ACK at once. In the middle
+/// of a long body the server sends full segments, which Nagle does not
+/// hold, and an ACK for every read there cost 0.5 CPU s per GiB on
+/// loopback (4 x 256 MiB, medians of 6). An answer without a body (a
+/// PutObject's) needs none.
 fn ack_at_once(tcp: &TcpStream) {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket and a pointer to an int that lives through

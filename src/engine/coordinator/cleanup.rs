@@ -104,7 +104,7 @@ impl Coordinator<'_> {
     /// publishes the terminal snapshot.
     pub(super) fn finish(mut self) {
         // Messages that came after the main loop stopped listening.
-        while let Some(msg) = self.ctx.messages.try_pop() {
+        while let Ok(msg) = self.rx.try_recv() {
             self.handle(msg);
         }
         let ending = self.ending.take();

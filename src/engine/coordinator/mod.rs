@@ -21,6 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
 mod cleanup;
 mod concurrency;
 mod dispatch;
@@ -131,6 +133,7 @@ pub(crate) struct Coordinator<'a> {
     paths: Vec<Arc<std::path::Path>>,
     files: Vec<FileRun>,
     ctx: Arc<JobContext>,
+    rx: Receiver<Msg>,
     /// Requests in flight allowed now (fixed, or adapting: `concurrency`).
     concurrency: concurrency::Concurrency,
     max_open_files: usize,
@@ -181,6 +184,7 @@ impl<'a> Coordinator<'a> {
         journal: Option<Journal>,
         priors: Option<Vec<Prior>>,
     ) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
         let now = Instant::now();
         let cfg = &engine.cfg;
         let ctx = Arc::new(JobContext {
@@ -199,7 +203,7 @@ impl<'a> Coordinator<'a> {
             activity: Default::default(),
             rate: engine.rate.clone(),
             pressure: Default::default(),
-            messages: Default::default(),
+            tx,
             uploads: Default::default(),
             hasher: engine.hasher.handle(),
         });
@@ -240,6 +244,7 @@ impl<'a> Coordinator<'a> {
             paths: plans.iter().map(|p| Arc::from(p.path.as_path())).collect(),
             files,
             ctx,
+            rx,
             concurrency: concurrency::Concurrency::new(
                 cfg.adaptive_workers,
                 cfg.workers,
@@ -360,10 +365,16 @@ impl<'a> Coordinator<'a> {
                     break;
                 }
             }
-            if let Some(msg) = self.ctx.messages.pop_timeout(TICK) {
-                self.handle(msg);
-                while let Some(msg) = self.ctx.messages.try_pop() {
+            match self.rx.recv_timeout(TICK) {
+                Ok(msg) => {
                     self.handle(msg);
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.handle(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    unreachable!("the coordinator holds a sender")
                 }
             }
             self.heartbeat();
