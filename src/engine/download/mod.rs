@@ -32,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::messages::{Msg, Task};
@@ -250,6 +250,14 @@ fn fetch_range(
     how: &Fetch,
 ) -> Result<(String, Option<[u8; 16]>, Option<u32>)> {
     let temp = temp_path(&task.path);
+    // A range fetched by byte range (where it lands is known before its
+    // answer) and long enough is hashed as it is written, beside the other
+    // ranges in flight (see `HashHandle::submit_as_written`).
+    let in_file = Arc::new(AtomicU64::new(0));
+    let streamed = (how.hash && !how.object.by_part_number && len >= HASH_AS_WRITTEN).then(|| {
+        ctx.hasher
+            .submit_as_written(file.clone(), offset, len, in_file.clone())
+    });
     let result = retrying(ctx, |_| {
         let mut sink = ToFile {
             ctx,
@@ -258,6 +266,7 @@ fn fetch_range(
             key: &task.key,
             how,
             planned: (offset, len),
+            in_file: streamed.as_ref().map(|_| (&*in_file, offset)),
             began: false,
             at: 0,
             end: 0,
@@ -304,11 +313,13 @@ fn fetch_range(
         // other workers' ranges (see `hasher`): what is checked is what the
         // file holds. The range is fetched: a pause that came meanwhile
         // still records it, so its MD5 is waited for whatever the stop says.
-        let md5 = ctx
-            .hasher
-            .submit(file.clone(), start, len)
-            .wait()
-            .map_err(|e| read_back_failed(&temp, &e))?;
+        let pending = match streamed {
+            // Where the bytes landed is where they were expected (byte
+            // ranges are placed as planned or refused).
+            Some(p) if (start, len) == (offset, len) => p,
+            _ => ctx.hasher.submit(file.clone(), start, len),
+        };
+        let md5 = pending.wait().map_err(|e| read_back_failed(&temp, &e))?;
         Ok((etag, Some(md5), crc))
     });
     result.map_err(|e| e.with_part(how.part).with_path(&*task.path))
@@ -351,6 +362,10 @@ fn object_changed(key: &str, now: Option<&str>) -> Error {
     .with_key(key)
 }
 
+/// Ranges at least this long are hashed as they are written (two lanes'
+/// pieces: shorter ones are written before the MD5 thread would start).
+const HASH_AS_WRITTEN: u64 = 2 * 128 * 1024;
+
 /// Writes a GET's bytes into the temporary file at their offset.
 struct ToFile<'a> {
     ctx: &'a JobContext,
@@ -372,6 +387,9 @@ struct ToFile<'a> {
     failure: Option<Error>,
     /// The CRC32C of the bytes so far, when the object is checked by one.
     crc: Option<u32>,
+    /// Where to say how many bytes from the range's start are in the file
+    /// (for the MD5 thread hashing them as they come), and that start.
+    in_file: Option<(&'a AtomicU64, u64)>,
 }
 
 impl ToFile<'_> {
@@ -492,6 +510,11 @@ impl ObjectSink for ToFile<'_> {
             *crc = crc32c::crc32c_append(*crc, bytes);
         }
         self.at += n;
+        if let Some((in_file, start)) = self.in_file {
+            // A retry writes the same bytes again from the start: what was
+            // in the file stays counted.
+            in_file.fetch_max(self.at.saturating_sub(start), Ordering::Release);
+        }
         self.written += n;
         self.ctx.note_sent(n);
         Ok(())
