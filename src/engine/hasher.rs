@@ -289,7 +289,9 @@ impl Lanes {
             if self.worth_a_round(last_round.elapsed()) && self.hash() {
                 last_round = std::time::Instant::now();
             } else {
-                // Every range here waits for bytes still being written.
+                // No round now: every range here waits for bytes still
+                // being written, or the round waits for more lanes to hold
+                // some. A new range or a moment.
                 crossbeam_channel::select! {
                     recv(jobs) -> job => match job {
                         Ok(job) => self.place(job),

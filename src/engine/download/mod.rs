@@ -258,6 +258,9 @@ fn fetch_range(
         ctx.hasher
             .submit_as_written(file.clone(), offset, len, in_file.clone())
     });
+    // The ETags the attempts saw: bytes an attempt left in the file count
+    // for the next only if they are of the same object.
+    let mut etags_seen: Vec<String> = Vec::new();
     let result = retrying(ctx, |_| {
         let mut sink = ToFile {
             ctx,
@@ -281,6 +284,7 @@ fn fetch_range(
             if_match: Some(how.object.etag.as_str()).filter(|e| !e.is_empty()),
         };
         let got = ctx.store.get_into(&task.key, &spec, &mut sink);
+        etags_seen.extend(sink.seen_etag.clone());
         // What this attempt counted is taken back if it failed.
         let outcome = match (got, sink.failure.take()) {
             (_, Some(e)) => Err(e),
@@ -315,8 +319,10 @@ fn fetch_range(
         // still records it, so its MD5 is waited for whatever the stop says.
         let pending = match streamed {
             // Where the bytes landed is where they were expected (byte
-            // ranges are placed as planned or refused).
-            Some(p) if (start, len) == (offset, len) => p,
+            // ranges are placed as planned or refused), and every attempt
+            // wrote the same object's bytes (one planned without an ETag
+            // may have been replaced between attempts).
+            Some(p) if (start, len) == (offset, len) && etags_seen.iter().all(|e| *e == etag) => p,
             _ => ctx.hasher.submit(file.clone(), start, len),
         };
         let md5 = pending.wait().map_err(|e| read_back_failed(&temp, &e))?;
@@ -512,7 +518,8 @@ impl ObjectSink for ToFile<'_> {
         self.at += n;
         if let Some((in_file, start)) = self.in_file {
             // A retry writes the same bytes again from the start: what was
-            // in the file stays counted.
+            // in the file stays counted (see `fetch_range` for an object
+            // replaced between attempts).
             in_file.fetch_max(self.at.saturating_sub(start), Ordering::Release);
         }
         self.written += n;
