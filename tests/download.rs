@@ -120,6 +120,19 @@ fn seed(server: &Server) -> Vec<Object> {
     objects
 }
 
+/// Stops `job` and checks it ended within `secs`.
+fn stop_within_seconds(job: &batchput::Job, secs: u64) -> batchput::Progress {
+    let asked = Instant::now();
+    job.stop();
+    let p = finish(job, 30);
+    assert!(
+        asked.elapsed() < Duration::from_secs(secs),
+        "{:?}",
+        asked.elapsed()
+    );
+    p
+}
+
 fn batch_into(dir: &Path, objects: &[Object]) -> Batch {
     let mut b = Batch::new();
     for (i, o) in objects.iter().enumerate() {
@@ -228,14 +241,7 @@ fn a_stop_mid_download_ends_in_bounded_time_and_removes_partial_files() {
     let up = Uploader::new(small_parts(server.config_via(&proxy.endpoint()))).unwrap();
     let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let asked = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        asked.elapsed()
-    );
+    let p = stop_within_seconds(&job, 10);
     assert_eq!(p.state, JobState::Stopped);
     let files = job.files();
     assert_eq!(files[2].state, FileState::Aborted);
@@ -309,14 +315,7 @@ fn a_stop_while_objects_of_one_get_are_in_flight_leaves_no_partial_file() {
             .count()
             == 3
     }));
-    let asked = Instant::now();
-    job.stop();
-    let p = finish(&job, 30);
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        asked.elapsed()
-    );
+    let p = stop_within_seconds(&job, 10);
     assert_eq!(p.state, JobState::Stopped);
     let files = job.files();
     for f in &files[..3] {

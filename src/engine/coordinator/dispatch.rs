@@ -105,14 +105,8 @@ impl Coordinator<'_> {
             self.files[f].phase = Phase::Creating;
             self.spawn(f, Work::Create, None);
         } else {
-            if self.open_files >= self.max_open_files {
+            if !self.start_single_request(f) {
                 return false;
-            }
-            self.next_file += 1;
-            self.mark_started(f);
-            if let Some(j) = &mut self.journal {
-                // Group-committed: losing it costs a re-sent small file.
-                j.record_intent(f);
             }
             if !self.open_source(f) {
                 return false;
@@ -154,14 +148,8 @@ impl Coordinator<'_> {
     /// open-file budget while it runs and does not count against
     /// `max_pending_uploads`.
     fn start_whole_download(&mut self, f: usize) -> bool {
-        if self.open_files >= self.max_open_files {
+        if !self.start_single_request(f) {
             return false;
-        }
-        self.next_file += 1;
-        self.mark_started(f);
-        if let Some(j) = &mut self.journal {
-            // Group-committed: losing it costs one GET again.
-            j.record_intent(f);
         }
         self.open_files += 1;
         let run = &mut self.files[f];
@@ -182,6 +170,21 @@ impl Coordinator<'_> {
             finish: self.finish_of(f),
         };
         self.spawn(f, work, None);
+        true
+    }
+
+    /// Starts file `f`, moved by one request (a PutObject, a whole GET), if
+    /// the open-file budget allows.
+    fn start_single_request(&mut self, f: usize) -> bool {
+        if self.open_files >= self.max_open_files {
+            return false;
+        }
+        self.next_file += 1;
+        self.mark_started(f);
+        if let Some(j) = &mut self.journal {
+            // Group-committed: losing it costs that one request again.
+            j.record_intent(f);
+        }
         true
     }
 
