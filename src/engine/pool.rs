@@ -1,13 +1,17 @@
-//! The worker pool: a fixed set of threads that take tasks from one queue
-//! and block on it when there is nothing to do.
+//! The worker pool: up to a fixed number of threads that take tasks from
+//! one queue and block on it when there is nothing to do.
+//!
+//! Threads start when a task finds none idle, up to the pool's size, and
+//! then stay for the pool's life. With `workers=auto` the size is
+//! `max_workers` (256) so a far server can get that many requests at once;
+//! on loopback 16-32 are ever busy. Starting all 256 with the uploader took
+//! 26 ms, in front of the first request of every run of the CLI.
 //!
 //! Why not rayon (which it replaced): rayon's idle workers spin, yielding and
-//! trying to steal from each other before they sleep. With `workers=auto`
-//! the pool holds `max_workers` (256) threads so a far server can get that
-//! many requests at once, and on loopback most of them are idle most of the
-//! time: perf showed 60 % of the client's CPU in crossbeam-epoch, stealing
-//! and `sched_yield` (2,000 x 64 KiB: 4.7 CPU s against 0.7 with 16
-//! threads). Here an idle thread sleeps on a condition variable and costs
+//! trying to steal from each other before they sleep, and on loopback most
+//! of the pool's threads are idle most of the time: perf showed 60 % of the
+//! client's CPU in crossbeam-epoch, stealing and `sched_yield` (2,000 x 64
+//! KiB: 4.7 CPU s against 0.7 with 16 threads). Here an idle thread sleeps on a condition variable and costs
 //! nothing, and a task wakes exactly one.
 //!
 //! Why not a crossbeam channel (which this used at first): its `recv`
@@ -37,6 +41,8 @@ struct QueueState {
     tasks: VecDeque<Task>,
     /// Set when the pool drops: threads end once `tasks` is empty.
     closing: bool,
+    /// Threads waiting for a task.
+    idle: usize,
 }
 
 impl Queue {
@@ -46,9 +52,14 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, task: Task) {
-        self.lock().tasks.push_back(task);
+    /// Queues `task`; whether no thread was idle to take it.
+    fn push(&self, task: Task) -> bool {
+        let mut state = self.lock();
+        state.tasks.push_back(task);
+        let none_idle = state.idle < state.tasks.len();
+        drop(state);
         self.ready.notify_one();
+        none_idle
     }
 
     /// The next task, waiting for one; `None` once the pool closes and the
@@ -62,7 +73,9 @@ impl Queue {
             if state.closing {
                 return None;
             }
+            state.idle += 1;
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.idle -= 1;
         }
     }
 
@@ -84,47 +97,60 @@ pub(crate) fn current_index() -> Option<usize> {
 
 pub(crate) struct Pool {
     queue: Arc<Queue>,
-    threads: Vec<JoinHandle<()>>,
+    name: String,
+    size: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Pool {
-    /// Starts `n` threads named `{name}-{i}`.
+    /// A pool of up to `n` threads named `{name}-{i}`; the first starts now
+    /// (an error here is the caller's), the others when a task finds none
+    /// idle.
     pub fn new(n: usize, name: &str) -> std::io::Result<Pool> {
-        let queue = Arc::new(Queue::default());
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let q = queue.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    INDEX.with(|c| c.set(Some(i)));
-                    while let Some(task) = q.pop() {
-                        // Tasks catch their own panics and report them; this
-                        // only keeps a bug from taking the thread (and, in a C
-                        // host, the process) down.
-                        if catch_unwind(AssertUnwindSafe(task)).is_err() {
-                            log::error!("a batchput worker panicked outside a task");
-                        }
-                    }
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    // Those started end with the queue.
-                    queue.close();
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Pool { queue, threads })
+        let pool = Pool {
+            queue: Arc::new(Queue::default()),
+            name: name.to_string(),
+            size: n.max(1),
+            threads: Mutex::new(Vec::with_capacity(n)),
+        };
+        pool.start_thread()?;
+        Ok(pool)
     }
 
-    /// Queues `task` for the next free thread.
+    /// Starts one more thread, if the pool is not full.
+    fn start_thread(&self) -> std::io::Result<()> {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let i = threads.len();
+        if i >= self.size {
+            return Ok(());
+        }
+        let q = self.queue.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{i}", self.name))
+            .spawn(move || {
+                INDEX.with(|c| c.set(Some(i)));
+                while let Some(task) = q.pop() {
+                    // Tasks catch their own panics and report them; this
+                    // only keeps a bug from taking the thread (and, in a C
+                    // host, the process) down.
+                    if catch_unwind(AssertUnwindSafe(task)).is_err() {
+                        log::error!("a batchput worker panicked outside a task");
+                    }
+                }
+            })?;
+        threads.push(thread);
+        Ok(())
+    }
+
+    /// Queues `task` for the next free thread, starting one if none is
+    /// idle and the pool is not full.
     pub fn spawn(&self, task: impl FnOnce() + Send + 'static) {
-        self.queue.push(Box::new(task));
+        if self.queue.push(Box::new(task)) {
+            if let Err(e) = self.start_thread() {
+                // The threads there are take the task in turn.
+                log::warn!("cannot start another worker thread: {e}");
+            }
+        }
     }
 
     /// Runs `f` on every item on the pool and returns the results in the
@@ -162,7 +188,8 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.queue.close();
         let me = std::thread::current().id();
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             // The last owner may be one of our own threads: it cannot join
             // itself, and it is ending anyway.
             if t.thread().id() != me {
@@ -194,6 +221,26 @@ mod tests {
         drop(pool);
         assert_eq!(ran.load(Ordering::Relaxed), 50);
         assert_eq!(current_index(), None);
+    }
+
+    #[test]
+    fn threads_start_when_tasks_find_none_idle_up_to_the_size() {
+        let pool = Pool::new(64, "test-pool").unwrap();
+        for i in 0..200 {
+            assert_eq!(pool.map(vec![i], |i: u32| i + 1), [i + 1]);
+        }
+        let started = pool.threads.lock().unwrap().len();
+        assert!(started <= 4, "{started} threads for one task at a time");
+        // Eight tasks that wait for each other need eight threads at once.
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let got = pool.map((0..8).collect(), move |i: u32| {
+            barrier.wait();
+            i
+        });
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
+        let small = Pool::new(2, "test-pool").unwrap();
+        let _ = small.map((0..50).collect(), |i: u32| i);
+        assert_eq!(small.threads.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! - on pressure (a 503 SlowDown, a connection error, a timeout: counted by
 //!   the workers' retry loop) cut the limit by a third and hold.
 //!
-//! The pool has `max_workers` threads from the start; those above the limit
-//! wait on the pool's queue at no cost (see `engine::pool`).
+//! The pool holds up to `max_workers` threads, started as the limit needs
+//! them; idle ones wait on the pool's queue at no cost (see `engine::pool`).
 
 use std::time::{Duration, Instant};
 
