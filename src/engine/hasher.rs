@@ -544,7 +544,7 @@ mod tests {
         assert_eq!(whole.wait_unless(&late).unwrap(), want);
         drop(timer);
         // Two of them written now, in pieces of odd sizes, the count
-        // raised after each piece (once going back, as a retry would).
+        // raised after each piece.
         let writers: Vec<_> = stuck[..2]
             .iter()
             .enumerate()

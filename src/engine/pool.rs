@@ -11,8 +11,8 @@
 //! trying to steal from each other before they sleep, and on loopback most
 //! of the pool's threads are idle most of the time: perf showed 60 % of the
 //! client's CPU in crossbeam-epoch, stealing and `sched_yield` (2,000 x 64
-//! KiB: 4.7 CPU s against 0.7 with 16 threads). Here an idle thread sleeps on a condition variable and costs
-//! nothing, and a task wakes exactly one.
+//! KiB: 4.7 CPU s against 0.7 with 16 threads). Here an idle thread sleeps
+//! on a condition variable and costs nothing, and a task wakes exactly one.
 //!
 //! Why not a crossbeam channel (which this used at first): its `recv`
 //! spins and calls `sched_yield` several times before it sleeps, and on two

@@ -16,6 +16,7 @@
 //! the caller passes (its worker index); a connection-level failure marks an
 //! endpoint down for a while, and the next request goes elsewhere.
 
+mod ack;
 mod body;
 mod connect;
 mod encode;

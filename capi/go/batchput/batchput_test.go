@@ -121,7 +121,11 @@ func TestUploadSucceeds(t *testing.T) {
 			break
 		}
 		if p, _ := job.Poll(); p.State.Ended() {
-			t.Fatalf("Wait said running, Poll says %v", p.State)
+			// It ended after Wait looked: Wait must now say so at once.
+			if done, err := job.Wait(0); err != nil || !done {
+				t.Fatalf("Poll says %v, Wait(0) says done=%v err=%v", p.State, done, err)
+			}
+			break
 		}
 	}
 	if err := job.Err(); err != nil {
