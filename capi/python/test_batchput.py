@@ -88,7 +88,10 @@ def test_success():
         assert len(job) == 3
         while not job.wait(timeout=0.2):
             p = job.poll()
-            assert p.state in (JobState.QUEUED, JobState.RUNNING)
+            if p.state not in (JobState.QUEUED, JobState.RUNNING):
+                # It ended after wait looked: wait must now say so at once.
+                assert job.wait(timeout=0), p
+                break
         job.check()
         p = job.poll()
         assert p.state == JobState.SUCCEEDED, p
