@@ -10,7 +10,10 @@
 //!   probe: double the limit (a far server is found in a second: 16, 32,
 //!   64, 128, 256);
 //! - after a raise, keep it only if throughput grew by [`GAIN`]; otherwise
-//!   go back and hold for [`HOLD`] before probing again;
+//!   go back and hold for [`HOLD`] before probing again. A raise that paid
+//!   nearly in full (throughput up [`STEEP`]: far from what the link or
+//!   the server allow) is followed by a fourfold one, so 40 ms of round
+//!   trip reaches 256 a window sooner;
 //! - on pressure (a 503 SlowDown, a connection error, a timeout: counted by
 //!   the workers' retry loop) cut the limit by a third and hold.
 //!
@@ -23,6 +26,9 @@ use std::time::{Duration, Instant};
 pub(super) const WINDOW: Duration = Duration::from_millis(250);
 /// Throughput must grow this much for a raise to be kept.
 const GAIN: f64 = 1.08;
+/// A doubling that grew throughput this much is followed by a fourfold
+/// raise.
+const STEEP: f64 = 1.6;
 /// After a raise that did not pay, or after pressure, how long the limit
 /// stays put.
 const HOLD: Duration = Duration::from_secs(6);
@@ -97,20 +103,21 @@ impl Concurrency {
             self.hold_until = Some(now + HOLD);
         } else if let Some((old_limit, old_rate)) = self.probe.take() {
             if rate >= old_rate * GAIN {
-                // It paid: try further.
-                self.raise(rate);
+                // It paid: try further, faster if it paid nearly in full.
+                let factor = if rate >= old_rate * STEEP { 4 } else { 2 };
+                self.raise(rate, factor);
             } else {
                 self.limit = old_limit;
                 self.hold_until = Some(now + HOLD);
             }
         } else if held_back && self.hold_until.is_none_or(|t| now >= t) {
-            self.raise(rate);
+            self.raise(rate, 2);
         }
         (self.limit != before).then_some(self.limit)
     }
 
-    fn raise(&mut self, rate: f64) {
-        let next = (self.limit * 2).min(self.max);
+    fn raise(&mut self, rate: f64, factor: usize) {
+        let next = (self.limit * factor).min(self.max);
         if next > self.limit {
             self.probe = Some((self.limit, rate));
             self.limit = next;
@@ -143,6 +150,13 @@ mod tests {
         // Latency-bound: throughput proportional to requests in flight.
         let limits = climb(64, |l| l as f64 * 1e6, 12);
         assert_eq!(*limits.last().unwrap(), 64, "{limits:?}");
+        // A doubling that paid in full is followed by a fourfold raise:
+        // 16, 32, 128, 256 in three windows.
+        let limits = climb(256, |l| l as f64 * 1e6, 3);
+        assert_eq!(limits, [32, 128, 256]);
+        // One that paid only in part is not.
+        let limits = climb(256, |l| (l as f64).sqrt() * 1e6, 2);
+        assert_eq!(limits, [32, 64]);
     }
 
     #[test]
