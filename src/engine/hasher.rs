@@ -310,17 +310,13 @@ impl Lanes {
     /// the file in full, or a single lane, goes at once.
     fn worth_a_round(&self, since_last: Duration) -> bool {
         let occupied = self.lanes.iter().flatten().count();
-        let ready: Vec<&Lane> = self
-            .lanes
-            .iter()
-            .flatten()
-            .filter(|l| l.used < l.filled)
-            .collect();
+        let ready = || self.lanes.iter().flatten().filter(|l| l.used < l.filled);
+        let ready_count = ready().count();
         occupied <= 1
-            || ready.len() == occupied
-            || ready.len() * 2 >= LANES
+            || ready_count == occupied
+            || ready_count * 2 >= LANES
             || since_last >= ROUND_WAIT
-            || ready.iter().any(|l| {
+            || ready().any(|l| {
                 l.job
                     .written
                     .as_ref()

@@ -253,13 +253,17 @@ fn fetch_range(
     // A range fetched by byte range (where it lands is known before its
     // answer) and long enough is hashed as it is written, beside the other
     // ranges in flight (see `HashHandle::submit_as_written`).
-    let in_file = Arc::new(AtomicU64::new(0));
+    // With it, how many of its bytes are in the file.
     let streamed = (how.hash && !how.object.by_part_number && len >= HASH_AS_WRITTEN).then(|| {
-        ctx.hasher
-            .submit_as_written(file.clone(), offset, len, in_file.clone())
+        let in_file = Arc::new(AtomicU64::new(0));
+        let pending = ctx
+            .hasher
+            .submit_as_written(file.clone(), offset, len, in_file.clone());
+        (pending, in_file)
     });
-    // The ETags the attempts saw: bytes an attempt left in the file count
-    // for the next only if they are of the same object.
+    // The ETags the attempts of a streamed range saw: bytes an attempt
+    // left in the file count for the next only if they are of the same
+    // object.
     let mut etags_seen: Vec<String> = Vec::new();
     let result = retrying(ctx, |_| {
         let mut sink = ToFile {
@@ -269,7 +273,7 @@ fn fetch_range(
             key: &task.key,
             how,
             planned: (offset, len),
-            in_file: streamed.as_ref().map(|_| (&*in_file, offset)),
+            in_file: streamed.as_ref().map(|(_, in_file)| (&**in_file, offset)),
             began: false,
             at: 0,
             end: 0,
@@ -284,7 +288,9 @@ fn fetch_range(
             if_match: Some(how.object.etag.as_str()).filter(|e| !e.is_empty()),
         };
         let got = ctx.store.get_into(&task.key, &spec, &mut sink);
-        etags_seen.extend(sink.seen_etag.clone());
+        if streamed.is_some() {
+            etags_seen.extend(sink.seen_etag.clone());
+        }
         // What this attempt counted is taken back if it failed.
         let outcome = match (got, sink.failure.take()) {
             (_, Some(e)) => Err(e),
@@ -309,7 +315,7 @@ fn fetch_range(
         }
         outcome
     });
-    let result = result.and_then(|(etag, start, len, crc)| {
+    let result = result.and_then(|(etag, start, fetched, crc)| {
         if !how.hash {
             return Ok((etag, None, crc));
         }
@@ -322,8 +328,12 @@ fn fetch_range(
             // ranges are placed as planned or refused), and every attempt
             // wrote the same object's bytes (one planned without an ETag
             // may have been replaced between attempts).
-            Some(p) if (start, len) == (offset, len) && etags_seen.iter().all(|e| *e == etag) => p,
-            _ => ctx.hasher.submit(file.clone(), start, len),
+            Some((p, _))
+                if (start, fetched) == (offset, len) && etags_seen.iter().all(|e| *e == etag) =>
+            {
+                p
+            }
+            _ => ctx.hasher.submit(file.clone(), start, fetched),
         };
         let md5 = pending.wait().map_err(|e| read_back_failed(&temp, &e))?;
         Ok((etag, Some(md5), crc))
