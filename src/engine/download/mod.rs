@@ -261,6 +261,10 @@ fn fetch_range(
             .submit_as_written(file.clone(), offset, len, in_file.clone());
         (pending, in_file)
     });
+    // Any other range to check is hashed once in the file in full: the
+    // MD5 thread is told it will come, and holds back a moment for it the
+    // round of ranges that came before (see `hasher`).
+    let mut upcoming = (how.hash && streamed.is_none()).then(|| ctx.hasher.expect_range());
     // The ETags the attempts of a streamed range saw: bytes an attempt
     // left in the file count for the next only if they are of the same
     // object.
@@ -335,6 +339,8 @@ fn fetch_range(
             }
             _ => ctx.hasher.submit(file.clone(), start, fetched),
         };
+        // Handed over: nothing more to wait for on its account.
+        drop(upcoming.take());
         let md5 = pending.wait().map_err(|e| read_back_failed(&temp, &e))?;
         Ok((etag, Some(md5), crc))
     });
