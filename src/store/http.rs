@@ -33,6 +33,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,11 @@ pub(crate) struct Client {
     resolver: Resolver,
     /// Endpoints that did not answer an `Expect: 100-continue` in time.
     no_continue: Mutex<Vec<String>>,
+    /// The shortest wait so far, in microseconds, between a request sent
+    /// in full and its answer's head (`u64::MAX`: none yet): about the
+    /// round trip, when the server had little to do (see
+    /// [`answer_floor`](Client::answer_floor)).
+    answer_floor_us: AtomicU64,
 }
 
 enum Stream {
@@ -237,6 +243,8 @@ impl Conn {
 struct Reached {
     request_sent: bool,
     answer_started: bool,
+    /// When the answer's final head was in.
+    answered_at: Option<Instant>,
 }
 
 impl Client {
@@ -246,6 +254,19 @@ impl Client {
             idle: Mutex::new(Vec::new()),
             resolver: Resolver::default(),
             no_continue: Mutex::new(Vec::new()),
+            answer_floor_us: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The shortest time any answer took to begin after its request was
+    /// sent, over the client's life: the network's round trip plus the
+    /// least the server ever took. Loopback gives well under a
+    /// millisecond; a server across a WAN its round trip. `None` before
+    /// the first answer.
+    pub fn answer_floor(&self) -> Option<Duration> {
+        match self.answer_floor_us.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
         }
     }
 
@@ -561,6 +582,7 @@ impl Client {
                 }
             },
         };
+        let sent_at = Instant::now();
         match sent.and_then(|_| conn.stream.flush().map_err(io_error)) {
             Ok(()) => reached.request_sent = true,
             // A server may answer (403, 404) and close before taking the
@@ -573,7 +595,12 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        read_answer(conn, method, reached, sink)
+        let answer = read_answer(conn, method, reached, sink);
+        if let Some(at) = reached.answered_at {
+            let waited = at.saturating_duration_since(sent_at).as_micros() as u64;
+            self.answer_floor_us.fetch_min(waited, Ordering::Relaxed);
+        }
+        answer
     }
 
     /// After a head with `Expect: 100-continue`: waits up to
@@ -659,6 +686,7 @@ fn read_answer(
             Ok(n)
         };
         let head = wire::read_final_head(rbuf, fill, &limits)?;
+        reached.answered_at = Some(Instant::now());
         body.set(BodyRead::begin(
             wire::body_length(method, &head).map(|n| n.saturating_sub(rbuf.len() as u64)),
         ));

@@ -332,6 +332,12 @@ impl Store {
         self.inner.endpoints.iter().map(Endpoint::url).collect()
     }
 
+    /// The shortest wait seen for an answer to begin: about the round trip
+    /// to the store (see [`http::Client::answer_floor`]).
+    pub fn answer_floor(&self) -> Option<std::time::Duration> {
+        self.inner.client.answer_floor()
+    }
+
     /// The URL of the endpoint that answered the calling thread's last
     /// successful request: which node of a cluster served a file.
     pub fn last_endpoint_url(&self) -> String {

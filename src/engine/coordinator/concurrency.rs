@@ -17,6 +17,14 @@
 //! - on pressure (a 503 SlowDown, a connection error, a timeout: counted by
 //!   the workers' retry loop) cut the limit by a third and hold.
 //!
+//! A far store is known before the first window ends: once the shortest
+//! wait for an answer (the round trip, about; `Store::answer_floor`) is
+//! [`NEAR`] or more, the limit starts over at what that round trip needs
+//! ([`START`] per [`NEAR`] of it: 40 ms gives 256, 10 ms 64), once per job,
+//! and climbs on from there. Up from 16 by doubling, 40 ms of round trip
+//! spent its first 0.75 s below 256 (2,000 x 64 KiB upload through the
+//! bench's latency proxy: 1.80 -> 1.35 s, bench/NOTES.md).
+//!
 //! The pool holds up to `max_workers` threads, started as the limit needs
 //! them; idle ones wait on the pool's queue at no cost (see `engine::pool`).
 
@@ -36,6 +44,11 @@ const HOLD: Duration = Duration::from_secs(6);
 pub(super) const START: usize = 16;
 /// The lowest pressure cuts it to.
 const FLOOR: usize = 2;
+/// The round trip [`START`] requests in flight are right for: a store
+/// whose answers never begin sooner than this is far, and starts with
+/// `START` per `NEAR` of its round trip. Loopback answers within a
+/// millisecond; s3s-fs on loopback keeps two cores busy with 16.
+const NEAR: Duration = Duration::from_micros(2500);
 
 /// The limit of one job and what it learnt.
 #[derive(Debug)]
@@ -51,6 +64,8 @@ pub(super) struct Concurrency {
     /// The limit and throughput before the last raise, while probing.
     probe: Option<(usize, f64)>,
     hold_until: Option<Instant>,
+    /// The round trip has been looked at (once per job).
+    placed: bool,
 }
 
 impl Concurrency {
@@ -65,6 +80,7 @@ impl Concurrency {
             held_back: false,
             probe: None,
             hold_until: None,
+            placed: false,
         }
     }
 
@@ -78,12 +94,33 @@ impl Concurrency {
         self.held_back = true;
     }
 
-    /// Called every heartbeat with the bytes ever handed to the network
-    /// and the pressure events ever counted; returns the new limit when it
-    /// changed.
-    pub fn tick(&mut self, now: Instant, bytes: u64, pressure: u64) -> Option<usize> {
+    /// Called every heartbeat with the bytes ever handed to the network,
+    /// the pressure events ever counted and the store's answer floor (see
+    /// the module's doc); returns the new limit when it changed.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        bytes: u64,
+        pressure: u64,
+        floor: Option<Duration>,
+    ) -> Option<usize> {
         if !self.adaptive {
             return None;
+        }
+        if let Some(floor) = floor.filter(|_| !self.placed) {
+            self.placed = true;
+            let needed = (START as f64 * floor.as_secs_f64() / NEAR.as_secs_f64()) as usize;
+            let needed = needed.min(self.max);
+            if needed > self.limit {
+                // A new start: the climb measures from here.
+                self.limit = needed;
+                self.window_start = now;
+                self.bytes_at_start = bytes;
+                self.pressure_at_start = pressure;
+                self.held_back = false;
+                self.probe = None;
+                return Some(needed);
+            }
         }
         let elapsed = now.duration_since(self.window_start);
         if elapsed < WINDOW {
@@ -139,7 +176,7 @@ mod tests {
         for i in 1..=windows {
             c.note_held_back();
             bytes += rate(c.limit()) * WINDOW.as_secs_f64();
-            c.tick(t0 + WINDOW * i as u32, bytes as u64, 0);
+            c.tick(t0 + WINDOW * i as u32, bytes as u64, 0, None);
             out.push(c.limit());
         }
         out
@@ -187,14 +224,44 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Concurrency::new(true, 0, 64, t0);
         c.note_held_back();
-        assert_eq!(c.tick(t0 + WINDOW, 1_000_000, 0), Some(32));
+        assert_eq!(c.tick(t0 + WINDOW, 1_000_000, 0, None), Some(32));
         // A SlowDown in the next window.
-        assert_eq!(c.tick(t0 + WINDOW * 2, 3_000_000, 1), Some(21));
+        assert_eq!(c.tick(t0 + WINDOW * 2, 3_000_000, 1, None), Some(21));
         c.note_held_back();
         // Held: no probe while HOLD runs.
-        assert_eq!(c.tick(t0 + WINDOW * 3, 4_000_000, 1), None);
+        assert_eq!(c.tick(t0 + WINDOW * 3, 4_000_000, 1, None), None);
         c.note_held_back();
-        assert!(c.tick(t0 + WINDOW * 3 + HOLD, 9_000_000, 1).is_some());
+        assert!(c.tick(t0 + WINDOW * 3 + HOLD, 9_000_000, 1, None).is_some());
+    }
+
+    #[test]
+    fn a_far_store_starts_at_what_its_round_trip_needs() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Loopback: no change, and the floor is looked at once.
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(
+            c.tick(t0 + ms(100), 0, 0, Some(Duration::from_micros(300))),
+            None
+        );
+        assert_eq!(c.limit(), START);
+        // 40 ms: 256 at once, and the climb goes on from there.
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, None), None);
+        assert_eq!(c.tick(t0 + ms(200), 5, 0, Some(ms(40))), Some(256));
+        // 10 ms: 64, within the maximum.
+        let mut c = Concurrency::new(true, 0, 48, t0);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(10))), Some(48));
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(10))), Some(64));
+        // Once per job: a later, longer floor changes nothing by itself.
+        assert_eq!(c.tick(t0 + ms(150), 0, 0, Some(ms(40))), None);
+        // From there it climbs as before while it pays.
+        c.note_held_back();
+        assert_eq!(
+            c.tick(t0 + ms(100) + WINDOW, 1 << 20, 0, Some(ms(10))),
+            Some(128)
+        );
     }
 
     #[test]
@@ -202,7 +269,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Concurrency::new(false, 7, 64, t0);
         c.note_held_back();
-        assert_eq!(c.tick(t0 + WINDOW * 5, 1 << 30, 9), None);
+        assert_eq!(
+            c.tick(t0 + WINDOW * 5, 1 << 30, 9, Some(Duration::from_millis(40))),
+            None
+        );
         assert_eq!(c.limit(), 7);
     }
 
@@ -210,7 +280,7 @@ mod tests {
     fn no_probe_while_the_job_has_less_work_than_slots() {
         let t0 = Instant::now();
         let mut c = Concurrency::new(true, 0, 64, t0);
-        assert_eq!(c.tick(t0 + WINDOW, 1 << 20, 0), None);
+        assert_eq!(c.tick(t0 + WINDOW, 1 << 20, 0, None), None);
         assert_eq!(c.limit(), START);
     }
 }

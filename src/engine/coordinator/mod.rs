@@ -348,6 +348,15 @@ impl<'a> Coordinator<'a> {
             return;
         }
         self.shared.published.lock().progress.integrity_used = integrity;
+        // A store known to be far (from an earlier job, or this one's
+        // probe) gets the requests in flight its round trip needs from the
+        // first dispatch on.
+        let floor = self.engine.store.answer_floor();
+        let sent = self.ctx.activity.load(Ordering::Relaxed);
+        let pressure = self.ctx.pressure.load(Ordering::Relaxed);
+        if let Some(limit) = self.concurrency.tick(Instant::now(), sent, pressure, floor) {
+            log::debug!("requests in flight: up to {limit} from the start (answers take {floor:?} at least)");
+        }
 
         loop {
             if self.ending.is_none() {

@@ -59,7 +59,8 @@ impl Coordinator<'_> {
             }
         }
         let pressure = self.ctx.pressure.load(Ordering::Relaxed);
-        if let Some(limit) = self.concurrency.tick(now, sent, pressure) {
+        let floor = self.engine.store.answer_floor();
+        if let Some(limit) = self.concurrency.tick(now, sent, pressure, floor) {
             log::debug!("requests in flight: up to {limit} now");
         }
         if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
