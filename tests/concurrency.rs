@@ -42,6 +42,39 @@ fn auto_grows_requests_in_flight_on_a_slow_link() {
 }
 
 #[test]
+fn auto_starts_high_on_a_store_whose_every_answer_is_late() {
+    // Every request waits 60 ms at the proxy, the integrity probe's too:
+    // the client knows the round trip before the job sends a file, and
+    // starts at what it needs (max_workers, 256) instead of at 16, where
+    // the climb would keep it for the first window (250 ms).
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    proxy.add_rule(Rule::new(
+        Match::any(),
+        Action::Delay(Duration::from_millis(60)),
+    ));
+    let files = small_files();
+    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    let p = finish(&job, 120);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    files.verify_all(&server.store());
+    let puts: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.method == "PUT" && !e.is_probe())
+        .collect();
+    let first_answered = puts.iter().filter_map(|e| e.finished).min().unwrap();
+    let before_any_answer = puts.iter().filter(|e| e.started < first_answered).count();
+    assert!(
+        before_any_answer > 64,
+        "only {before_any_answer} PUTs went out before the first answer"
+    );
+    let peak = peak_in_flight(&puts, |_| true);
+    assert!(peak <= 256, "auto went past max_workers: {peak}");
+}
+
+#[test]
 fn a_fixed_count_is_kept() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
