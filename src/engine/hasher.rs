@@ -24,7 +24,7 @@
 //! anything: while no worker waits for one of the digests yet (an upload
 //! sends its part meanwhile), or while the workers that wait know of GETs
 //! in flight whose ranges will come ([`HashHandle::expect_range`]). 2,000
-//! objects of 64 KiB from s3s-fs: client CPU 0.77 -> 0.60 s (bench/NOTES.md).
+//! objects of 64 KiB from s3s-fs: client CPU 0.73 -> 0.57 s (bench/NOTES.md).
 //!
 //! One thread for the uploader's life, like the pool; it holds no job state
 //! beyond the ranges in its lanes, and ends when the uploader is dropped.

@@ -7,8 +7,8 @@
 //! messages. Then [`Coordinator::finish`]:
 //! 1. closes the registry of open uploads (a CreateMultipartUpload answered
 //!    from now on is aborted by its own worker);
-//! 2. if a part or a CompleteMultipartUpload was cut off after its whole
-//!    request was sent, waits a moment ([`SETTLE`]) for the server to finish
+//! 2. if a part, a PutObject or a CompleteMultipartUpload was cut off after
+//!    its whole request was sent, waits a moment ([`SETTLE`]) for the server to finish
 //!    it, so the abort or the HeadObject that follows sees the outcome
 //!    rather than racing it (a resume checks again in any case);
 //! 3. runs the cleanup tasks on a few threads of its own, each request with
@@ -133,11 +133,16 @@ impl Coordinator<'_> {
         }
         let mut outcomes = HashMap::new();
         if ending.is_some() {
-            // A part, or a CompleteMultipartUpload, cut off after its whole
-            // request went out may still be at work on the server.
+            // A part, a PutObject or a CompleteMultipartUpload cut off after
+            // its whole request went out may still be on its way to the
+            // server or at work there: a HeadObject at once could miss an
+            // object that lands a moment later, and report it absent.
             let at_work = self.files.iter().any(|r| {
                 (r.part_cut_after_send && !pause)
-                    || matches!(r.unsettled, Some(Unsettled::Complete { .. }))
+                    || matches!(
+                        r.unsettled,
+                        Some(Unsettled::Complete { .. } | Unsettled::Put { .. })
+                    )
             });
             if at_work {
                 let budget_end = self.ending_since.unwrap_or_else(Instant::now)
