@@ -23,7 +23,7 @@
 //! ([`START`] per [`NEAR`] of it: 40 ms gives 256, 10 ms 64), once per job,
 //! and climbs on from there. Up from 16 by doubling, 40 ms of round trip
 //! spent its first 0.75 s below 256 (2,000 x 64 KiB upload through the
-//! bench's latency proxy: 1.80 -> 1.35 s, bench/NOTES.md).
+//! bench's latency proxy: 1.78 -> 1.50 s, bench/NOTES.md).
 //!
 //! The pool holds up to `max_workers` threads, started as the limit needs
 //! them; idle ones wait on the pool's queue at no cost (see `engine::pool`).
