@@ -158,6 +158,10 @@ impl Coordinator<'_> {
                 outcomes = run_cleanup(&self.ctx.store, tasks, budget_end, cfg.request_timeout);
             }
         }
+        // The probe's upload is gone, or reported, before the job ends.
+        for cleanup in self.probe_cleanups.drain(..) {
+            let _ = cleanup.join();
+        }
         self.settle(ending, pause, &open, outcomes);
     }
 

@@ -174,6 +174,9 @@ pub(crate) struct Coordinator<'a> {
     journal: Option<Journal>,
     /// Where each file starts from (all `Fresh` for a new batch).
     priors: Vec<Prior>,
+    /// The aborts of the integrity probe's uploads, running beside the
+    /// job: joined before the job ends (see `probe`).
+    probe_cleanups: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -280,6 +283,7 @@ impl<'a> Coordinator<'a> {
             plans,
             journal,
             priors,
+            probe_cleanups: Vec::new(),
         };
         c.apply_priors(now);
         // What a resumed job already has counts as sent.
@@ -409,7 +413,12 @@ impl<'a> Coordinator<'a> {
             // A download: the check of its bytes is decided per object.
             return None;
         }
-        let mode = probe::job_integrity(self.engine, &self.keys[first], &self.shared.interrupt);
+        let mode = probe::job_integrity(
+            self.engine,
+            &self.keys[first],
+            &self.shared.interrupt,
+            &mut self.probe_cleanups,
+        );
         Arc::get_mut(&mut self.ctx)
             .expect("no task holds the job context before the first dispatch")
             .integrity = mode;
