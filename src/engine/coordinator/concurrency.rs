@@ -21,7 +21,9 @@
 //! wait for an answer (the round trip, about; `Store::answer_floor`) is
 //! [`NEAR`] or more, the limit starts over at what that round trip needs
 //! ([`START`] per [`NEAR`] of it: 40 ms gives 256, 10 ms 64), once per job,
-//! and climbs on from there. Up from 16 by doubling, 40 ms of round trip
+//! and climbs on from there, but to no more than [`START_BYTES`] in flight
+//! (big parts need few requests to fill a link: 4 x 256 MiB in 8 MiB parts
+//! get no such start). Up from 16 by doubling, 40 ms of round trip
 //! spent its first 0.75 s below 256 (2,000 x 64 KiB upload through the
 //! bench's latency proxy: 1.78 -> 1.50 s, bench/NOTES.md).
 //!
@@ -49,6 +51,10 @@ const FLOOR: usize = 2;
 /// `START` per `NEAR` of its round trip. Loopback answers within a
 /// millisecond; s3s-fs on loopback keeps two cores busy with 16.
 const NEAR: Duration = Duration::from_micros(2500);
+/// The most bytes the start from the round trip puts in flight: 256
+/// requests of 128 KiB. Beyond what the round trip alone asks for, the
+/// link's width decides, and the climb finds that.
+const START_BYTES: u64 = 32 << 20;
 
 /// The limit of one job and what it learnt.
 #[derive(Debug)]
@@ -66,6 +72,8 @@ pub(super) struct Concurrency {
     hold_until: Option<Instant>,
     /// The round trip has been looked at (once per job).
     placed: bool,
+    /// The job's bytes per request, on average (0: not known).
+    request_size: u64,
 }
 
 impl Concurrency {
@@ -81,7 +89,15 @@ impl Concurrency {
             probe: None,
             hold_until: None,
             placed: false,
+            request_size: 0,
         }
+    }
+
+    /// For a job whose requests carry `bytes` each, on average: the start
+    /// from the round trip puts at most [`START_BYTES`] in flight.
+    pub fn with_request_size(mut self, bytes: u64) -> Concurrency {
+        self.request_size = bytes;
+        self
     }
 
     /// Requests that may be in flight now.
@@ -110,7 +126,10 @@ impl Concurrency {
         if let Some(floor) = floor.filter(|_| !self.placed) {
             self.placed = true;
             let needed = (START as f64 * floor.as_secs_f64() / NEAR.as_secs_f64()) as usize;
-            let needed = needed.min(self.max);
+            let by_bytes = START_BYTES
+                .checked_div(self.request_size)
+                .map_or(usize::MAX, |n| n as usize);
+            let needed = needed.min(by_bytes).min(self.max);
             if needed > self.limit {
                 // A new start: the climb measures from here.
                 self.limit = needed;
@@ -249,9 +268,17 @@ mod tests {
         let mut c = Concurrency::new(true, 0, 256, t0);
         assert_eq!(c.tick(t0 + ms(100), 0, 0, None), None);
         assert_eq!(c.tick(t0 + ms(200), 5, 0, Some(ms(40))), Some(256));
-        // 10 ms: 64, within the maximum.
+        // 10 ms: 64 (below), within the maximum.
         let mut c = Concurrency::new(true, 0, 48, t0);
         assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(10))), Some(48));
+        // Big requests: no more than START_BYTES in flight from it (8 MiB
+        // parts: 4, under the start of 16, so none).
+        let mut c = Concurrency::new(true, 0, 256, t0).with_request_size(8 << 20);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(40))), None);
+        let mut c = Concurrency::new(true, 0, 256, t0).with_request_size(1 << 20);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(40))), Some(32));
+        let mut c = Concurrency::new(true, 0, 256, t0).with_request_size(64 << 10);
+        assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(40))), Some(256));
         let mut c = Concurrency::new(true, 0, 256, t0);
         assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(10))), Some(64));
         // Once per job: a later, longer floor changes nothing by itself.

@@ -253,7 +253,8 @@ impl<'a> Coordinator<'a> {
                 cfg.workers,
                 cfg.max_workers,
                 now,
-            ),
+            )
+            .with_request_size(mean_request_size(&plans)),
             max_open_files: cfg.effective_max_open_files(),
             max_pending_uploads: cfg.max_pending_uploads,
             next_file: 0,
@@ -619,6 +620,14 @@ impl<'a> Coordinator<'a> {
         self.ending_since = Some(Instant::now());
         self.to_complete.clear();
     }
+}
+
+/// The bytes a request of the batch carries, on average (a part, or a
+/// whole file sent or fetched in one request).
+fn mean_request_size(plans: &[FilePlan]) -> u64 {
+    let bytes: u64 = plans.iter().map(|p| p.size).sum();
+    let requests: u64 = plans.iter().map(|p| u64::from(p.parts.max(1))).sum();
+    bytes.checked_div(requests).unwrap_or(0)
 }
 
 /// Moves `next_part` past parts a resumed upload already has.
