@@ -25,17 +25,28 @@ fn far(proxy: &Proxy) {
     ));
 }
 
+/// Uploads [`small_files`] through `proxy` with `cfg`'s concurrency and
+/// checks that every object arrived whole.
+fn upload_small_files(
+    server: &support::Server,
+    cfg: impl FnOnce(batchput::Config) -> batchput::Config,
+    proxy: &Proxy,
+    timeout_secs: u64,
+) {
+    let files = small_files();
+    let up = Uploader::new(cfg(server.config_via(&proxy.endpoint()))).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    let p = finish(&job, timeout_secs);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    files.verify_all(&server.store());
+}
+
 #[test]
 fn auto_grows_requests_in_flight_on_a_slow_link() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     far(&proxy);
-    let files = small_files();
-    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 120);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
-    files.verify_all(&server.store());
+    upload_small_files(&server, |c| c, &proxy, 120);
     let peak = peak_in_flight(&proxy.log(), |e| e.method == "PUT");
     assert!(peak > 24, "auto kept at most {peak} requests in flight");
     assert!(peak <= 256, "auto went past max_workers: {peak}");
@@ -53,12 +64,7 @@ fn auto_starts_high_on_a_store_whose_every_answer_is_late() {
         Match::any(),
         Action::Delay(Duration::from_millis(60)),
     ));
-    let files = small_files();
-    let up = Uploader::new(server.config_via(&proxy.endpoint())).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 120);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
-    files.verify_all(&server.store());
+    upload_small_files(&server, |c| c, &proxy, 120);
     let puts: Vec<_> = proxy
         .log()
         .into_iter()
@@ -79,12 +85,7 @@ fn a_fixed_count_is_kept() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     far(&proxy);
-    let files = small_files();
-    let cfg = server.config_via(&proxy.endpoint()).workers(8);
-    let up = Uploader::new(cfg).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 120);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    upload_small_files(&server, |c| c.workers(8), &proxy, 120);
     let peak = peak_in_flight(&proxy.log(), |e| e.method == "PUT");
     assert!(peak <= 8, "{peak} requests in flight with workers=8");
 }
@@ -102,13 +103,7 @@ fn slow_down_answers_cut_requests_in_flight() {
         .times(40),
     );
     far(&proxy);
-    let files = small_files();
-    let cfg = server.config_via(&proxy.endpoint()).workers_auto(64);
-    let up = Uploader::new(cfg).unwrap();
-    let job = up.start(&files.batch()).unwrap();
-    let p = finish(&job, 180);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
-    files.verify_all(&server.store());
+    upload_small_files(&server, |c| c.workers_auto(64), &proxy, 180);
     // The refusals came while 16 were in flight; after them the limit was
     // cut and held, so the first second after the last refusal never saw
     // more than 16 at once.
