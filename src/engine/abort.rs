@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate::sleep_unless_cancelled;
-use super::worker::backoff;
+use super::retry::backoff;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::interrupt::{Interrupt, Scope};
 use crate::store::Store;

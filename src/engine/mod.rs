@@ -11,12 +11,14 @@
 mod abort;
 mod coordinator;
 pub(crate) mod download;
+mod etag;
 mod hasher;
 mod messages;
 mod pool;
 mod probe;
 mod rate;
 mod resume;
+mod retry;
 mod worker;
 
 use std::sync::{Arc, Weak};
@@ -34,7 +36,7 @@ use crate::store::Store;
 pub(crate) use abort::abort_and_verify;
 pub(crate) use download::RemoteObject;
 pub use download::Verification;
-pub(crate) use worker::hex;
+pub(crate) use etag::hex;
 
 /// What an uploader's jobs share: the client, the pool, the rate limit,
 /// and what `integrity=auto` learnt of each endpoint.

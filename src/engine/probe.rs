@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::abort::{abort_and_verify_until, abort_strays, cleanup_scope};
-use super::worker::random_below;
+use super::retry::random_below;
 use super::Engine;
 use crate::config::{Config, Integrity, MAX_KEY_LEN};
 use crate::error::{Error, Result};

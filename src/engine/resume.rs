@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 
 use super::abort::abort_and_verify;
 use super::coordinator::{DonePart, Prior};
-use super::worker::{hex, multipart_etag};
+use super::etag::{hex, multipart_etag};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal::{unchanged, Journal, Recorded, RecordedFile};

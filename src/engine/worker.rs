@@ -1,8 +1,8 @@
 //! What a pool thread does with one [`Task`]: send a part or a whole file
 //! from the shared descriptor (the kernel reads the pages: `Body::File`),
 //! while the uploader's MD5 thread hashes the same range beside others
-//! (`hasher`); create or complete an upload; retry with backoff; report
-//! exactly one [`Msg`].
+//! (`hasher`); create or complete an upload; retry with backoff (`retry`);
+//! report exactly one [`Msg`].
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,9 +18,11 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use super::abort::{abort_and_verify, abort_strays, cleanup_scope};
+use super::etag::{hex, is_md5_hex, is_multipart_etag};
 use super::hasher::{HashHandle, PendingDigest};
 use super::messages::{Msg, Source, Task, Unsettled, Work};
 use super::rate::{sleep_unless_cancelled, TokenBucket};
+use super::retry::retrying;
 use crate::config::Integrity;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::interrupt::{in_scope, Interrupt, Scope};
@@ -104,7 +106,7 @@ pub(crate) struct JobContext {
 }
 
 impl JobContext {
-    fn cancelled(&self) -> bool {
+    pub(super) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 
@@ -150,7 +152,7 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
     let _ = ctx.tx.send(msg);
 }
 
-fn stopped() -> Error {
+pub(super) fn stopped() -> Error {
     Error::new(ErrorKind::Stopped, "stopped")
 }
 
@@ -632,137 +634,4 @@ fn check_unchanged(source: &Source, path: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Runs `attempt` until it succeeds, fails for good, or the job is
-/// cancelled. Waits between attempts with exponential backoff and full
-/// jitter; a throttling answer (SlowDown, 503) backs off longer.
-///
-/// A failure on a reused keep-alive connection before any answer byte (the
-/// server closed it while idle) is retried once at once, without counting
-/// as an attempt: it says nothing about the server.
-pub(crate) fn retrying<T>(
-    ctx: &JobContext,
-    mut attempt: impl FnMut(u32) -> Result<T>,
-) -> Result<T> {
-    let mut n = 1;
-    let mut free_retry = true;
-    loop {
-        if ctx.cancelled() {
-            return Err(stopped());
-        }
-        match attempt(n) {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                if e.kind() == ErrorKind::Stopped || ctx.cancelled() {
-                    // Whether the server may still act on what was cut off
-                    // matters to cleanup: keep it.
-                    return Err(stopped().with_outcome_unknown(e.outcome_unknown()));
-                }
-                if e.is_stale_connection() && free_retry {
-                    log::debug!("retrying on a new connection: {e}");
-                    free_retry = false;
-                    continue;
-                }
-                if e.is_throttle() || matches!(e.kind(), ErrorKind::Network | ErrorKind::Timeout) {
-                    ctx.pressure.fetch_add(1, Ordering::Relaxed);
-                }
-                if !e.is_retryable() || n >= ctx.attempts {
-                    return Err(e.with_attempts(n));
-                }
-                log::debug!("attempt {n} failed, retrying: {e}");
-                if !sleep_unless_cancelled(backoff(n, e.is_throttle()), &ctx.cancel) {
-                    return Err(stopped());
-                }
-                n += 1;
-            }
-        }
-    }
-}
-
-/// Full-jitter exponential backoff: a random wait in [0, min(cap, base·2ⁿ⁻¹)].
-pub(super) fn backoff(attempt: u32, throttled: bool) -> Duration {
-    let (base_ms, cap_ms) = if throttled {
-        (500u64, 20_000)
-    } else {
-        (100, 5_000)
-    };
-    let upper = base_ms
-        .saturating_mul(1u64 << (attempt - 1).min(20))
-        .min(cap_ms);
-    Duration::from_millis(random_below(upper + 1))
-}
-
-pub(super) fn random_below(n: u64) -> u64 {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            let here = &t as *const u64 as u64;
-            (t ^ here.rotate_left(32)) | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x % n.max(1)
-    })
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
-pub(crate) fn is_md5_hex(etag: &str) -> bool {
-    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-pub(crate) fn is_multipart_etag(etag: &str) -> bool {
-    matches!(etag.split_once('-'), Some((h, n)) if is_md5_hex(h) && n.parse::<u32>().is_ok())
-}
-
-/// The multipart ETag S3 computes: md5 of the concatenated part MD5s, "-N".
-pub(crate) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
-    let mut h = Md5::new();
-    for m in part_md5s {
-        h.update(m);
-    }
-    format!("{}-{}", hex(&h.finalize()), part_md5s.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..30 {
-            let d = backoff(attempt, false);
-            assert!(d <= Duration::from_millis(5_000));
-            let t = backoff(attempt, true);
-            assert!(t <= Duration::from_millis(20_000));
-        }
-        assert!(backoff(1, false) <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn etag_shapes() {
-        assert!(is_md5_hex("9e107d9d372bb6826bd81d3542a419d6"));
-        assert!(!is_md5_hex("9e107d9d372bb6826bd81d3542a419d6-2"));
-        assert!(is_multipart_etag("9e107d9d372bb6826bd81d3542a419d6-2"));
-        assert!(!is_multipart_etag("abc-2"));
-        let one = [0u8; 16];
-        assert!(multipart_etag(&[one, one]).ends_with("-2"));
-    }
 }

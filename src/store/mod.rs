@@ -1,13 +1,16 @@
 //! The S3 protocol: endpoints, signing, requests, XML, error mapping.
 //!
 //! [`Store`] is a synchronous S3 client for one bucket. It speaks the eight
-//! operations an uploader needs (PutObject, CreateMultipartUpload,
-//! UploadPart, CompleteMultipartUpload, AbortMultipartUpload, ListParts,
-//! ListMultipartUploads, HeadObject) plus CreateBucket, GetObject and
-//! DeleteObject for tests and the janitor, and (in `objects`) what a user
-//! does with what is stored: ListObjectsV2, DeleteObjects and presigned URLs. Bodies stream from a reader with
-//! `Content-Length` always set: never chunked, never aws-chunked, which OBS,
-//! OSS and older MinIO reject.
+//! operations an uploader needs (in `uploads`: PutObject,
+//! CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+//! AbortMultipartUpload; in `list`: ListParts, ListMultipartUploads; in
+//! `get`: HeadObject) plus CreateBucket (`uploads`), GetObject (`get`) and
+//! DeleteObject (`objects`) for tests and the janitor, and (in `objects`)
+//! what a user does with what is stored: ListObjectsV2, DeleteObjects and
+//! presigned URLs. This module holds what they share: the endpoints and
+//! their health, and one request's signing, sending and error mapping.
+//! Bodies stream from a reader with `Content-Length` always set: never
+//! chunked, never aws-chunked, which OBS, OSS and older MinIO reject.
 //!
 //! One HTTP client (see `http`) is shared by the workers; its pool of idle
 //! connections is sized to the worker count, so each worker in practice
@@ -30,6 +33,7 @@ mod list;
 mod objects;
 mod sign;
 mod tls;
+mod uploads;
 mod wire;
 mod xml;
 
@@ -345,28 +349,6 @@ impl Store {
         self.inner.endpoints[i.min(self.inner.endpoints.len() - 1)].url()
     }
 
-    /// Uploads a whole object in one request. Returns its ETag.
-    pub fn put_object(
-        &self,
-        key: &str,
-        body: Body<'_>,
-        checksum: SentChecksum,
-        endpoint_hint: usize,
-    ) -> Result<String> {
-        let mut headers = self.inner.object_headers.clone();
-        add_checksum(&mut headers, checksum);
-        let reply = self.call_with_meta(Request {
-            operation: "PutObject",
-            method: "PUT",
-            key: Some(key),
-            query: &[],
-            headers,
-            body,
-            endpoint_hint,
-        })?;
-        Ok(reply.etag.map(unquote).unwrap_or_default())
-    }
-
     /// The same client, sending every request to endpoint `index` whatever
     /// its health: a question about one node (the integrity probe) must be
     /// answered by that node, not by the next one up.
@@ -374,157 +356,6 @@ impl Store {
         Store {
             inner: self.inner.clone(),
             pin: Some(index % self.inner.endpoints.len()),
-        }
-    }
-
-    /// Starts a multipart upload. Returns its upload id. With
-    /// `integrity=crc32c` in the configuration it declares the CRC32C
-    /// algorithm (see [`create_multipart_upload_with`](Store::create_multipart_upload_with)).
-    pub fn create_multipart_upload(&self, key: &str, endpoint_hint: usize) -> Result<String> {
-        self.create_multipart_upload_with(key, self.inner.crc32c_uploads, endpoint_hint)
-    }
-
-    /// Starts a multipart upload, with `x-amz-checksum-algorithm: CRC32C`
-    /// when `crc32c`: each part of such an upload then carries
-    /// `x-amz-checksum-crc32c`, and its CompleteMultipartUpload names each
-    /// part's. Returns its upload id.
-    pub fn create_multipart_upload_with(
-        &self,
-        key: &str,
-        crc32c: bool,
-        endpoint_hint: usize,
-    ) -> Result<String> {
-        let mut headers = self.inner.object_headers.clone();
-        if crc32c {
-            headers.push(("x-amz-checksum-algorithm", "CRC32C".into()));
-        }
-        let reply = self.call_with_meta(Request {
-            operation: "CreateMultipartUpload",
-            method: "POST",
-            key: Some(key),
-            query: &[("uploads", "")],
-            headers,
-            body: Body::Empty,
-            endpoint_hint,
-        })?;
-        let root = self.parse_body("CreateMultipartUpload", key, &reply.body)?;
-        root.text_of("UploadId")
-            .filter(|id| !id.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| self.malformed("CreateMultipartUpload", key, "no UploadId"))
-    }
-
-    /// Uploads one part. Returns its ETag.
-    pub fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Body<'_>,
-        checksum: SentChecksum,
-        endpoint_hint: usize,
-    ) -> Result<String> {
-        let number = part_number.to_string();
-        let mut headers = Vec::new();
-        add_checksum(&mut headers, checksum);
-        let reply = self
-            .call(Request {
-                operation: "UploadPart",
-                method: "PUT",
-                key: Some(key),
-                query: &[("partNumber", &number), ("uploadId", upload_id)],
-                headers,
-                body,
-                endpoint_hint,
-            })
-            .map_err(|e| e.with_part(part_number))?;
-        Ok(reply.etag.map(unquote).unwrap_or_default())
-    }
-
-    /// Completes a multipart upload from its parts, in order. Returns the
-    /// object's ETag. A 200 answer that carries an `<Error>` (S3 does that
-    /// when it fails after it started answering) is an error.
-    pub fn complete_multipart_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[CompletedPart],
-        endpoint_hint: usize,
-    ) -> Result<String> {
-        let mut xml = String::with_capacity(64 + parts.len() * 96);
-        xml.push_str("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-        for p in parts {
-            xml.push_str("<Part><PartNumber>");
-            xml.push_str(&p.number.to_string());
-            xml.push_str("</PartNumber><ETag>\"");
-            xml.push_str(&xml::escape(&p.etag));
-            xml.push_str("\"</ETag>");
-            if let Some(crc) = &p.crc32c {
-                xml.push_str("<ChecksumCRC32C>");
-                xml.push_str(crc);
-                xml.push_str("</ChecksumCRC32C>");
-            }
-            xml.push_str("</Part>");
-        }
-        xml.push_str("</CompleteMultipartUpload>");
-        let reply = self.call(Request {
-            operation: "CompleteMultipartUpload",
-            method: "POST",
-            key: Some(key),
-            query: &[("uploadId", upload_id)],
-            headers: vec![("content-type", "application/xml".into())],
-            body: Body::Bytes(xml.as_bytes()),
-            endpoint_hint,
-        })?;
-        let root = self.parse_body("CompleteMultipartUpload", key, &reply.body)?;
-        if root.name == "Error" {
-            return Err(self.error_from_xml("CompleteMultipartUpload", key, 200, &root, None));
-        }
-        Ok(root.text_of("ETag").map(unquote_str).unwrap_or_default())
-    }
-
-    /// Aborts a multipart upload.
-    pub fn abort_multipart_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        endpoint_hint: usize,
-    ) -> Result<()> {
-        self.call(Request {
-            operation: "AbortMultipartUpload",
-            method: "DELETE",
-            key: Some(key),
-            query: &[("uploadId", upload_id)],
-            headers: Vec::new(),
-            body: Body::Empty,
-            endpoint_hint,
-        })?;
-        Ok(())
-    }
-
-    /// Creates the bucket (tests, the quickstart). An existing bucket owned
-    /// by the caller is not an error.
-    pub fn create_bucket(&self, region: Option<&str>) -> Result<()> {
-        let body = match region {
-            Some(r) if r != "us-east-1" => format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                xml::escape(r)
-            ),
-            _ => String::new(),
-        };
-        match self.call(Request {
-            operation: "CreateBucket",
-            method: "PUT",
-            key: None,
-            query: &[],
-            headers: Vec::new(),
-            body: Body::Bytes(body.as_bytes()),
-            endpoint_hint: 0,
-        }) {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
-            Err(e) => Err(e),
         }
     }
 

@@ -521,8 +521,7 @@ fn look(store: &Store, key: &str, expect: &Expect) -> Outcome {
             obj.and_then(|obj| {
                 let ours = obj.size == *size
                     && md5.is_none_or(|m| {
-                        obj.etag
-                            .eq_ignore_ascii_case(&crate::engine::worker::hex(&m))
+                        obj.etag.eq_ignore_ascii_case(&crate::engine::etag::hex(&m))
                     });
                 ours.then_some(obj.etag)
             })

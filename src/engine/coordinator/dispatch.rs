@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use super::{skip_done_parts, Coordinator, DonePart, Phase, Prior};
 use crate::engine::download::{self, Fetch, Finish};
+use crate::engine::etag::multipart_etag;
 use crate::engine::messages::{Source, Task, Work};
-use crate::engine::worker::{self, multipart_etag};
+use crate::engine::worker;
 use crate::error::{Error, ErrorKind};
 use crate::job::FileState;
 use crate::store::CompletedPart;

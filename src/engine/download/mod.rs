@@ -36,7 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::messages::{Msg, Task};
-use super::worker::{retrying, JobContext};
+use super::retry::retrying;
+use super::worker::JobContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{GetHead, GetSpec, ObjectSink, CANCELLED};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RemoteObject;
-use crate::engine::worker::{is_md5_hex, is_multipart_etag};
+use crate::engine::etag::{is_md5_hex, is_multipart_etag};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::plan::{check_key, part_size_for, FilePlan};

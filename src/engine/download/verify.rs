@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{read_back_failed, Finish, RemoteObject};
-use crate::engine::worker::{hex, is_md5_hex, is_multipart_etag, multipart_etag, JobContext};
+use crate::engine::etag::{hex, is_md5_hex, is_multipart_etag, multipart_etag};
+use crate::engine::worker::JobContext;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a downloaded file was checked. More checks may come: match with a
