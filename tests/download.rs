@@ -558,20 +558,12 @@ fn kill_mid_download_then_resume_in_a_new_process_fetches_only_what_is_missing()
             &journal,
             None,
         );
-        // Until the journal holds two acknowledged parts.
-        let recorded = |j: &Path| {
-            std::fs::read_to_string(j)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.starts_with("P\t"))
-                .count() as u64
-        };
-        let t0 = Instant::now();
-        while recorded(&journal) < 2 && t0.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Until the journal holds two acknowledged parts (checked below).
+        support::eventually(Duration::from_secs(30), || {
+            support::journal_parts(&journal) >= 2
+        });
         crate::journal::kill9(&mut child);
-        let kept = recorded(&journal);
+        let kept = support::journal_parts(&journal) as u64;
         assert!(kept >= 2, "{:?}: {kept} parts recorded", server.kind);
         assert!(!dest.exists(), "a partial file under the final name");
 

@@ -45,19 +45,6 @@ fn upload_tree(server: &Server, prefix: &str, tree: &[(&str, usize)]) -> Vec<(St
     files
 }
 
-/// The parts a running job's journal records as in place: its `P` lines
-/// (the journal is written, if not synced, on every turn of the job's
-/// loop).
-fn journal_parts(journal: &Path) -> usize {
-    std::fs::read(journal)
-        .map(|text| {
-            text.split(|&b| b == b'\n')
-                .filter(|l| l.starts_with(b"P\t"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Files under `dir` whose names say they are unfinished downloads.
 fn partial_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -180,15 +167,13 @@ fn sigterm_pauses_a_journaled_download_and_resume_fetches_only_what_is_missing()
     // have all gone through still has to be written and checked in the
     // client, and a signal in between rightly leaves it to the resume (CI
     // saw one part done of two finished so, on a loaded machine).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while journal_parts(&journal) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no part was fetched: {:?}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        support::eventually(Duration::from_secs(60), || {
+            support::journal_parts(&journal) >= 2
+        }),
+        "no part was fetched: {:?}",
+        proxy.log()
+    );
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },

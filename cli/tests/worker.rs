@@ -239,12 +239,11 @@ fn task_files(
     (dir, files)
 }
 
-fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(secs: u64, what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        support::eventually(Duration::from_secs(secs), done),
+        "timed out waiting for {what}"
+    );
 }
 
 fn verify(server: &Server, objects: &[(String, Vec<u8>)]) {

@@ -6,9 +6,10 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use batchput::store::Store;
 use batchput::Config;
@@ -606,3 +607,29 @@ pub fn finish(job: &batchput::Job, secs: u64) -> batchput::Progress {
 }
 
 pub const MIB: usize = 1 << 20;
+
+/// Polls `done` until it holds or `timeout` passes; whether it held.
+pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The parts a job's journal records as in place: its `P` lines (a
+/// running job writes them, if not syncs them, on every turn of its loop).
+pub fn journal_parts(journal: &Path) -> usize {
+    std::fs::read(journal)
+        .map(|text| {
+            text.split(|&b| b == b'\n')
+                .filter(|l| l.starts_with(b"P\t"))
+                .count()
+        })
+        .unwrap_or(0)
+}
