@@ -18,7 +18,14 @@ pub(crate) fn is_md5_hex(etag: &str) -> bool {
 }
 
 pub(crate) fn is_multipart_etag(etag: &str) -> bool {
-    matches!(etag.split_once('-'), Some((h, n)) if is_md5_hex(h) && n.parse::<u32>().is_ok())
+    multipart_etag_parts(etag).is_some()
+}
+
+/// The part count `N` of a multipart ETag (`<md5 hex>-N`); `None` for any
+/// other shape.
+pub(crate) fn multipart_etag_parts(etag: &str) -> Option<u32> {
+    let (h, n) = etag.split_once('-')?;
+    is_md5_hex(h).then(|| n.parse().ok()).flatten()
 }
 
 /// The multipart ETag S3 computes: md5 of the concatenated part MD5s, "-N".
@@ -40,6 +47,14 @@ mod tests {
         assert!(!is_md5_hex("9e107d9d372bb6826bd81d3542a419d6-2"));
         assert!(is_multipart_etag("9e107d9d372bb6826bd81d3542a419d6-2"));
         assert!(!is_multipart_etag("abc-2"));
+        assert_eq!(
+            multipart_etag_parts("9e107d9d372bb6826bd81d3542a419d6-16"),
+            Some(16)
+        );
+        assert_eq!(
+            multipart_etag_parts("9e107d9d372bb6826bd81d3542a419d6"),
+            None
+        );
         let one = [0u8; 16];
         assert!(multipart_etag(&[one, one]).ends_with("-2"));
     }

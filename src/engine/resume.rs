@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 
 use super::abort::abort_and_verify;
 use super::coordinator::{DonePart, Prior};
-use super::etag::{hex, multipart_etag};
+use super::etag::{hex, is_md5_hex, multipart_etag};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal::{unchanged, Journal, Recorded, RecordedFile};
@@ -132,7 +132,7 @@ fn reconcile_unchanged(store: &Store, recorded: &Recorded, rec: &RecordedFile) -
                         }),
                         // The journal lost it (not yet synced): keep it if
                         // the server's MD5 ETag is the MD5 of our bytes.
-                        None if is_md5(&lp.etag) => {
+                        None if is_md5_hex(&lp.etag) => {
                             let (off, len) = plan.part_range(n);
                             let md5 = md5_of(plan, off, len)?;
                             (hex(&md5) == lp.etag).then(|| DonePart {
@@ -232,10 +232,6 @@ fn abort_orphans(store: &Store, recorded: &Recorded, key: &str) {
         // Some stores (OSS) cannot list uploads; the janitor is the fallback.
         Err(e) => log::warn!("cannot look for an orphaned upload of '{key}': {e}"),
     }
-}
-
-fn is_md5(etag: &str) -> bool {
-    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// MD5 of a byte range of the file.

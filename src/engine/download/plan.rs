@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RemoteObject;
-use crate::engine::etag::{is_md5_hex, is_multipart_etag};
+use crate::engine::etag::{is_md5_hex, is_multipart_etag, multipart_etag_parts};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::plan::{check_key, part_size_for, FilePlan};
@@ -133,10 +133,8 @@ pub(crate) fn plan(
     let cfg = &engine.cfg;
     let mut plans = Vec::with_capacity(entries.len());
     for ((dest, (_, key)), k) in dests.into_iter().zip(entries).zip(known) {
-        let multipart_etag = is_multipart_etag(&k.etag);
-        let etag_parts: Option<u64> = multipart_etag
-            .then(|| k.etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
-            .flatten();
+        let etag_parts: Option<u64> = multipart_etag_parts(&k.etag).map(u64::from);
+        let multipart_etag = etag_parts.is_some();
         let guess = part_size_for(k.size, cfg.part_size).filter(|_| k.size > 0);
         // Checked by its stored CRC32C: any split will do.
         let crc32c = k.crc32c.filter(|_| checked_by_crc32c(&k));

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{read_back_failed, Finish, RemoteObject};
-use crate::engine::etag::{hex, is_md5_hex, is_multipart_etag, multipart_etag};
+use crate::engine::etag::{
+    hex, is_md5_hex, is_multipart_etag, multipart_etag, multipart_etag_parts,
+};
 use crate::engine::worker::JobContext;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -153,11 +155,7 @@ fn check_etag(
         let got = read_back(ctx, file, temp, how.size, &[how.size.max(1)])?;
         return matched(key, &hex(&got[0][0]), etag, Verification::Md5);
     }
-    if is_multipart_etag(etag) {
-        let n: u64 = etag
-            .rsplit_once('-')
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or(0);
+    if let Some(n) = multipart_etag_parts(etag).map(u64::from) {
         let mut guesses: Vec<u64> = std::iter::once(how.part_size_hint)
             .chain(USUAL_PART_SIZES)
             .filter(|&p| p > 0 && how.size.div_ceil(p) == n)
