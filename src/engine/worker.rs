@@ -99,6 +99,10 @@ pub(crate) struct JobContext {
     /// (throttling, a broken or refused connection, a timeout): what
     /// `workers=auto` backs off on.
     pub pressure: AtomicU64,
+    /// A task failed in a way that ends the job (fail-fast), and the
+    /// coordinator may not have heard yet: a task queued behind others
+    /// (see `Pool::spawn_behind`) that starts now sends nothing.
+    pub failing: AtomicBool,
     pub tx: Sender<Msg>,
     pub uploads: Mutex<OpenUploads>,
     /// The uploader's MD5 thread (see `hasher`).
@@ -125,6 +129,15 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
         Work::Get(how) => Some(how.part),
         _ => None,
     };
+    if ctx.failing.load(Ordering::Relaxed) {
+        // The coordinator takes it for a task its stop cut short.
+        let _ = ctx.tx.send(Msg::Failed {
+            file,
+            part,
+            error: stopped(),
+        });
+        return;
+    }
     let msg = match catch_unwind(AssertUnwindSafe(|| {
         in_scope(&ctx.scope, || execute(ctx, &task))
     })) {
@@ -148,6 +161,12 @@ pub(crate) fn run(ctx: &JobContext, task: Task) {
             }
         }
     };
+    if let Msg::Failed { error, .. } | Msg::Unsettled { error, .. } = &msg {
+        // Every such failure ends the job (the coordinator's `fail`).
+        if error.kind() != ErrorKind::Stopped {
+            ctx.failing.store(true, Ordering::Relaxed);
+        }
+    }
     // The coordinator may be gone (job over); then nobody needs the message.
     let _ = ctx.tx.send(msg);
 }

@@ -19,12 +19,17 @@ impl Coordinator<'_> {
     // ------------------------------------------------------------ dispatch
 
     pub(super) fn dispatch(&mut self) {
-        while self.in_flight < self.concurrency.limit() && self.ending.is_none() {
+        while self.in_flight < self.dispatch_limit() && self.ending.is_none() {
             if let Some(f) = self.to_complete.pop_front() {
                 self.spawn_complete(f);
             } else if let Some(f) = self.next_dispatchable_part() {
                 self.spawn_part(f);
             } else if !self.start_next_file() {
+                if self.in_flight < self.concurrency.limit() {
+                    // Below the limit with nothing new: tasks queued behind
+                    // others when it was reached need not wait for them.
+                    self.engine.pool.wake_for_queued();
+                }
                 return;
             }
         }
@@ -62,7 +67,7 @@ impl Coordinator<'_> {
     /// Starts the next file of the batch, if the budgets allow and the
     /// active files cannot keep the free workers busy.
     fn start_next_file(&mut self) -> bool {
-        let free = self.concurrency.limit().saturating_sub(self.in_flight) as u64;
+        let free = self.dispatch_limit().saturating_sub(self.in_flight) as u64;
         if self.next_file >= self.plans.len() || self.backlog >= free {
             return false;
         }
@@ -371,7 +376,17 @@ impl Coordinator<'_> {
         }
     }
 
+    /// Tasks handed to the pool at most: the requests the job keeps in
+    /// flight, and as many again as half of them queued behind those, so
+    /// that a worker done with one request goes on to the next without
+    /// waiting for this thread to hand it one.
+    fn dispatch_limit(&self) -> usize {
+        let limit = self.concurrency.limit();
+        limit + limit.div_ceil(2)
+    }
+
     fn spawn(&mut self, f: usize, work: Work, data: Option<(Source, u64, u64)>) {
+        let behind = self.in_flight >= self.concurrency.limit();
         self.in_flight += 1;
         let task = Task {
             file: f,
@@ -381,6 +396,12 @@ impl Coordinator<'_> {
             data,
         };
         let ctx = self.ctx.clone();
-        self.engine.pool.spawn(move || worker::run(&ctx, task));
+        if behind {
+            self.engine
+                .pool
+                .spawn_behind(move || worker::run(&ctx, task));
+        } else {
+            self.engine.pool.spawn(move || worker::run(&ctx, task));
+        }
     }
 }

@@ -206,6 +206,7 @@ impl<'a> Coordinator<'a> {
             activity: Default::default(),
             rate: engine.rate.clone(),
             pressure: Default::default(),
+            failing: Default::default(),
             tx,
             uploads: Default::default(),
             hasher: engine.hasher.handle(),
@@ -371,6 +372,11 @@ impl<'a> Coordinator<'a> {
                 break;
             }
             if let Some(since) = self.ending_since {
+                // Tasks queued behind others (see `dispatch_limit`) end at
+                // once now (their requests are refused); an idle thread
+                // takes them rather than wait for a busy one, which may
+                // work for another job.
+                self.engine.pool.wake_for_queued();
                 if since.elapsed() >= TICK {
                     // A gentle request's answer had its moment.
                     self.shared.interrupt.cancel();

@@ -69,6 +69,8 @@ impl Coordinator<'_> {
     }
 
     fn describe_in_flight(&self) -> String {
+        // Tasks beyond the limit wait in the pool's queue, not on the wire.
+        let in_flight = self.in_flight.min(self.concurrency.limit());
         let running: Vec<&str> = self
             .files
             .iter()
@@ -78,11 +80,11 @@ impl Coordinator<'_> {
             .map(|(i, _)| &*self.keys[i])
             .collect();
         if running.is_empty() {
-            format!("{} request(s) were in flight", self.in_flight)
+            format!("{in_flight} request(s) were in flight")
         } else {
             format!(
                 "{} request(s) were in flight for '{}'{}",
-                self.in_flight,
+                in_flight,
                 running.join("', '"),
                 if self
                     .files
