@@ -148,7 +148,11 @@ pub(crate) struct Coordinator<'a> {
     /// this cannot keep the free workers busy, so uploads are not opened
     /// earlier than needed.
     backlog: u64,
+    /// Tasks handed to the pool and not reported yet: requests in flight,
+    /// and tasks queued behind them (see `dispatch_limit`).
     in_flight: usize,
+    /// The job's requests are small enough to queue tasks behind them.
+    queue_behind: bool,
     open_files: usize,
     pending_uploads: usize,
 
@@ -243,6 +247,7 @@ impl<'a> Coordinator<'a> {
             })
             .collect();
         let priors = priors.unwrap_or_else(|| plans.iter().map(|_| Prior::Fresh).collect());
+        let request_size = mean_request_size(&plans);
         let mut c = Coordinator {
             keys: plans.iter().map(|p| Arc::from(p.key.as_str())).collect(),
             paths: plans.iter().map(|p| Arc::from(p.path.as_path())).collect(),
@@ -255,7 +260,7 @@ impl<'a> Coordinator<'a> {
                 cfg.max_workers,
                 now,
             )
-            .with_request_size(mean_request_size(&plans)),
+            .with_request_size(request_size),
             max_open_files: cfg.effective_max_open_files(),
             max_pending_uploads: cfg.max_pending_uploads,
             next_file: 0,
@@ -263,6 +268,7 @@ impl<'a> Coordinator<'a> {
             to_complete: VecDeque::new(),
             backlog: 0,
             in_flight: 0,
+            queue_behind: request_size <= dispatch::QUEUE_BEHIND_UP_TO,
             open_files: 0,
             pending_uploads: 0,
             files_done: 0,
