@@ -183,6 +183,50 @@ fn a_stop_while_answers_are_held_reports_the_objects_the_server_made() {
 }
 
 #[test]
+fn a_stop_amid_many_small_files_reports_each_as_the_server_holds_it() {
+    // Small files: the engine queues tasks behind the requests in flight.
+    // Every answer comes 300 ms after the server stored the object.
+    let server = support::s3s();
+    let proxy = Proxy::start(&server.endpoint);
+    proxy.add_rule(Rule::new(
+        Match::method("PUT").and_path("/many/"),
+        Action::HoldAnswer(Duration::from_millis(300)),
+    ));
+    let list: Vec<(String, usize)> = (0..200)
+        .map(|i| (format!("many/{i:03}"), 1000 + i))
+        .collect();
+    let files = make_files(&list);
+    let cfg = server.config_via(&proxy.endpoint()).workers(4);
+    let up = Uploader::new(cfg.integrity(Integrity::EtagMd5)).unwrap();
+    let job = up.start(&files.batch()).unwrap();
+    wait_for_requests(&proxy, 12, |e| {
+        e.path.contains("/many/") && e.finished.is_some()
+    });
+
+    let p = stop_within(&job, Duration::from_secs(8));
+    let store = server.store();
+    let reports = job.files();
+    let mut completed = 0;
+    for (i, f) in reports.iter().enumerate() {
+        match f.state {
+            FileState::Completed => {
+                files.verify(&store, i);
+                completed += 1;
+            }
+            // Queued or cut off: nothing of it on the server.
+            FileState::Aborted | FileState::NotStarted => files.assert_absent(&store, i),
+            other => panic!("{} ended {other:?}: {:?}", f.key, f.error),
+        }
+    }
+    assert!(completed >= 12, "{completed} completed");
+    assert_eq!(p.files_done, completed);
+    // Files start as workers free up, not all at once.
+    assert_eq!(reports[199].state, FileState::NotStarted);
+    assert_eq!(proxy.count(|e| e.key() == "many/199"), 0);
+    server.assert_no_open_uploads();
+}
+
+#[test]
 fn a_complete_slower_than_the_request_timeout_is_waited_for() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);

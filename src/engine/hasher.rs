@@ -99,7 +99,8 @@ impl ReplyTx {
         let mut slot = self.0.digest.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(digest);
-            self.0.ready.notify_all();
+            // One worker waits for it.
+            self.0.ready.notify_one();
         }
     }
 }
@@ -280,17 +281,12 @@ impl PendingDigest {
     /// not be lost to a stop or pause that comes meanwhile.
     pub fn wait(&self) -> io::Result<[u8; 16]> {
         self.waiting();
-        let mut slot = self.slot();
-        loop {
-            if let Some(digest) = slot.take() {
-                return digest;
-            }
-            slot = self
-                .reply
-                .ready
-                .wait(slot)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        let mut slot = self
+            .reply
+            .ready
+            .wait_while(self.slot(), |digest| digest.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        slot.take().expect("woken with a digest")
     }
 
     /// [`wait`](Self::wait), or `Interrupted` soon after `stop` is set

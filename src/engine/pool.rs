@@ -43,10 +43,12 @@ struct QueueState {
     closing: bool,
     /// Threads waiting for a task.
     idle: usize,
-    /// Idle threads woken for a task and not yet back under the lock. Only
-    /// they leave the wait: a thread that wakes without being meant to (a
-    /// condition variable allows it) would take a task queued behind the
-    /// busy ones, one request more than the job allows.
+    /// Idle threads woken for a task and not yet back under the lock: they
+    /// count as coming for the queue (see `push_behind`), and only they
+    /// leave the wait. A thread that wakes without being meant to (a
+    /// condition variable allows it) would otherwise take a task queued
+    /// behind the busy ones: one request more than `workers=auto`'s limit
+    /// at the moment (a fixed `workers=N` has only N threads).
     wakeups: usize,
     /// Threads started.
     threads: usize,
@@ -71,17 +73,25 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `task` and wakes an idle thread for it; whether no thread
-    /// was idle to take it.
-    fn push(&self, task: Task) -> bool {
-        let mut state = self.lock();
-        state.tasks.push_back(task);
-        let none_idle = state.idle < state.tasks.len();
-        let wake = state.wake_one();
-        drop(state);
+    /// Runs `change` under the lock, then wakes the idle thread it chose
+    /// (with `wake_one`), if any, once the lock is free for that thread.
+    fn then_wake(&self, change: impl FnOnce(&mut QueueState) -> bool) -> bool {
+        let wake = change(&mut self.lock());
         if wake {
             self.ready.notify_one();
         }
+        wake
+    }
+
+    /// Queues `task` and wakes an idle thread for it; whether no thread
+    /// was idle to take it.
+    fn push(&self, task: Task) -> bool {
+        let mut none_idle = false;
+        self.then_wake(|state| {
+            state.tasks.push_back(task);
+            none_idle = state.idle < state.tasks.len();
+            state.wake_one()
+        });
         none_idle
     }
 
@@ -91,25 +101,16 @@ impl Queue {
     /// (those come back to it in turn): a task is never left with nobody
     /// to take it. Whether one was woken.
     fn push_behind(&self, task: Task) -> bool {
-        let mut state = self.lock();
-        state.tasks.push_back(task);
-        let coming = state.threads - (state.idle - state.wakeups);
-        let wake = state.tasks.len() > coming && state.wake_one();
-        drop(state);
-        if wake {
-            self.ready.notify_one();
-        }
-        wake
+        self.then_wake(|state| {
+            state.tasks.push_back(task);
+            let coming = state.threads - (state.idle - state.wakeups);
+            state.tasks.len() > coming && state.wake_one()
+        })
     }
 
     /// Wakes an idle thread if a task waits that no woken one will take.
     fn wake_for_queued(&self) {
-        let mut state = self.lock();
-        let wake = state.tasks.len() > state.wakeups && state.wake_one();
-        drop(state);
-        if wake {
-            self.ready.notify_one();
-        }
+        self.then_wake(|state| state.tasks.len() > state.wakeups && state.wake_one());
     }
 
     /// The next task, waiting for one; `None` once the pool closes and the
@@ -352,28 +353,48 @@ mod tests {
         assert!(pool.spawn_behind(move || tx.send("alone").unwrap()));
         assert_eq!(ran.recv_timeout(Duration::from_secs(10)), Ok("alone"));
 
-        // Asked to, an idle thread takes it while the busy one still works.
+        // Tasks queued behind two busy threads of a pool with idle ones
+        // wait for those two: two at work, as the job's limit asks.
         let pool = Pool::new(8, "test-pool").unwrap();
-        let barrier = Arc::new(std::sync::Barrier::new(2));
-        pool.map(vec![0, 1], move |i: u32| {
+        let barrier = Arc::new(std::sync::Barrier::new(3));
+        pool.map(vec![0, 1, 2], move |i: u32| {
             barrier.wait();
             i
         });
-        let (release, held) = channel::<()>();
         let (started_tx, started) = channel();
-        pool.spawn(move || {
-            started_tx.send(()).unwrap();
-            held.recv().unwrap();
-        });
+        let releases: Vec<_> = (0..2)
+            .map(|_| {
+                let (release, held) = channel::<()>();
+                let started_tx = started_tx.clone();
+                pool.spawn(move || {
+                    started_tx.send(()).unwrap();
+                    held.recv().unwrap();
+                });
+                release
+            })
+            .collect();
         started.recv().unwrap();
-        let threads = pool.threads.lock().unwrap().len();
-        while idle(&pool) < threads - 1 {
+        started.recv().unwrap();
+        // Every other thread asleep, none woken.
+        while {
+            let state = pool.queue.lock();
+            state.idle + 2 != state.threads || state.wakeups > 0
+        } {
             std::thread::sleep(Duration::from_millis(1));
         }
-        pool.spawn_behind(move || ran_tx.send("woken").unwrap());
+        let threads = pool.threads.lock().unwrap().len();
+        for name in ["first", "second"] {
+            let tx = ran_tx.clone();
+            assert!(!pool.spawn_behind(move || tx.send(name).unwrap()));
+        }
+        assert!(ran.recv_timeout(Duration::from_millis(200)).is_err());
+        // Asked to, an idle thread takes them while the two still work.
         pool.wake_for_queued();
-        assert_eq!(ran.recv_timeout(Duration::from_secs(10)), Ok("woken"));
-        release.send(()).unwrap();
+        assert_eq!(ran.recv_timeout(Duration::from_secs(10)), Ok("first"));
+        assert_eq!(ran.recv_timeout(Duration::from_secs(10)), Ok("second"));
+        for release in releases {
+            release.send(()).unwrap();
+        }
         // No thread was started for tasks queued behind.
         assert_eq!(pool.threads.lock().unwrap().len(), threads);
     }

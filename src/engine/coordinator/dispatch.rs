@@ -33,7 +33,7 @@ impl Coordinator<'_> {
             } else if let Some(f) = self.next_dispatchable_part() {
                 self.spawn_part(f);
             } else if !self.start_next_file() {
-                if self.in_flight < self.concurrency.limit() {
+                if self.queue_behind && self.in_flight < self.concurrency.limit() {
                     // Below the limit with nothing new: tasks queued behind
                     // others when it was reached need not wait for them.
                     self.engine.pool.wake_for_queued();

@@ -378,11 +378,13 @@ impl<'a> Coordinator<'a> {
                 break;
             }
             if let Some(since) = self.ending_since {
-                // Tasks queued behind others (see `dispatch_limit`) end at
-                // once now (their requests are refused); an idle thread
-                // takes them rather than wait for a busy one, which may
-                // work for another job.
-                self.engine.pool.wake_for_queued();
+                if self.queue_behind {
+                    // Tasks queued behind others (see `dispatch_limit`) end
+                    // at once now (their requests are refused); an idle
+                    // thread takes them rather than wait for a busy one,
+                    // which may work for another job.
+                    self.engine.pool.wake_for_queued();
+                }
                 if since.elapsed() >= TICK {
                     // A gentle request's answer had its moment.
                     self.shared.interrupt.cancel();
