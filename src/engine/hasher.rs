@@ -295,11 +295,13 @@ impl PendingDigest {
         self.waiting();
         let mut slot = self.slot();
         loop {
-            if let Some(digest) = slot.take() {
-                return digest;
-            }
+            // The stop first, as the channel this replaced did: a stopped
+            // wait ends even with the digest there.
             if stop.load(Ordering::Relaxed) {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
+            if let Some(digest) = slot.take() {
+                return digest;
             }
             slot = self
                 .reply
