@@ -54,15 +54,17 @@ fn auto_grows_requests_in_flight_on_a_slow_link() {
 
 #[test]
 fn auto_starts_high_on_a_store_whose_every_answer_is_late() {
-    // Every request waits 60 ms at the proxy, the integrity probe's too:
+    // Every request waits 300 ms at the proxy, the integrity probe's too:
     // the client knows the round trip before the job sends a file, and
     // starts at what it needs (max_workers, 256) instead of at 16, where
-    // the climb would keep it for the first window (250 ms).
+    // the climb would keep it until an answer came. The first answer comes
+    // 300 ms after the first PUT: time for a loaded 2-core CI to send far
+    // more than 64 (with 60 ms, one CI run sent only 39).
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
     proxy.add_rule(Rule::new(
         Match::any(),
-        Action::Delay(Duration::from_millis(60)),
+        Action::Delay(Duration::from_millis(300)),
     ));
     upload_small_files(&server, |c| c, &proxy, 120);
     let puts: Vec<_> = proxy
