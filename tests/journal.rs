@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use batchput::{Config, ErrorKind, FileState, JobState, Uploader};
 
-use crate::support::proxy::{Action, Entry, Match, Proxy, Rule};
+use crate::support::proxy::{timeline, Action, Entry, Match, Proxy, Rule};
 use crate::support::{self, finish, make_files, pattern, Files, Kind, Server, MIB};
 
 fn specs(list: &[(&str, usize)]) -> Vec<(String, usize)> {
@@ -346,7 +346,15 @@ fn kill_during_creation_of_uploads_leaves_no_orphan() {
 fn pause_then_resume_in_the_same_process() {
     let server = support::s3s();
     let proxy = Proxy::start(&server.endpoint);
-    throttle_parts(&proxy, 8 * MIB as u64);
+    // Parts of 5 MiB at 1 MiB/s: no file can be complete (and so none can
+    // be completing) within 5 s, long after the pause below. s3s-fs's
+    // CompleteMultipartUpload is not atomic: it forgets the upload, then
+    // joins and deletes the parts, and it goes on after its client is
+    // cut. This test used to pause once two parts were done, which (a's
+    // four parts going first) was as a's Complete went out; under load
+    // the resume then found half the parts of an upload the server no
+    // longer knew (CI, once).
+    throttle_parts(&proxy, MIB as u64);
     let files = make_files(&specs(&[
         ("pause/a", 16 * MIB),
         ("pause/b", 12 * MIB),
@@ -358,10 +366,16 @@ fn pause_then_resume_in_the_same_process() {
     let mut batch = files.batch();
     batch.journal(&journal);
     let job = up.start(&batch).unwrap();
-    while job.progress().parts_done < 2 {
-        assert!(!job.state().is_finished(), "{:?}", job.progress());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // The first four requests are a's parts (workers=4): its 1 MiB last
+    // part is acknowledged after 1 s, its 5 MiB ones would be after 5 s.
+    assert!(
+        proxy.wait_for(Duration::from_secs(30), |log| !acknowledged_parts(log)
+            .is_empty()),
+        "no part was acknowledged"
+    );
+    // Long enough after that acknowledgement for it to be on record.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!job.state().is_finished(), "{:?}", job.progress());
     // A pause cuts the requests in flight at once: a part whose answer
     // was on its way was stored but never recorded, and s3s-fs lists no
     // part ETags to prove it ours, so resume sends it again. Only parts
@@ -388,7 +402,14 @@ fn pause_then_resume_in_the_same_process() {
 
     let job = up.resume(&journal).unwrap();
     let p = finish(&job, 60);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    assert_eq!(
+        p.state,
+        JobState::Succeeded,
+        "{:?}\nbefore the pause:\n{}after:\n{}",
+        p.error,
+        timeline(&before),
+        timeline(&proxy.log())
+    );
     assert_eq!(p.bytes_done, p.bytes_total);
     assert_no_part_resent_by(
         &before,

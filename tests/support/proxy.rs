@@ -201,6 +201,29 @@ impl Drop for Proxy {
 
 // ================================================================ the log
 
+/// A line per request of `log`, with times in ms from the first: for the
+/// message of an assertion about a sequence of requests.
+pub fn timeline(log: &[Entry]) -> String {
+    let Some(t0) = log.iter().map(|e| e.started).min() else {
+        return "(no requests)".to_string();
+    };
+    let ms = |t: Instant| t.saturating_duration_since(t0).as_millis();
+    log.iter()
+        .map(|e| {
+            format!(
+                "{:>6} ms {} /{}?{} body {} -> {:?} at {:?} ms\n",
+                ms(e.started),
+                e.method,
+                e.path.trim_start_matches('/'),
+                e.query,
+                e.body_len,
+                e.status,
+                e.finished.map(ms)
+            )
+        })
+        .collect()
+}
+
 /// One request as the proxy saw it.
 #[derive(Clone, Debug)]
 pub struct Entry {
