@@ -477,6 +477,13 @@ impl Client {
         let Stream::Plain(tcp) = conn.stream else {
             unreachable!("just made plain")
         };
+        let mut session = session;
+        // Room for a small file's body and its head in one write to the
+        // socket (rustls's default of 64 KiB took two); a 256 KiB piece of
+        // a big one takes two. Each connection holds that much ciphertext
+        // while it writes: twice as much made big uploads' peak RSS 15-80 %
+        // higher for no CPU saved.
+        session.set_buffer_limit(Some(WRITE_CHUNK / 2));
         let mut tls_stream = rustls::StreamOwned::new(session, tcp);
         // Handshake now, so a certificate problem is a connect error.
         while tls_stream.conn.is_handshaking() {

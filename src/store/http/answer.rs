@@ -3,7 +3,7 @@
 //! connection's buffer (`read_more`), with the quick ACKs a body's start
 //! and end need (see `store::ack`).
 
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
 use std::time::{Duration, Instant};
@@ -147,11 +147,25 @@ fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
             unsafe { buf.set_len(old + n) };
             Ok(n)
         }
-        Stream::Tls(_) => {
-            buf.resize(old + READ_SIZE, 0);
-            let got = stream.read(&mut buf[old..]);
-            buf.truncate(old + *got.as_ref().unwrap_or(&0));
-            got
+        // Copied from rustls's plaintext records (reading from the socket
+        // only when none is left), without zeroing the space first as a
+        // `Read` into the buffer would need.
+        Stream::Tls(tls) => {
+            if tls.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            while buf.len() - old < READ_SIZE {
+                let chunk = match tls.conn.reader().into_first_chunk() {
+                    Ok(chunk) if !chunk.is_empty() => chunk,
+                    // Nothing more without reading the socket again
+                    // (WouldBlock), or the end, which the next call sees.
+                    _ => break,
+                };
+                let take = chunk.len().min(READ_SIZE - (buf.len() - old));
+                buf.extend_from_slice(&chunk[..take]);
+                tls.conn.reader().consume(take);
+            }
+            Ok(buf.len() - old)
         }
     }
 }
