@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use batchput::store::{Body, SentChecksum, Store};
 use batchput::{JobState, Uploader};
 
 use crate::support::proxy::{peak_in_flight, Action, Match, Proxy, Rule};
@@ -122,4 +123,29 @@ fn slow_down_answers_cut_requests_in_flight() {
         .collect();
     let peak = peak_in_flight(&after, |e| e.method == "PUT");
     assert!(peak <= 16, "{peak} in flight right after SlowDown");
+}
+
+#[test]
+fn a_slow_listing_does_not_make_a_near_store_look_far() {
+    // A listing's answer waits for the server to walk its keys (s3s-fs
+    // takes about 40 ms per 1,000 on loopback): work, not distance. A
+    // download of a prefix begins with one; were it timed as a round
+    // trip, `auto` would start that download at 256 requests in flight
+    // on loopback, as it did.
+    let server = support::s3s();
+    server
+        .store()
+        .put_object("c/0", Body::Bytes(b"x"), SentChecksum::None, 0)
+        .unwrap();
+    let proxy = Proxy::start(&server.endpoint);
+    proxy.add_rule(Rule::new(
+        Match::method("GET").and_query("list-type=2"),
+        Action::Delay(Duration::from_millis(60)),
+    ));
+    let store = Store::new(&server.config_via(&proxy.endpoint())).unwrap();
+    assert_eq!(store.list_objects("c/").unwrap().len(), 1);
+    assert_eq!(store.answer_floor(), None, "the listing was timed");
+    assert!(store.head_object("c/0").unwrap().is_some());
+    let floor = store.answer_floor().expect("the HEAD was timed");
+    assert!(floor < Duration::from_millis(60), "{floor:?}");
 }

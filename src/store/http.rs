@@ -73,6 +73,12 @@ pub(crate) struct Target<'a> {
     pub authority: &'a str,
     /// Path and query, already percent-encoded.
     pub path_and_query: &'a str,
+    /// Whether the server can begin its answer as soon as it has the
+    /// request: how long that took counts towards the round trip
+    /// ([`Client::answer_floor`]). Not for a listing or a
+    /// CompleteMultipartUpload, whose answers wait for work on the
+    /// server (s3s-fs lists 1,000 keys in about 40 ms on loopback).
+    pub times_round_trip: bool,
 }
 
 /// A request body.
@@ -259,8 +265,9 @@ impl Client {
     }
 
     /// The shortest time any answer took to begin after its request was
-    /// sent, over the client's life: the network's round trip plus the
-    /// least the server ever took. Loopback gives well under a
+    /// sent, over the client's life, among requests the server can answer
+    /// at once ([`Target::times_round_trip`]): the network's round trip
+    /// plus the least the server ever took. Loopback gives well under a
     /// millisecond; a server across a WAN its round trip. `None` before
     /// the first answer.
     pub fn answer_floor(&self) -> Option<Duration> {
@@ -603,7 +610,7 @@ impl Client {
             Err(e) => return Err(e),
         }
         let answer = read_answer(conn, method, reached, sink);
-        if let Some(at) = reached.answered_at {
+        if let Some(at) = reached.answered_at.filter(|_| target.times_round_trip) {
             let waited = at.saturating_duration_since(sent_at).as_micros() as u64;
             self.answer_floor_us.fetch_min(waited, Ordering::Relaxed);
         }

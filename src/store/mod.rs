@@ -186,6 +186,24 @@ struct Request<'a, 'b> {
     endpoint_hint: usize,
 }
 
+/// Whether a server answers `operation` as soon as it has the request (or
+/// its body): not a listing, whose answer waits for the server to walk its
+/// keys or parts, nor a CompleteMultipartUpload or DeleteObjects, which
+/// join parts or delete up to 1,000 keys first. Only such answers tell the
+/// round trip (see `http::Target::times_round_trip`): a download of a
+/// prefix began with its listing, whose 43 ms on loopback made `auto` take
+/// s3s-fs for a far store and start at 256 requests in flight.
+fn answers_at_once(operation: &str) -> bool {
+    !matches!(
+        operation,
+        "ListObjectsV2"
+            | "ListParts"
+            | "ListMultipartUploads"
+            | "CompleteMultipartUpload"
+            | "DeleteObjects"
+    )
+}
+
 /// Down-until marks, one per endpoint, as milliseconds since `epoch`.
 struct Health {
     epoch: Instant,
@@ -449,6 +467,7 @@ impl Store {
             port: ep.port(),
             authority: &authority,
             path_and_query: &path_and_query,
+            times_round_trip: answers_at_once(req.operation),
         };
         let body = match req.body {
             Body::Empty => http::ReqBody::Empty,
