@@ -479,12 +479,11 @@ impl Client {
         let server_name = target.host.trim_start_matches('[').trim_end_matches(']');
         let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| HttpError::Connect(io::Error::other(e.to_string())))?;
-        let session = rustls::ClientConnection::new(tls, name)
+        let mut session = rustls::ClientConnection::new(tls, name)
             .map_err(|e| HttpError::Connect(io::Error::other(e.to_string())))?;
         let Stream::Plain(tcp) = conn.stream else {
             unreachable!("just made plain")
         };
-        let mut session = session;
         // Room for a small file's body and its head in one write to the
         // socket (rustls's default of 64 KiB took two); a 256 KiB piece of
         // a big one takes two. Each connection holds that much ciphertext
