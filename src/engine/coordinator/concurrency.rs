@@ -25,7 +25,10 @@
 //! (big parts need few requests to fill a link: 4 x 256 MiB in 8 MiB parts
 //! get no such start). Up from 16 by doubling, 40 ms of round trip
 //! spent its first 0.75 s below 256 (2,000 x 64 KiB upload through the
-//! bench's latency proxy: 1.78 -> 1.50 s, bench/NOTES.md).
+//! bench's latency proxy: 1.78 -> 1.50 s, bench/NOTES.md). A store that
+//! pushed back first (pressure, before or after a window counted it) gets
+//! no such start: the answers it delays say as much about its load as
+//! about the distance.
 //!
 //! The pool holds up to `max_workers` threads, started as the limit needs
 //! them; idle ones wait on the pool's queue at no cost (see `engine::pool`).
@@ -130,7 +133,11 @@ impl Concurrency {
                 .checked_div(self.request_size)
                 .map_or(usize::MAX, |n| n as usize);
             let needed = needed.min(by_bytes).min(self.max);
-            if needed > self.limit {
+            // Not over a store that already pushed back (a SlowDown, a
+            // cut connection, a timeout, whether or not a window has
+            // counted it yet): its cut and hold stand.
+            let pushed_back = pressure > 0 || self.hold_until.is_some();
+            if needed > self.limit && !pushed_back {
                 // A new start: the climb measures from here.
                 self.limit = needed;
                 self.window_start = now;
@@ -289,6 +296,22 @@ mod tests {
             c.tick(t0 + ms(100) + WINDOW, 1 << 20, 0, Some(ms(10))),
             Some(128)
         );
+    }
+
+    #[test]
+    fn a_store_that_pushed_back_gets_no_start_from_its_round_trip() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // A SlowDown before the floor was known (not yet counted by a
+        // window): the start from a 40 ms round trip is not taken.
+        let mut c = Concurrency::new(true, 0, 64, t0);
+        assert_eq!(c.tick(t0 + ms(100), 0, 3, Some(ms(40))), None);
+        assert_eq!(c.limit(), START);
+        // One a window cut for: the cut and its hold stand.
+        let mut c = Concurrency::new(true, 0, 64, t0);
+        assert_eq!(c.tick(t0 + WINDOW, 0, 3, None), Some(START * 2 / 3));
+        assert_eq!(c.tick(t0 + WINDOW + ms(10), 0, 3, Some(ms(40))), None);
+        assert_eq!(c.limit(), START * 2 / 3);
     }
 
     #[test]
