@@ -346,7 +346,6 @@ fn an_object_of_one_get_corrupted_or_cut_fails_and_leaves_no_partial_file() {
     let server = support::s3s();
     let objects = seed_small(&server, 12, 1);
     let proxy = Proxy::start(&server.endpoint);
-    let dir = tempfile::tempdir().unwrap();
     let up = Uploader::new(server.config_via(&proxy.endpoint()).workers(2).retries(2)).unwrap();
 
     // A byte flipped on the way (the MD5 of what was written is not the
@@ -355,6 +354,10 @@ fn an_object_of_one_get_corrupted_or_cut_fails_and_leaves_no_partial_file() {
         (Action::CorruptAnswer { at: 30_000 }, ErrorKind::Integrity),
         (Action::CutAfter { bytes: 0 }, ErrorKind::Network),
     ] {
+        // A directory per job: a file the first one completed is kept,
+        // and would be there whatever the second reports for it (which
+        // leaves it alone when it cuts its own download of it).
+        let dir = tempfile::tempdir().unwrap();
         proxy.clear_rules();
         proxy.add_rule(Rule::new(Match::method("GET").and_path("held-0"), action));
         let job = up.download(&batch_into(dir.path(), &objects)).unwrap();
