@@ -101,21 +101,22 @@ fn slow_down_answers_cut_requests_in_flight() {
     // First a near store's answers, many of them, so the job below starts
     // at 16 as on loopback: on a loaded machine the first few answers
     // (the probe's) can each take 60 ms, and `auto` then starts a store
-    // it takes for a far one at 64 (CI under load: 34 and 62 in flight
-    // after the refusals, which came while 33 were out).
+    // it takes for a far one at 64 (8 test threads beside CPU hogs: 34
+    // and 62 in flight after the refusals, which came while 33 were out).
     let warm: Vec<(String, usize)> = (0..40).map(|i| (format!("w/{i}"), 100)).collect();
     let warm = make_files(&warm);
     assert_eq!(
         finish(&up.start(&warm.batch()).unwrap(), 60).state,
         JobState::Succeeded
     );
-    // The server refuses with 503 SlowDown from the start, a few times.
+    // The server refuses the first three PUTs with 503 SlowDown: one
+    // window sees them, and cuts the limit once.
     proxy.add_rule(
         Rule::new(
             Match::method("PUT"),
             Action::respond(503, "SlowDown", "Please reduce your request rate."),
         )
-        .times(40),
+        .times(3),
     );
     far(&proxy);
     proxy.reset_log();
@@ -123,25 +124,36 @@ fn slow_down_answers_cut_requests_in_flight() {
     let p = finish(&up.start(&files.batch()).unwrap(), 180);
     assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
     files.verify_all(&server.store());
-    // The refusals came while 16 were in flight; after them the limit was
-    // cut and held, so the first second after the last refusal never saw
-    // more than 16 at once.
-    let log = proxy.log();
-    let whole = timeline(&log);
+    // The refusals came while 16 were out; they cut the limit to 10, held
+    // for 6 s. A second after the last one, at most 10 are in flight: the
+    // threads at work, not only the tasks handed out, fell to the limit
+    // (with small tasks queued behind the requests in flight, a thread done
+    // with one takes the next: it took `draining` for them to become
+    // fewer; 10, 12 and 10 in three runs without it, 10 every time with).
+    let log: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.method == "PUT" && !e.is_probe())
+        .collect();
     let last_refusal = log
         .iter()
         .filter(|e| e.status == Some(503))
         .map(|e| e.started)
         .max()
         .expect("refusals were logged");
-    let after: Vec<_> = log
-        .into_iter()
-        .filter(|e| e.started > last_refusal && e.started < last_refusal + Duration::from_secs(1))
+    let later: Vec<_> = log
+        .iter()
+        .filter(|e| {
+            e.started > last_refusal + Duration::from_secs(1)
+                && e.started < last_refusal + Duration::from_secs(2)
+        })
+        .cloned()
         .collect();
-    let peak = peak_in_flight(&after, |e| e.method == "PUT");
+    let peak = peak_in_flight(&later, |_| true);
     assert!(
-        peak <= 16,
-        "{peak} in flight right after SlowDown:\n{whole}"
+        (1..=10).contains(&peak),
+        "{peak} in flight a second after SlowDown:\n{}",
+        timeline(&log)
     );
 }
 

@@ -153,6 +153,10 @@ pub(crate) struct Coordinator<'a> {
     in_flight: usize,
     /// The job's requests are small enough to queue tasks behind them.
     queue_behind: bool,
+    /// The limit fell while more tasks than it allows were out: none is
+    /// queued behind the others until the tasks out are within it again
+    /// (see `dispatch_limit`).
+    draining: bool,
     open_files: usize,
     pending_uploads: usize,
 
@@ -269,6 +273,7 @@ impl<'a> Coordinator<'a> {
             backlog: 0,
             in_flight: 0,
             queue_behind: request_size <= dispatch::QUEUE_BEHIND_UP_TO,
+            draining: false,
             open_files: 0,
             pending_uploads: 0,
             files_done: 0,

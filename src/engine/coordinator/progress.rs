@@ -60,8 +60,13 @@ impl Coordinator<'_> {
         }
         let pressure = self.ctx.pressure.load(Ordering::Relaxed);
         let floor = self.engine.store.answer_floor();
+        let before = self.concurrency.limit();
         if let Some(limit) = self.concurrency.tick(now, sent, pressure, floor) {
             log::debug!("requests in flight: up to {limit} now");
+            // A cut (pressure, or a raise that did not pay) takes effect
+            // only once the threads at work are within it: see
+            // `dispatch_limit`.
+            self.draining |= limit < before && self.queue_behind;
         }
         if now.duration_since(self.last_sample) >= SAMPLE_EVERY {
             self.sample(now);
