@@ -403,6 +403,15 @@ impl Match {
         }
     }
 
+    /// Every PUT of the job's files (PutObject and UploadPart), not of
+    /// the probe.
+    pub fn file_puts() -> Match {
+        Match {
+            path_lacks: Some(PROBE_KEY_MARK.to_string()),
+            ..Match::method("PUT")
+        }
+    }
+
     /// The UploadPart of part `n` of the job's files (not of the probe).
     pub fn part(n: u32) -> Match {
         Match::file_parts().and_part(n)
