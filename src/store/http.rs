@@ -247,8 +247,6 @@ impl Conn {
 /// How far a request got before it failed.
 #[derive(Default)]
 struct Reached {
-    /// The request went on a connection that had served one before.
-    reused: bool,
     request_sent: bool,
     answer_started: bool,
     /// When the answer's final head was in.
@@ -268,9 +266,8 @@ impl Client {
 
     /// The shortest time any answer took to begin after its request was
     /// sent, over the client's life, among requests the server can answer
-    /// at once ([`Target::times_round_trip`]) sent on a connection that
-    /// served one before: the network's round trip plus the least the
-    /// server ever took. Loopback gives well under a
+    /// at once ([`Target::times_round_trip`]): the network's round trip
+    /// plus the least the server ever took. Loopback gives well under a
     /// millisecond; a server across a WAN its round trip. `None` before
     /// the first answer.
     pub fn answer_floor(&self) -> Option<Duration> {
@@ -335,10 +332,7 @@ impl Client {
             ),
             None => None,
         };
-        let mut reached = Reached {
-            reused,
-            ..Reached::default()
-        };
+        let mut reached = Reached::default();
         let result = self.exchange(
             &mut conn,
             method,
@@ -615,12 +609,7 @@ impl Client {
             Err(e) => return Err(e),
         }
         let answer = read_answer(conn, method, reached, sink);
-        // Only on a connection that served before: a new one's first
-        // answer also waits for the server to take the connection on
-        // (through a TLS front on loopback, 6-23 ms against 0.5 ms and up
-        // for the next ones), which made a near store look far.
-        let timed = target.times_round_trip && reached.reused;
-        if let Some(at) = reached.answered_at.filter(|_| timed) {
+        if let Some(at) = reached.answered_at.filter(|_| target.times_round_trip) {
             let waited = at.saturating_duration_since(sent_at).as_micros() as u64;
             self.answer_floor_us.fetch_min(waited, Ordering::Relaxed);
         }
