@@ -103,7 +103,6 @@ fn slow_down_answers_cut_requests_in_flight() {
     // the 2.5 ms of a near store (a CI-like run: requests of 60 ms took
     // 430), and `auto` took the proxy for a far store and began higher
     // (34, 62 and 20 in flight after the refusals in runs that failed).
-    let up = Uploader::new(server.config_via(&proxy.endpoint()).workers_auto(16)).unwrap();
     // The server refuses the job's first three PUTs with 503 SlowDown:
     // one window sees them, and cuts the limit once.
     proxy.add_rule(
@@ -114,11 +113,7 @@ fn slow_down_answers_cut_requests_in_flight() {
         .times(3),
     );
     far(&proxy);
-    proxy.reset_log();
-    let files = small_files();
-    let p = finish(&up.start(&files.batch()).unwrap(), 180);
-    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
-    files.verify_all(&server.store());
+    upload_small_files(&server, |c| c.workers_auto(16), &proxy, 180);
     // The refusals came while 16 were out; they cut the limit to 10, held
     // for 6 s. A second after the last one, at most 10 are in flight: the
     // threads at work, not only the tasks handed out, fell to the limit

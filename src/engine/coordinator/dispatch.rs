@@ -27,6 +27,10 @@ impl Coordinator<'_> {
     // ------------------------------------------------------------ dispatch
 
     pub(super) fn dispatch(&mut self) {
+        if self.draining && self.in_flight <= self.concurrency.limit() {
+            // Drained: the tasks out are within the limit that fell.
+            self.draining = false;
+        }
         while self.in_flight < self.dispatch_limit() && self.ending.is_none() {
             if let Some(f) = self.to_complete.pop_front() {
                 self.spawn_complete(f);
@@ -396,11 +400,8 @@ impl Coordinator<'_> {
     /// never become fewer while the queue is fed. A cut from 24 to 16
     /// requests would keep 23 at work: nothing is queued behind until no
     /// more than the new limit are out.
-    fn dispatch_limit(&mut self) -> usize {
+    fn dispatch_limit(&self) -> usize {
         let limit = self.concurrency.limit();
-        if self.draining && self.in_flight <= limit {
-            self.draining = false;
-        }
         if self.queue_behind && !self.draining {
             limit + limit.div_ceil(2)
         } else {
