@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use batchput::store::{Body, SentChecksum, Store};
-use batchput::{JobState, Uploader};
+use batchput::{Integrity, JobState, Uploader};
 
 use crate::support::proxy::{peak_in_flight, timeline, Action, Match, Proxy, Rule};
 use crate::support::{self, finish, make_files, Files};
@@ -143,6 +143,51 @@ fn slow_down_answers_cut_requests_in_flight() {
     assert!(
         (1..=10).contains(&peak),
         "{peak} in flight a second after SlowDown:\n{}",
+        timeline(&log)
+    );
+}
+
+#[test]
+fn a_front_that_delays_new_connections_does_not_make_a_near_store_look_far() {
+    // A TLS front (or load balancer) reaches the server only when a client
+    // connects, so each new connection's first answer is late: through
+    // stunnel on loopback, 6-23 ms against 0.5 ms and up for the next
+    // ones. Here 40 ms. A job that does not probe (integrity set) sends
+    // its first 16 PUTs on new connections; timed, their answers made
+    // `auto` take loopback for a far store and start at 256 (then every
+    // answer queued at the server, so the start stood). Only answers on
+    // reused connections tell the round trip.
+    let server = support::s3s_in_memory();
+    let proxy = Proxy::start(&server.endpoint);
+    proxy.add_rule(Rule::new(
+        Match::first_on_connection(),
+        Action::HoldAnswer(Duration::from_millis(40)),
+    ));
+    let specs: Vec<(String, usize)> = (0..1000).map(|i| (format!("f/{i:04}"), 1024)).collect();
+    let files = make_files(&specs);
+    let cfg = server
+        .config_via(&proxy.endpoint())
+        .integrity(Integrity::EtagMd5);
+    let up = Uploader::new(cfg).unwrap();
+    let p = finish(&up.start(&files.batch()).unwrap(), 180);
+    assert_eq!(p.state, JobState::Succeeded, "{:?}", p.error);
+    files.verify_all(&server.store());
+    let mut log: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.method == "PUT")
+        .collect();
+    assert!(log.iter().any(|e| e.injected), "no answer was held");
+    log.sort_by_key(|e| e.started);
+    // Timing it on reused connections, `auto` may still start above 16
+    // from a reused connection's answer slowed by the machine's load (43
+    // from 6.7 ms in one run), then follows shorter answers down. Timing
+    // it on new ones, 185-217 in flight, to the end.
+    let peak = peak_in_flight(&log, |_| true);
+    let second_half = peak_in_flight(&log[log.len() / 2..], |_| true);
+    assert!(
+        peak <= 64 && second_half <= 32,
+        "{peak} in flight on a near store, {second_half} in the second half of the job:\n{}",
         timeline(&log)
     );
 }

@@ -159,9 +159,9 @@ pub(crate) struct Client {
     /// Endpoints that did not answer an `Expect: 100-continue` in time.
     no_continue: Mutex<Vec<String>>,
     /// The shortest wait so far, in microseconds, between a request sent
-    /// in full and its answer's head (`u64::MAX`: none yet): about the
-    /// round trip, when the server had little to do (see
-    /// [`answer_floor`](Client::answer_floor)).
+    /// in full on a reused connection and its answer's head (`u64::MAX`:
+    /// none yet): about the round trip, when the server had little to do
+    /// (see [`answer_floor`](Client::answer_floor)).
     answer_floor_us: AtomicU64,
 }
 
@@ -247,6 +247,8 @@ impl Conn {
 /// How far a request got before it failed.
 #[derive(Default)]
 struct Reached {
+    /// The request went on a connection that had served one before.
+    reused: bool,
     request_sent: bool,
     answer_started: bool,
     /// When the answer's final head was in.
@@ -265,11 +267,21 @@ impl Client {
     }
 
     /// The shortest time any answer took to begin after its request was
-    /// sent, over the client's life, among requests the server can answer
-    /// at once ([`Target::times_round_trip`]): the network's round trip
-    /// plus the least the server ever took. Loopback gives well under a
+    /// sent on a connection that served before, over the client's life,
+    /// among requests the server can answer at once
+    /// ([`Target::times_round_trip`]): the network's round trip plus the
+    /// least the server ever took. Loopback gives well under a
     /// millisecond; a server across a WAN its round trip. `None` before
-    /// the first answer.
+    /// the first such answer.
+    ///
+    /// Not on a new connection: its first answer may also wait for the
+    /// server, or a front before it, to take the connection on. Through a
+    /// TLS front on loopback that took 6-23 ms, against 0.5 ms and up for
+    /// the next answers, and a near store looked far. A far store is known
+    /// no later for it where a connection serves twice early:
+    /// `integrity=auto`'s probe sends its parts on the connection of its
+    /// CreateMultipartUpload, a download's first GET goes on its listing's;
+    /// elsewhere a round trip later.
     pub fn answer_floor(&self) -> Option<Duration> {
         match self.answer_floor_us.load(Ordering::Relaxed) {
             u64::MAX => None,
@@ -332,7 +344,10 @@ impl Client {
             ),
             None => None,
         };
-        let mut reached = Reached::default();
+        let mut reached = Reached {
+            reused,
+            ..Reached::default()
+        };
         let result = self.exchange(
             &mut conn,
             method,
@@ -609,7 +624,9 @@ impl Client {
             Err(e) => return Err(e),
         }
         let answer = read_answer(conn, method, reached, sink);
-        if let Some(at) = reached.answered_at.filter(|_| target.times_round_trip) {
+        // Only on a connection that served before: see `answer_floor`.
+        let timed = target.times_round_trip && reached.reused;
+        if let Some(at) = reached.answered_at.filter(|_| timed) {
             let waited = at.saturating_duration_since(sent_at).as_micros() as u64;
             self.answer_floor_us.fetch_min(waited, Ordering::Relaxed);
         }

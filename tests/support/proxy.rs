@@ -381,6 +381,8 @@ pub struct Match {
     pub header: Option<String>,
     /// Substring the raw path must not contain.
     pub path_lacks: Option<String>,
+    /// Only the first request on its connection.
+    pub first_on_connection: bool,
 }
 
 impl Match {
@@ -417,6 +419,15 @@ impl Match {
         Match::file_parts().and_part(n)
     }
 
+    /// The first request on each connection: what a front (TLS, a load
+    /// balancer) that connects to the server behind it only then delays.
+    pub fn first_on_connection() -> Match {
+        Match {
+            first_on_connection: true,
+            ..Match::any()
+        }
+    }
+
     pub fn path(s: &str) -> Match {
         Match::any().and_path(s)
     }
@@ -451,10 +462,20 @@ impl Match {
         self
     }
 
-    fn matches<H: AsRef<str>>(&self, method: &str, path: &str, query: &str, headers: &[H]) -> bool {
-        self.method
-            .as_ref()
-            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    /// `first`: the request is the first on its connection.
+    fn matches<H: AsRef<str>>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[H],
+        first: bool,
+    ) -> bool {
+        (first || !self.first_on_connection)
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && self
                 .path_contains
                 .as_ref()
@@ -576,7 +597,8 @@ struct Log {
 
 impl Shared {
     /// The action of the first live rule matching `req`, counting the use.
-    fn pick_rule(&self, req: &Request) -> Option<Action> {
+    /// `first`: the first request on its connection.
+    fn pick_rule(&self, req: &Request, first: bool) -> Option<Action> {
         let mut rules = lock(&self.rules);
         let slot = rules.iter_mut().find(|slot| {
             slot.rule.times.is_none_or(|n| slot.used < n)
@@ -585,6 +607,7 @@ impl Shared {
                     &req.path,
                     &req.query,
                     &req.header_names(),
+                    first,
                 )
         })?;
         slot.used += 1;
@@ -684,6 +707,7 @@ fn serve_connection(sh: Arc<Shared>, stream: TcpStream) {
         client,
         upstream: None,
         scratch: vec![0; CHUNK],
+        served: 0,
     };
     // Any error, on either side, ends the connection: dropping both sockets
     // is what the client should see when the proxy cannot go on.
@@ -708,6 +732,8 @@ struct Conn {
     /// Opened at the first forwarded request, reopened when upstream closed it.
     upstream: Option<Sock>,
     scratch: Vec<u8>,
+    /// Requests read on this connection so far.
+    served: u32,
 }
 
 impl Conn {
@@ -722,8 +748,9 @@ impl Conn {
         let action = if black_hole {
             None
         } else {
-            self.sh.pick_rule(&req)
+            self.sh.pick_rule(&req, self.served == 0)
         };
+        self.served += 1;
         let seq = self.sh.begin(&req, started, black_hole || action.is_some());
 
         if req.chunked {
@@ -2059,19 +2086,21 @@ mod tests {
         assert_eq!(e.query_param("uploads"), None);
         e.method = "PUT".into();
         assert!(e.is_upload_part());
-        assert!(Match::part(7).matches("PUT", &e.path, &e.query, &e.headers));
-        assert!(!Match::part(70).matches("PUT", &e.path, &e.query, &e.headers));
-        assert!(!Match::part(7).matches("GET", &e.path, &e.query, &e.headers));
+        assert!(Match::part(7).matches("PUT", &e.path, &e.query, &e.headers, false));
+        assert!(!Match::part(70).matches("PUT", &e.path, &e.query, &e.headers, false));
+        assert!(!Match::part(7).matches("GET", &e.path, &e.query, &e.headers, false));
+        assert!(Match::first_on_connection().matches("PUT", &e.path, &e.query, &e.headers, true));
+        assert!(!Match::first_on_connection().matches("PUT", &e.path, &e.query, &e.headers, false));
         assert!(Match::query("partNumber=7")
             .and_path("dir/")
-            .matches("PUT", &e.path, &e.query, &e.headers));
+            .matches("PUT", &e.path, &e.query, &e.headers, false));
         assert!(e.has_header("X-Amz-Checksum-CRC32C") && !e.has_header("content-md5"));
         assert!(Match::part(7)
             .and_header("X-Amz-Checksum-Crc32c")
-            .matches("PUT", &e.path, &e.query, &e.headers));
+            .matches("PUT", &e.path, &e.query, &e.headers, false));
         assert!(!Match::part(7)
             .and_header("content-md5")
-            .matches("PUT", &e.path, &e.query, &e.headers));
+            .matches("PUT", &e.path, &e.query, &e.headers, false));
         e.method = "DELETE".into();
         assert!(e.is_abort());
     }

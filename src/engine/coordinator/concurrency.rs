@@ -30,6 +30,17 @@
 //! no such start: the answers it delays say as much about its load as
 //! about the distance.
 //!
+//! The start is a guess from the first answers, and they can mislead. A
+//! new connection's first answer can wait for a TLS front to reach the
+//! server (`Store::answer_floor` leaves those out: timed, they started
+//! loopback behind stunnel at 24-256). And a near server busy with other
+//! work answers the first requests late. So until a window has measured
+//! it, the start follows the floor down as shorter answers come, to no
+//! less than [`START`]. A far store's floor does not drop below its round
+//! trip, so its start stands. Once a start is too high on a near store,
+//! its answers queue and stay late, so the floor alone cannot undo it;
+//! hence the care over which answers count.
+//!
 //! The pool holds up to `max_workers` threads, started as the limit needs
 //! them; idle ones wait on the pool's queue at no cost (see `engine::pool`).
 
@@ -75,6 +86,9 @@ pub(super) struct Concurrency {
     hold_until: Option<Instant>,
     /// The round trip has been looked at (once per job).
     placed: bool,
+    /// The limit the start from the round trip set, until a window
+    /// measured it: a shorter floor revises it (see the module's doc).
+    placed_limit: Option<usize>,
     /// The job's bytes per request, on average (0: not known).
     request_size: u64,
 }
@@ -92,6 +106,7 @@ impl Concurrency {
             probe: None,
             hold_until: None,
             placed: false,
+            placed_limit: None,
             request_size: 0,
         }
     }
@@ -126,27 +141,23 @@ impl Concurrency {
         if !self.adaptive {
             return None;
         }
-        if let Some(floor) = floor.filter(|_| !self.placed) {
-            self.placed = true;
-            let needed = (START as f64 * floor.as_secs_f64() / NEAR.as_secs_f64()) as usize;
-            let by_bytes = START_BYTES
-                .checked_div(self.request_size)
-                .map_or(usize::MAX, |n| n as usize);
-            let needed = needed.min(by_bytes).min(self.max);
-            // Not over a store that already pushed back (a SlowDown, a
-            // cut connection, a timeout, whether or not a window has
-            // counted it yet): its cut and hold stand.
-            let pushed_back = pressure > 0 || self.hold_until.is_some();
-            if needed > self.limit && !pushed_back {
-                // A new start: the climb measures from here.
-                self.limit = needed;
-                self.window_start = now;
-                self.bytes_at_start = bytes;
-                self.pressure_at_start = pressure;
-                self.held_back = false;
-                self.probe = None;
-                return Some(needed);
+        if let Some(limit) = floor.and_then(|floor| self.place(pressure, floor)) {
+            if limit < self.limit {
+                // A revision: while the requests beyond the new limit
+                // finish, few are sent, and a raise measured against that
+                // would seem to pay (a download on loopback went 23, 16,
+                // then 32 and 64). The window after this one measures.
+                self.hold_until = Some(now + WINDOW * 2);
             }
+            // A new start: the climb measures from here.
+            self.limit = limit;
+            self.placed_limit = Some(limit);
+            self.window_start = now;
+            self.bytes_at_start = bytes;
+            self.pressure_at_start = pressure;
+            self.held_back = false;
+            self.probe = None;
+            return Some(limit);
         }
         let elapsed = now.duration_since(self.window_start);
         if elapsed < WINDOW {
@@ -160,6 +171,8 @@ impl Concurrency {
         self.pressure_at_start = pressure;
         self.held_back = false;
         let before = self.limit;
+        // From here on what is measured moves the limit, not the guess.
+        self.placed_limit = None;
         if pressed {
             self.limit = (self.limit * 2 / 3).max(FLOOR);
             self.probe = None;
@@ -177,6 +190,34 @@ impl Concurrency {
             self.raise(rate, 2);
         }
         (self.limit != before).then_some(self.limit)
+    }
+
+    /// The start from the round trip, when it changes the limit: taken at
+    /// the first floor known, then revised down as the floor drops, until
+    /// a window measured it (see the module's doc).
+    fn place(&mut self, pressure: u64, floor: Duration) -> Option<usize> {
+        let needed = (START as f64 * floor.as_secs_f64() / NEAR.as_secs_f64()) as usize;
+        let by_bytes = START_BYTES
+            .checked_div(self.request_size)
+            .map_or(usize::MAX, |n| n as usize);
+        let needed = needed.min(by_bytes).min(self.max);
+        eprintln!(
+            "PLACE floor {floor:?} needed {needed} placed {} limit {}",
+            self.placed, self.limit
+        );
+        if !self.placed {
+            self.placed = true;
+            // Not over a store that already pushed back (a SlowDown, a
+            // cut connection, a timeout, whether or not a window has
+            // counted it yet): its cut and hold stand.
+            let pushed_back = pressure > 0 || self.hold_until.is_some();
+            return (needed > self.limit && !pushed_back).then_some(needed);
+        }
+        // A shorter answer than the one the start was taken from: the
+        // store is nearer than it looked.
+        let placed = self.placed_limit?;
+        let revised = needed.max(START.min(self.max));
+        (revised < placed && self.limit == placed).then_some(revised)
     }
 
     fn raise(&mut self, rate: f64, factor: usize) {
@@ -290,12 +331,60 @@ mod tests {
         assert_eq!(c.tick(t0 + ms(100), 0, 0, Some(ms(10))), Some(64));
         // Once per job: a later, longer floor changes nothing by itself.
         assert_eq!(c.tick(t0 + ms(150), 0, 0, Some(ms(40))), None);
+        assert_eq!(c.limit(), 64);
         // From there it climbs as before while it pays.
         c.note_held_back();
         assert_eq!(
             c.tick(t0 + ms(100) + WINDOW, 1 << 20, 0, Some(ms(10))),
             Some(128)
         );
+    }
+
+    #[test]
+    fn a_start_from_a_late_first_answer_follows_shorter_answers_down() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // The first answer took 20 ms (a new connection through a TLS
+        // front): 128. Then one took 5 ms: 32. Then a reused connection's
+        // 0.4 ms: back at the start, and no lower.
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(20), 0, 0, Some(ms(20))), Some(128));
+        assert_eq!(c.tick(t0 + ms(21), 0, 0, Some(ms(20))), None);
+        assert_eq!(c.tick(t0 + ms(22), 0, 0, Some(ms(5))), Some(32));
+        let near = Some(Duration::from_micros(400));
+        assert_eq!(c.tick(t0 + ms(23), 0, 0, near), Some(START));
+        assert_eq!(c.tick(t0 + ms(24), 0, 0, near), None);
+        assert_eq!(c.limit(), START);
+        // The climb goes on from there as on any near store, a window
+        // later: the first window after a revision sees the requests
+        // beyond it finish, and little sent.
+        c.note_held_back();
+        assert_eq!(c.tick(t0 + ms(23) + WINDOW, 1 << 20, 0, near), None);
+        c.note_held_back();
+        assert_eq!(c.tick(t0 + ms(23) + WINDOW * 2, 3 << 20, 0, near), Some(32));
+        // Once a window measured the start, a shorter answer moves it no
+        // more: whether the climb raised it,
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(20), 0, 0, Some(ms(20))), Some(128));
+        c.note_held_back();
+        assert_eq!(
+            c.tick(t0 + ms(20) + WINDOW, 1 << 20, 0, Some(ms(20))),
+            Some(256)
+        );
+        assert_eq!(c.tick(t0 + ms(30) + WINDOW, 1 << 20, 0, near), None);
+        assert_eq!(c.limit(), 256);
+        // kept it,
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(20), 0, 0, Some(ms(20))), Some(128));
+        assert_eq!(c.tick(t0 + ms(20) + WINDOW, 0, 0, Some(ms(20))), None);
+        assert_eq!(c.tick(t0 + ms(30) + WINDOW, 0, 0, near), None);
+        assert_eq!(c.limit(), 128);
+        // or cut it for pressure.
+        let mut c = Concurrency::new(true, 0, 256, t0);
+        assert_eq!(c.tick(t0 + ms(20), 0, 0, Some(ms(20))), Some(128));
+        assert_eq!(c.tick(t0 + ms(20) + WINDOW, 0, 1, Some(ms(20))), Some(85));
+        assert_eq!(c.tick(t0 + ms(30) + WINDOW, 0, 1, near), None);
+        assert_eq!(c.limit(), 85);
     }
 
     #[test]
