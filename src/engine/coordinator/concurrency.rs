@@ -201,10 +201,6 @@ impl Concurrency {
             .checked_div(self.request_size)
             .map_or(usize::MAX, |n| n as usize);
         let needed = needed.min(by_bytes).min(self.max);
-        eprintln!(
-            "PLACE floor {floor:?} needed {needed} placed {} limit {}",
-            self.placed, self.limit
-        );
         if !self.placed {
             self.placed = true;
             // Not over a store that already pushed back (a SlowDown, a
